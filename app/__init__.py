@@ -1,0 +1,1 @@
+"""ML platform: services and shared libraries (one subpackage per system)."""

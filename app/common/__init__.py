@@ -1,0 +1,1 @@
+"""Pieces every service and job shares: JSON logging, S3 access."""

@@ -1,0 +1,81 @@
+"""The metadata published beside every model artifact (``metadata.json``)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class FeatureSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    dtype: Literal["float64", "float32", "int64", "int32"] = "float64"
+
+
+class VerificationSample(BaseModel):
+    """Rows from the held-out split and the probabilities the trainer computed for them.
+
+    The server recomputes them at load time: an artifact whose predictions do not
+    reproduce (wrong library version, a fast path that disagrees with scikit-learn)
+    is never served.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: list[list[float]]
+    probabilities: list[list[float]]
+
+
+class TrainingData(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    rows: int
+    fingerprint: str = Field(description="sha256 over the training matrix and labels")
+
+
+class ModelMetadata(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_version: Literal[1] = 1
+    name: str
+    version: str
+    created_at: str
+    framework: Literal["sklearn"] = "sklearn"
+    task: Literal["classification"] = "classification"
+    artifact_file: str = "model.pkl"
+    artifact_format: Literal["pickle"] = "pickle"
+    sha256: str
+    size_bytes: int
+    signature: str | None = Field(
+        default=None, description="HMAC-SHA256 of sha256 under the publisher's key, when one was set"
+    )
+    features: list[FeatureSpec]
+    classes: list[int | str]
+    target_name: str = "target"
+    metrics: dict[str, float] = Field(default_factory=dict)
+    training_data: TrainingData
+    library_versions: dict[str, str]
+    params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    verification: VerificationSample
+    feature_views: list[str] = Field(default_factory=list)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sign(sha256: str, key: bytes) -> str:
+    return hmac.new(key, sha256.encode(), hashlib.sha256).hexdigest()
+
+
+def signature_ok(meta: ModelMetadata, key: bytes) -> bool:
+    return meta.signature is not None and hmac.compare_digest(meta.signature, sign(meta.sha256, key))

@@ -1,0 +1,1 @@
+"""Real-time prediction service for scikit-learn models (FastAPI on gunicorn + uvicorn)."""

@@ -1,0 +1,32 @@
+"""Liveness and readiness, in Kubernetes' and the Open Inference Protocol's spellings."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.responses import Response
+
+from app.predict.api.deps import RegistryDep
+from app.predict.errors import error_response, json_response
+
+router = APIRouter(tags=["health"])
+
+
+def _ready(registry: RegistryDep) -> Response:
+    if registry.ready:
+        return json_response(
+            {"status": "ready", "models": {n: m.version for n, m in registry.models.items()}}
+        )
+    return error_response(503, registry.not_ready_reason())
+
+
+@router.get("/healthz")
+@router.get("/v2/health/live")
+async def live() -> Response:
+    # Alive means the event loop answers; model problems are readiness, not liveness.
+    return json_response({"status": "alive"})
+
+
+@router.get("/readyz")
+@router.get("/v2/health/ready")
+async def ready(registry: RegistryDep) -> Response:
+    return _ready(registry)

@@ -1,0 +1,74 @@
+"""The readable JSON API: named features in, labels and class probabilities out."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.predict.api.deps import ModelDep, RegistryDep, SettingsDep, lookup_model
+from app.predict.errors import ApiError, json_response
+from app.predict.registry import LoadedModel
+from app.predict.v1_inputs import load_json, parse_instances
+
+router = APIRouter(prefix="/v1", tags=["v1"])
+
+
+async def _predict(lm: LoadedModel, request: Request, max_instances: int) -> Response:
+    x = parse_instances(load_json(await request.body()), lm.model.feature_names, max_instances)
+    proba = await lm.predict_proba(x)
+    idx = proba.argmax(axis=1)
+    lm.count_predictions(idx)
+    classes = lm.model.classes
+    keys = [str(c) for c in classes]
+    return json_response(
+        {
+            "model": lm.model.name,
+            "version": lm.version,
+            "predictions": [classes[i] for i in idx.tolist()],
+            "probabilities": [dict(zip(keys, row, strict=True)) for row in proba.tolist()],
+        }
+    )
+
+
+@router.post("/models/{name}/predict")
+async def predict(lm: ModelDep, request: Request, settings: SettingsDep) -> Response:
+    return await _predict(lm, request, settings.max_instances)
+
+
+@router.post("/predict")
+async def predict_default(request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
+    name = registry.default_model
+    if name is None:
+        raise ApiError(404, "no default model: the store has no models")
+    return await _predict(lookup_model(registry, name), request, settings.max_instances)
+
+
+@router.get("/models")
+async def list_models(registry: RegistryDep) -> Response:
+    return json_response(
+        {
+            "default": registry.default_model,
+            "models": [
+                {"name": n, "version": m.version, "engine": m.model.engine, "ready": True}
+                for n, m in sorted(registry.models.items())
+            ],
+        }
+    )
+
+
+@router.get("/models/{name}")
+async def model_metadata(lm: ModelDep) -> Response:
+    meta = lm.model.meta
+    return json_response(
+        {
+            "name": meta.name,
+            "version": meta.version,
+            "engine": lm.model.engine,
+            "features": [f.model_dump() for f in meta.features],
+            "classes": meta.classes,
+            "metrics": meta.metrics,
+            "created_at": meta.created_at,
+            "training_data": meta.training_data.model_dump(),
+            "library_versions": meta.library_versions,
+        }
+    )

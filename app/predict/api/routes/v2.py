@@ -1,0 +1,117 @@
+"""Open Inference Protocol (KServe V2) REST endpoints."""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from app.predict.api.deps import ModelDep, RegistryDep, SettingsDep, lookup_model
+from app.predict.errors import ApiError, bad_request, json_response
+from app.predict.registry import LoadedModel
+from app.predict.v2_protocol import encode_infer_response, parse_infer_request
+
+router = APIRouter(prefix="/v2", tags=["v2"])
+
+SERVER_NAME = "ml-platform"
+SERVER_VERSION = "0.1.0"
+
+
+@router.get("")
+async def server_metadata() -> Response:
+    return json_response(
+        {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]}
+    )
+
+
+def _check_version(lm: LoadedModel, version: str | None) -> None:
+    if version is not None and version != lm.version:
+        raise ApiError(
+            404, f"model {lm.model.name!r} version {version!r} is not served (serving {lm.version!r})"
+        )
+
+
+def _metadata(lm: LoadedModel) -> Response:
+    m = lm.model
+    label_type = "BYTES" if m.classes_array.dtype == object else "INT64"
+    return json_response(
+        {
+            "name": m.name,
+            "versions": [lm.version],
+            "platform": f"sklearn/{m.engine}",
+            "inputs": [{"name": "input-0", "datatype": "FP64", "shape": [-1, m.n_features]}],
+            "outputs": [
+                {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(m.classes)]},
+                {"name": "label", "datatype": label_type, "shape": [-1]},
+            ],
+            "parameters": {"feature_names": m.feature_names, "classes": m.classes},
+        }
+    )
+
+
+@router.get("/models/{name}")
+async def model_metadata(lm: ModelDep) -> Response:
+    return _metadata(lm)
+
+
+@router.get("/models/{name}/versions/{version}")
+async def model_version_metadata(lm: ModelDep, version: str) -> Response:
+    _check_version(lm, version)
+    return _metadata(lm)
+
+
+@router.get("/models/{name}/ready")
+async def model_ready(name: str, registry: RegistryDep) -> Response:
+    lookup_model(registry, name)  # 404 unknown, 503 not loaded yet
+    return json_response({"name": name, "ready": True})
+
+
+@router.get("/models/{name}/versions/{version}/ready")
+async def model_version_ready(lm: ModelDep, version: str) -> Response:
+    _check_version(lm, version)
+    return json_response({"name": lm.model.name, "ready": True})
+
+
+async def _infer(lm: LoadedModel, request: Request, max_rows: int) -> Response:
+    body = await request.body()
+    encoding = request.headers.get("content-encoding")
+    if encoding:
+        body = _decompress(body, encoding, request.app.state.settings.max_body_bytes)
+    req = parse_infer_request(
+        body, request.headers.get("inference-header-content-length"), lm.model.feature_names, max_rows
+    )
+    proba = await lm.predict_proba(req.x)
+    idx = proba.argmax(axis=1)
+    lm.count_predictions(idx)
+    labels = lm.model.classes_array[idx]
+    content, headers = encode_infer_response(lm.model.name, lm.version, req.id, req.outputs, proba, labels)
+    return Response(content, headers=headers)
+
+
+@router.post("/models/{name}/infer")
+async def infer(lm: ModelDep, request: Request, settings: SettingsDep) -> Response:
+    return await _infer(lm, request, settings.max_instances)
+
+
+@router.post("/models/{name}/versions/{version}/infer")
+async def infer_version(lm: ModelDep, version: str, request: Request, settings: SettingsDep) -> Response:
+    _check_version(lm, version)
+    return await _infer(lm, request, settings.max_instances)
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    try:
+        if encoding == "gzip":
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            d = zlib.decompressobj()
+        else:
+            raise ApiError(415, f"unsupported Content-Encoding {encoding!r}; use gzip or deflate")
+        out = d.decompress(body, limit + 1)
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        raise bad_request(f"cannot decompress {encoding} body: {exc}") from None
+    if len(out) > limit:
+        raise ApiError(413, f"decompressed body exceeds the limit of {limit} bytes")
+    return out

@@ -1,0 +1,67 @@
+"""Settings of the prediction service: environment variables prefixed ``PREDICT_``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PREDICT_", use_attribute_docstrings=True, extra="ignore")
+
+    model_store_url: str = "./var/model-store"
+    """Model store: a directory, or s3://bucket/prefix."""
+
+    s3_endpoint_url: str | None = None
+    """S3-compatible endpoint (MinIO, SeaweedFS); unset means AWS (AWS_ENDPOINT_URL also works)."""
+
+    models: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Comma-separated model names to serve; empty serves every model in the store (and new ones)."""
+
+    default_model: str | None = None
+    """Model behind the short routes (/v1/predict); defaults to the first model served."""
+
+    poll_interval_seconds: float = Field(default=5.0, ge=0.1)
+    """How often each worker checks the store's latest pointers for hot reload."""
+
+    artifact_hmac_key: SecretStr | None = None
+    """If set, only artifacts whose metadata carries a matching HMAC-SHA256 signature are loaded."""
+
+    verify_tolerance: float = Field(default=1e-9, ge=0.0)
+    """Max absolute difference allowed between served and trainer-computed verification probabilities."""
+
+    batching_enabled: bool = True
+    """Coalesce concurrent requests for one model into one vectorized predict call."""
+
+    max_batch_size: int = Field(default=64, ge=1, le=100_000)
+    """Most rows in one coalesced predict call."""
+
+    max_batch_wait_ms: float = Field(default=0.0, ge=0.0, le=1000.0)
+    """Extra time to wait for a batch to fill; 0 batches only what is already queued (no added latency)."""
+
+    max_instances: int = Field(default=1000, ge=1)
+    """Most rows one request may carry."""
+
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    """Largest request body accepted (413 above it)."""
+
+    log_level: str = "INFO"
+    """Root log level."""
+
+    access_log: bool = True
+    """One JSON log line per request (method, path, status, duration, request id)."""
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [m.strip() for m in value.split(",") if m.strip()]
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

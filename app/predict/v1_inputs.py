@@ -1,0 +1,79 @@
+"""The readable v1 request: ``{"instances": [{"feature": value, ...}, ...]}``."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+import numpy as np
+import orjson
+from numpy.typing import NDArray
+
+from app.predict.errors import ApiError, bad_request
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def load_json(body: bytes) -> Any:
+    if not body:
+        raise bad_request("request body is empty; expected JSON")
+    try:
+        # orjson rejects NaN/Infinity literals, which plain json would let through.
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from exc
+
+
+def parse_instances(payload: Any, feature_names: list[str], max_instances: int) -> NDArray[np.float64]:
+    if not isinstance(payload, dict):
+        raise bad_request("body must be a JSON object with an 'instances' list")
+    extra = set(payload) - {"instances"}
+    if extra:
+        raise bad_request(f"unknown top-level field(s): {sorted(extra)}; expected only 'instances'")
+    instances = payload.get("instances")
+    if not isinstance(instances, list):
+        raise bad_request(f"'instances' must be a list of objects, got {_type_name(instances)}")
+    if not instances:
+        raise bad_request("'instances' is empty")
+    if len(instances) > max_instances:
+        raise ApiError(413, f"too many instances: {len(instances)} > limit {max_instances}")
+    n = len(feature_names)
+    rows: list[list[Any]] = []
+    for i, inst in enumerate(instances):
+        if type(inst) is not dict:
+            raise bad_request(f"instances[{i}] must be an object of feature values, got {_type_name(inst)}")
+        try:
+            if len(inst) != n:
+                raise KeyError
+            row = [inst[name] for name in feature_names]
+        except KeyError:
+            _explain_keys(i, inst, feature_names)
+        for name, value in zip(feature_names, row, strict=True):
+            t = type(value)
+            if t is not float and t is not int:
+                raise bad_request(f"instances[{i}].{name}: expected a number, got {_type_name(value)}")
+        rows.append(row)
+    try:
+        x = np.array(rows, dtype=np.float64)
+    except OverflowError as exc:
+        raise bad_request(f"a feature value is too large for float64: {exc}") from exc
+    if not np.isfinite(x).all():
+        i, j = np.argwhere(~np.isfinite(x))[0]
+        raise bad_request(f"instances[{i}].{feature_names[j]}: value must be finite, got {x[i, j]}")
+    return x
+
+
+def _explain_keys(i: int, inst: dict[str, Any], feature_names: list[str]) -> NoReturn:
+    missing = [f for f in feature_names if f not in inst]
+    unknown = sorted(set(inst) - set(feature_names))
+    parts = []
+    if missing:
+        parts.append(f"missing feature(s) {missing}")
+    if unknown:
+        parts.append(f"unknown feature(s) {unknown}")
+    raise bad_request(f"instances[{i}]: " + "; ".join(parts))

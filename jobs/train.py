@@ -1,0 +1,163 @@
+"""``python -m jobs train``: train a scikit-learn pipeline and publish it to the model store.
+
+Datasets are ones that ship with scikit-learn (no downloads at run time) plus the
+benchmark's reference workload of ../docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import pickle
+import platform
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import sklearn
+from numpy.typing import NDArray
+from sklearn import datasets
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from app.modelstore import FeatureSpec, ModelMetadata, VerificationSample, open_store
+from app.modelstore.metadata import TrainingData, sha256_hex, sign
+
+VERIFICATION_ROWS = 32
+
+
+@dataclass
+class Dataset:
+    x: NDArray[np.float64]
+    y: NDArray[Any]
+    feature_names: list[str]
+    target_name: str
+    source: str
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def _bundled(loader: Callable[..., Any], source: str) -> Dataset:
+    bunch = loader()
+    return Dataset(
+        x=np.asarray(bunch.data, dtype=np.float64),
+        y=np.asarray(bunch.target),
+        feature_names=[_snake(n) for n in bunch.feature_names],
+        target_name="target",
+        source=source,
+    )
+
+
+def _reference() -> Dataset:
+    x, y = datasets.make_classification(n_samples=20000, n_features=20, random_state=0)
+    return Dataset(x, y, [f"f{i}" for i in range(20)], "target", "make_classification(20000, 20, seed 0)")
+
+
+DATASETS: dict[str, Callable[[], Dataset]] = {
+    "breast-cancer": lambda: _bundled(datasets.load_breast_cancer, "sklearn.datasets.load_breast_cancer"),
+    "wine": lambda: _bundled(datasets.load_wine, "sklearn.datasets.load_wine"),
+    "iris": lambda: _bundled(datasets.load_iris, "sklearn.datasets.load_iris"),
+    "reference": _reference,
+}
+
+
+def build_pipeline(dataset: str, n_estimators: int, max_depth: int | None) -> Pipeline:
+    forest = RandomForestClassifier(n_estimators=n_estimators, max_depth=max_depth, random_state=0, n_jobs=1)
+    if dataset == "reference":
+        # Exactly the benchmark's reference model: no scaler, so peers serve the same thing.
+        return Pipeline([("model", forest)])
+    return Pipeline([("scale", StandardScaler()), ("model", forest)])
+
+
+def fingerprint(x: NDArray[Any], y: NDArray[Any]) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(x).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()
+
+
+def train_and_publish(
+    *,
+    dataset: str,
+    name: str,
+    store_url: str,
+    n_estimators: int = 50,
+    max_depth: int | None = 8,
+    test_size: float = 0.25,
+    seed: int = 0,
+    hmac_key: bytes | None = None,
+    s3_endpoint_url: str | None = None,
+    version: str | None = None,
+    set_latest: bool = True,
+) -> ModelMetadata:
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
+    data = DATASETS[dataset]()
+    x_train, x_test, y_train, y_test = train_test_split(
+        data.x, data.y, test_size=test_size, random_state=seed, stratify=data.y
+    )
+    pipe = build_pipeline(dataset, n_estimators, max_depth)
+    pipe.fit(x_train, y_train)
+    proba = pipe.predict_proba(x_test)
+    pred = pipe.classes_[proba.argmax(axis=1)]
+    metrics = {
+        "accuracy": float(accuracy_score(y_test, pred)),
+        "f1_macro": float(f1_score(y_test, pred, average="macro")),
+        "log_loss": float(log_loss(y_test, proba, labels=pipe.classes_)),
+    }
+    if len(pipe.classes_) == 2:
+        metrics["roc_auc"] = float(roc_auc_score(y_test, proba[:, 1]))
+    else:
+        metrics["roc_auc_ovr"] = float(roc_auc_score(y_test, proba, multi_class="ovr"))
+
+    buf = io.BytesIO()
+    pickle.dump(pipe, buf, protocol=5)
+    artifact = buf.getvalue()
+    digest = sha256_hex(artifact)
+    now = datetime.now(UTC)
+    meta = ModelMetadata(
+        name=name,
+        version=version or f"{now:%Y%m%dT%H%M%S}-{digest[:8]}",
+        created_at=now.isoformat(),
+        sha256=digest,
+        size_bytes=len(artifact),
+        signature=sign(digest, hmac_key) if hmac_key else None,
+        features=[FeatureSpec(name=f, dtype="float64") for f in data.feature_names],
+        classes=[c.item() for c in pipe.classes_],
+        target_name=data.target_name,
+        metrics=metrics,
+        training_data=TrainingData(
+            source=data.source, rows=len(x_train), fingerprint=fingerprint(x_train, y_train)
+        ),
+        library_versions={
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+        },
+        params={"dataset": dataset, "n_estimators": n_estimators, "max_depth": max_depth, "seed": seed},
+        verification=VerificationSample(
+            inputs=x_test[:VERIFICATION_ROWS].tolist(), probabilities=proba[:VERIFICATION_ROWS].tolist()
+        ),
+    )
+    store = open_store(store_url, s3_endpoint_url=s3_endpoint_url)
+    store.publish(meta, artifact, set_latest=set_latest)
+    return meta
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("train", help="train a scikit-learn pipeline and publish it to the model store")
+    p.add_argument("--dataset", default="breast-cancer", choices=sorted(DATASETS))
+    p.add_argument("--name", help="model name in the store (default: the dataset name)")
+    p.add_argument("--n-estimators", type=int, default=50)
+    p.add_argument("--max-depth", type=int, default=8, help="0 for unlimited")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-latest", action="store_true", help="publish without moving the latest pointer")

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import numpy as np
+
+from app.modelstore import LocalModelStore, ModelStore
+from app.predict.model import SklearnModel
+
+
+def reference(store: ModelStore, name: str) -> SklearnModel:
+    v = store.latest(name)
+    assert v is not None
+    meta, data = store.read_version(name, v)
+    m = SklearnModel(meta)
+    m.load(data)
+    return m
+
+
+def instances(model: SklearnModel, x: np.ndarray) -> list[dict[str, float]]:
+    return [dict(zip(model.feature_names, row.tolist(), strict=True)) for row in x]
+
+
+def sample_rows(store: LocalModelStore | ModelStore, name: str) -> np.ndarray:
+    return np.asarray(reference(store, name).meta.verification.inputs)

@@ -1,0 +1,283 @@
+"""The real gunicorn service: predictions, both protocols, every bad input, logs and metrics."""
+
+from __future__ import annotations
+
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import orjson
+import pytest
+
+from app.modelstore import LocalModelStore
+from tests.predict.helpers import instances, reference
+from tests.servers import PredictServer
+
+pytestmark = pytest.mark.integration
+
+
+def test_ready_lists_models(service: PredictServer) -> None:
+    r = httpx.get(service.url + "/readyz")
+    assert r.status_code == 200 and set(r.json()["models"]) == {"breast-cancer", "iris"}
+    assert httpx.get(service.url + "/v2/health/live").status_code == 200
+    assert httpx.get(service.url + "/v2/health/ready").status_code == 200
+    models = httpx.get(service.url + "/v1/models").json()
+    assert {m["engine"] for m in models["models"]} == {"compiled-trees"}
+
+
+def test_v1_predictions_equal_sklearn(service: PredictServer, trained_store: Path) -> None:
+    ref = reference(LocalModelStore(trained_store), "breast-cancer")
+    x = np.asarray(ref.meta.verification.inputs)
+    r = httpx.post(service.url + "/v1/models/breast-cancer/predict", json={"instances": instances(ref, x)})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    expected = ref.estimator.predict_proba(x)
+    got = np.array([[p[str(c)] for c in ref.classes] for p in body["probabilities"]])
+    np.testing.assert_allclose(got, expected, atol=1e-9)
+    assert body["predictions"] == ref.estimator.predict(x).tolist()
+    assert body["version"] == ref.version and body["model"] == "breast-cancer"
+    # the short alias serves the default model
+    r2 = httpx.post(service.url + "/v1/predict", json={"instances": instances(ref, x[:1])})
+    assert r2.json()["predictions"] == body["predictions"][:1]
+
+
+def test_tritonclient_http_defaults_roundtrip(service: PredictServer, trained_store: Path) -> None:
+    import tritonclient.http as httpclient
+
+    ref = reference(LocalModelStore(trained_store), "iris")
+    x = np.asarray(ref.meta.verification.inputs, dtype=np.float64)
+    client = httpclient.InferenceServerClient(url=service.url.removeprefix("http://"))
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("iris")
+        meta = client.get_model_metadata("iris")
+        assert meta["inputs"][0]["shape"] == [-1, 4]
+        inp = httpclient.InferInput("input-0", list(x.shape), "FP64")
+        inp.set_data_from_numpy(x)  # binary_data=True by default
+        result = client.infer("iris", [inp])  # no outputs requested: binary_data_output
+        np.testing.assert_allclose(
+            result.as_numpy("predict_proba"), ref.estimator.predict_proba(x), atol=1e-9
+        )
+        np.testing.assert_array_equal(result.as_numpy("label"), ref.estimator.predict(x))
+        # explicit outputs, one binary and one JSON, FP32 input
+        inp32 = httpclient.InferInput("input-0", list(x.shape), "FP32")
+        inp32.set_data_from_numpy(x.astype(np.float32), binary_data=False)
+        outs = [
+            httpclient.InferRequestedOutput("label", binary_data=False),
+            httpclient.InferRequestedOutput("predict_proba", binary_data=True),
+        ]
+        result = client.infer("iris", [inp32], outputs=outs, request_id="abc")
+        assert result.get_response()["id"] == "abc"
+        assert result.as_numpy("predict_proba").shape == (len(x), 3)
+        with pytest.raises(Exception, match="unknown model"):
+            client.infer("nope", [inp])
+    finally:
+        client.close()
+
+
+def test_v2_json_clients(service: PredictServer, trained_store: Path) -> None:
+    """What MLServer's and KServe's JSON clients send: one [n, F] tensor, or one tensor per feature."""
+    ref = reference(LocalModelStore(trained_store), "iris")
+    x = np.asarray(ref.meta.verification.inputs)[:4]
+    expected = ref.estimator.predict_proba(x)
+    r = httpx.post(
+        service.url + "/v2/models/iris/infer",
+        json={
+            "inputs": [{"name": "input-0", "shape": list(x.shape), "datatype": "FP64", "data": x.tolist()}]
+        },
+    )
+    assert r.status_code == 200, r.text
+    out = {o["name"]: o for o in r.json()["outputs"]}
+    np.testing.assert_allclose(np.array(out["predict_proba"]["data"]).reshape(4, 3), expected, atol=1e-9)
+    per_feature = [
+        {"name": f, "shape": [4], "datatype": "FP64", "data": x[:, i].tolist()}
+        for i, f in enumerate(ref.feature_names)
+    ]
+    r = httpx.post(
+        service.url + f"/v2/models/iris/versions/{ref.version}/infer", json={"inputs": per_feature}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["model_version"] == ref.version
+    r = httpx.post(service.url + "/v2/models/iris/versions/old/infer", json={"inputs": per_feature})
+    assert r.status_code == 404 and "not served" in r.json()["error"]
+    assert httpx.get(service.url + "/v2").json()["extensions"] == ["binary_tensor_data"]
+
+
+def _row(n: int = 4) -> dict[str, float]:
+    return {f: 1.0 for f in ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"][:n]}
+
+
+V1 = "/v1/models/iris/predict"
+_NAN_HEADER = (
+    b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP64","parameters":{"binary_data_size":32}}]}'
+)
+V2 = "/v2/models/iris/infer"
+BAD_INPUTS = [
+    (
+        "wrong type",
+        V1,
+        orjson.dumps({"instances": [{**_row(), "petal_width_cm": "wide"}]}),
+        {},
+        400,
+        "petal_width_cm: expected a number, got string",
+    ),
+    (
+        "NaN literal",
+        V1,
+        b'{"instances": [{"sepal_length_cm": NaN, "sepal_width_cm": 1, "petal_length_cm": 1,'
+        b' "petal_width_cm": 1}]}',
+        {},
+        400,
+        "not valid JSON",
+    ),
+    (
+        "infinity",
+        V1,
+        b'{"instances": [{"sepal_length_cm": 1e999, "sepal_width_cm": 1, "petal_length_cm": 1,'
+        b' "petal_width_cm": 1}]}',
+        {},
+        400,
+        "number is infinity",
+    ),
+    (
+        "missing feature",
+        V1,
+        orjson.dumps({"instances": [_row(3)]}),
+        {},
+        400,
+        "missing feature(s) ['petal_width_cm']",
+    ),
+    (
+        "unknown feature",
+        V1,
+        orjson.dumps({"instances": [{**_row(), "colour": 1}]}),
+        {},
+        400,
+        "unknown feature(s) ['colour']",
+    ),
+    ("too many instances", V1, orjson.dumps({"instances": [_row()] * 101}), {}, 413, "too many instances"),
+    ("empty body", V1, b"", {}, 400, "empty"),
+    ("not JSON", V1, b"hello", {}, 400, "not valid JSON"),
+    (
+        "unknown model",
+        "/v1/models/nope/predict",
+        orjson.dumps({"instances": [_row()]}),
+        {},
+        404,
+        "unknown model 'nope'",
+    ),
+    (
+        "v2 wrong shape",
+        V2,
+        orjson.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP64", "data": [1, 2, 3, 4, 5]}]}
+        ),
+        {},
+        400,
+        "must be [rows, 4]",
+    ),
+    (
+        "v2 wrong datatype",
+        V2,
+        orjson.dumps(
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]}
+        ),
+        {},
+        400,
+        "BYTES",
+    ),
+    (
+        "v2 shape/data mismatch",
+        V2,
+        orjson.dumps({"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]}),
+        {},
+        400,
+        "needs 8 values",
+    ),
+    (
+        "v2 NaN in binary tensor",
+        V2,
+        _NAN_HEADER + np.array([1, 2, np.nan, 4], "<f8").tobytes(),
+        {"Inference-Header-Content-Length": str(len(_NAN_HEADER))},
+        400,
+        "must be finite, got nan",
+    ),
+    ("v2 bad header length", V2, b"{}", {"Inference-Header-Content-Length": "abc"}, 400, "not an integer"),
+    ("v2 unknown encoding", V2, b"xx", {"Content-Encoding": "br"}, 415, "Content-Encoding"),
+    (
+        "v2 too many rows",
+        V2,
+        orjson.dumps({"inputs": [{"name": "x", "shape": [101, 4], "datatype": "FP64", "data": [0] * 404}]}),
+        {},
+        413,
+        "too many rows",
+    ),
+    ("oversized body", V1, b"{" + b" " * 70_000 + b"}", {}, 413, "exceeds the limit of 65536 bytes"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "path", "body", "headers", "status", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
+)
+def test_bad_input_gets_clear_4xx(
+    service: PredictServer,
+    case: str,
+    path: str,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    message: str,
+) -> None:
+    r = httpx.post(service.url + path, content=body, headers={"content-type": "application/json", **headers})
+    assert r.status_code == status, r.text
+    assert message in r.json()["error"]
+
+
+def test_oversized_chunked_body_is_413(service: PredictServer) -> None:
+    def chunks():  # no Content-Length: the limit is enforced while reading
+        for _ in range(20):
+            yield b" " * 8192
+
+    r = httpx.post(service.url + V1, content=chunks())
+    assert r.status_code == 413 and "exceeds" in r.json()["error"]
+
+
+def test_unknown_route_and_method_are_json(service: PredictServer) -> None:
+    r = httpx.get(service.url + "/nope")
+    assert r.status_code == 404 and r.json() == {"error": "Not Found"}
+    r = httpx.get(service.url + V1)
+    assert r.status_code == 405 and "error" in r.json()
+
+
+def test_garbage_on_the_socket_does_not_kill_workers(service: PredictServer) -> None:
+    for payload in (b"\x00\xff" * 100 + b"\r\n\r\n", b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n"):
+        with socket.create_connection(("127.0.0.1", service.port), timeout=5) as s:
+            s.sendall(payload)
+            s.recv(1024)
+    assert httpx.get(service.url + "/readyz").status_code == 200
+
+
+def test_no_server_errors_after_bad_inputs(service: PredictServer) -> None:
+    """Runs after the bad-input tests in this module: no 5xx, no traceback, no worker died."""
+    metrics = httpx.get(service.url + "/metrics").text
+    assert 'status="5' not in metrics
+    log = service.server.log_text()
+    assert "Traceback" not in log and "unhandled error" not in log
+    assert "Worker exited" not in log and "was sent SIGKILL" not in log
+
+
+def test_request_id_is_echoed_and_logged(service: PredictServer) -> None:
+    r = httpx.get(service.url + "/readyz", headers={"X-Request-ID": "req-12345"})
+    assert r.headers["x-request-id"] == "req-12345"
+    assert httpx.get(service.url + "/healthz").headers["x-request-id"]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [orjson.loads(ln) for ln in service.server.log_text().splitlines() if ln.startswith("{")]
+        hits = [ln for ln in lines if ln.get("request_id") == "req-12345"]
+        if hits:
+            assert hits[0]["path"] == "/readyz" and hits[0]["status"] == 200
+            return
+        time.sleep(0.1)
+    pytest.fail("no JSON access-log line with the request id")

@@ -1,0 +1,161 @@
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import orjson
+import pytest
+
+from app.predict.errors import ApiError
+from app.predict.v2_protocol import encode_infer_response, parse_infer_request
+
+FEATURES = ["a", "b", "c"]
+
+
+def _binary_body(arr: np.ndarray, datatype: str, outputs: list[dict] | None = None) -> tuple[bytes, str]:
+    blob = arr.tobytes()
+    header: dict = {
+        "inputs": [
+            {
+                "name": "x",
+                "shape": list(arr.shape),
+                "datatype": datatype,
+                "parameters": {"binary_data_size": len(blob)},
+            }
+        ]
+    }
+    if outputs is not None:
+        header["outputs"] = outputs
+    h = orjson.dumps(header)
+    return h + blob, str(len(h))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "datatype"), [("<f8", "FP64"), ("<f4", "FP32"), ("<i8", "INT64"), ("<i4", "INT32")]
+)
+def test_binary_inputs_decode(dtype: str, datatype: str) -> None:
+    arr = np.arange(6).reshape(2, 3).astype(dtype)
+    body, hlen = _binary_body(arr, datatype)
+    req = parse_infer_request(body, hlen, FEATURES, 100)
+    np.testing.assert_array_equal(req.x, arr.astype(np.float64))
+    assert req.outputs == [("predict_proba", False), ("label", False)]
+
+
+def test_json_tensor_nested_or_flat() -> None:
+    for data in ([1, 2, 3, 4, 5, 6], [[1, 2, 3], [4, 5, 6]]):
+        body = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": data}]})
+        req = parse_infer_request(body, None, FEATURES, 100)
+        assert req.x.tolist() == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_per_feature_inputs_in_any_order() -> None:
+    body = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "c", "shape": [2], "datatype": "FP32", "data": [3, 6]},
+                {"name": "a", "shape": [2, 1], "datatype": "INT64", "data": [1, 4]},
+                {"name": "b", "shape": [2], "datatype": "FP64", "data": [2, 5]},
+            ],
+            "id": "req-1",
+        }
+    )
+    req = parse_infer_request(body, None, FEATURES, 100)
+    assert req.x.tolist() == [[1, 2, 3], [4, 5, 6]] and req.id == "req-1"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"inputs": []}, "non-empty list"),
+        ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "BYTES", "data": ["a", "b", "c"]}]}, "BYTES"),
+        (
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": [1, 2, 3, 4]}]},
+            r"\[rows, 3\]",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
+            "needs 6 values",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, "a", 3]}]},
+            "must be numbers",
+        ),
+        ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, True, 3]}]}, "booleans"),
+        (
+            {"inputs": [{"name": "x", "shape": [-1, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
+            "non-negative",
+        ),
+        (
+            {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 1e308 * 10]}]},
+            "finite",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "a", "shape": [1], "datatype": "FP64", "data": [1]},
+                    {"name": "b", "shape": [1], "datatype": "FP64", "data": [1]},
+                ]
+            },
+            r"missing \['c'\]",
+        ),
+        (
+            {
+                "inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 3]}],
+                "outputs": [{"name": "nope"}],
+            },
+            "unknown output",
+        ),
+    ],
+)
+def test_bad_requests_name_the_problem(body: dict, message: str) -> None:
+    with pytest.raises(ApiError, match=message) as err:
+        parse_infer_request(orjson.dumps(body), None, FEATURES, 100)
+    assert err.value.status == 400
+
+
+def test_binary_size_mismatch_and_truncation() -> None:
+    arr = np.zeros((1, 3))
+    body, hlen = _binary_body(arr, "FP64")
+    with pytest.raises(ApiError, match="truncated"):
+        parse_infer_request(body[:-4], hlen, FEATURES, 100)
+    wrong = orjson.dumps(
+        {
+            "inputs": [
+                {"name": "x", "shape": [1, 3], "datatype": "FP64", "parameters": {"binary_data_size": 16}}
+            ]
+        }
+    )
+    with pytest.raises(ApiError, match="binary_data_size 16 != 3 elements x 8 bytes"):
+        parse_infer_request(wrong + b"x" * 16, str(len(wrong)), FEATURES, 100)
+    with pytest.raises(ApiError, match="not claimed"):
+        parse_infer_request(body + b"xx", hlen, FEATURES, 100)
+    with pytest.raises(ApiError, match="outside the body"):
+        parse_infer_request(body, "999999", FEATURES, 100)
+
+
+def test_row_limit_is_413() -> None:
+    body = orjson.dumps({"inputs": [{"name": "x", "shape": [5, 3], "datatype": "FP64", "data": [0] * 15}]})
+    with pytest.raises(ApiError) as err:
+        parse_infer_request(body, None, FEATURES, 4)
+    assert err.value.status == 413
+
+
+def test_binary_response_layout() -> None:
+    proba = np.array([[0.25, 0.75]])
+    labels = np.array([1], dtype=np.int64)
+    content, headers = encode_infer_response(
+        "m", "v1", "id-7", [("predict_proba", True), ("label", False)], proba, labels
+    )
+    hlen = int(headers["inference-header-content-length"])
+    header = orjson.loads(content[:hlen])
+    assert header["id"] == "id-7" and header["model_version"] == "v1"
+    assert header["outputs"][0]["parameters"]["binary_data_size"] == 16
+    assert header["outputs"][1]["data"] == [1]
+    np.testing.assert_array_equal(np.frombuffer(content[hlen:], "<f8"), [0.25, 0.75])
+
+
+def test_string_labels_encode_as_bytes_tensor() -> None:
+    labels = np.array(["cat", "dog"], dtype=object)
+    content, headers = encode_infer_response("m", "v", None, [("label", True)], np.zeros((2, 2)), labels)
+    blob = content[int(headers["inference-header-content-length"]) :]
+    assert blob == struct.pack("<I", 3) + b"cat" + struct.pack("<I", 3) + b"dog"

