@@ -84,7 +84,7 @@ def main() -> int:
     }
     log = open(WORK / "service.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:app.predict.gunicorn_conf", "app.predict.main:app"],
+        [sys.executable, "-m", "gunicorn", "-c", "python:app.common.gunicorn_conf", "app.predict.main:app"],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -27,8 +27,13 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from app.features import transforms
+from app.features.config import FeatureStoreSettings
+from app.features.offline import OfflineStore
+from app.features.repo import user_stats
+from app.features.training import fraud_training_set
 from app.modelstore import FeatureSpec, ModelMetadata, VerificationSample, open_store
-from app.modelstore.metadata import TrainingData, sha256_hex, sign
+from app.modelstore.metadata import OnlineFeatures, TrainingData, sha256_hex, sign
 
 VERIFICATION_ROWS = 32
 
@@ -40,6 +45,8 @@ class Dataset:
     feature_names: list[str]
     target_name: str
     source: str
+    online_features: OnlineFeatures | None = None
+    time_ordered: bool = False  # split by time (train on the past, test on the future)
 
 
 def _snake(name: str) -> str:
@@ -62,12 +69,31 @@ def _reference() -> Dataset:
     return Dataset(x, y, [f"f{i}" for i in range(20)], "target", "make_classification(20000, 20, seed 0)")
 
 
+def _fraud(offline: OfflineStore) -> Dataset:
+    ts = fraud_training_set(offline)
+    return Dataset(
+        ts.x,
+        ts.y,
+        ts.feature_names,
+        "is_fraud",
+        ts.source,
+        online_features=OnlineFeatures(
+            entity_key=user_stats.entity.join_key,
+            feature_refs=ts.feature_refs,
+            request_fields=list(transforms.REQUEST_FIELDS),
+            transform=transforms.TRANSFORM_NAME,
+        ),
+        time_ordered=True,
+    )
+
+
 DATASETS: dict[str, Callable[[], Dataset]] = {
     "breast-cancer": lambda: _bundled(datasets.load_breast_cancer, "sklearn.datasets.load_breast_cancer"),
     "wine": lambda: _bundled(datasets.load_wine, "sklearn.datasets.load_wine"),
     "iris": lambda: _bundled(datasets.load_iris, "sklearn.datasets.load_iris"),
     "reference": _reference,
 }
+FEATURE_STORE_DATASETS = {"fraud"}
 
 
 def build_pipeline(dataset: str, n_estimators: int, max_depth: int | None) -> Pipeline:
@@ -98,13 +124,25 @@ def train_and_publish(
     s3_endpoint_url: str | None = None,
     version: str | None = None,
     set_latest: bool = True,
+    offline: OfflineStore | None = None,
 ) -> ModelMetadata:
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS)}")
-    data = DATASETS[dataset]()
-    x_train, x_test, y_train, y_test = train_test_split(
-        data.x, data.y, test_size=test_size, random_state=seed, stratify=data.y
-    )
+    if dataset in FEATURE_STORE_DATASETS:
+        if offline is None:
+            raise ValueError(f"dataset {dataset!r} needs the offline feature store")
+        data = _fraud(offline)
+    elif dataset in DATASETS:
+        data = DATASETS[dataset]()
+    else:
+        raise ValueError(
+            f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS) + sorted(FEATURE_STORE_DATASETS)}"
+        )
+    if data.time_ordered:
+        cut = int(len(data.y) * (1 - test_size))
+        x_train, x_test, y_train, y_test = data.x[:cut], data.x[cut:], data.y[:cut], data.y[cut:]
+    else:
+        x_train, x_test, y_train, y_test = train_test_split(
+            data.x, data.y, test_size=test_size, random_state=seed, stratify=data.y
+        )
     pipe = build_pipeline(dataset, n_estimators, max_depth)
     pipe.fit(x_train, y_train)
     proba = pipe.predict_proba(x_test)
@@ -144,6 +182,7 @@ def train_and_publish(
             "numpy": np.__version__,
         },
         params={"dataset": dataset, "n_estimators": n_estimators, "max_depth": max_depth, "seed": seed},
+        online_features=data.online_features,
         verification=VerificationSample(
             inputs=x_test[:VERIFICATION_ROWS].tolist(), probabilities=proba[:VERIFICATION_ROWS].tolist()
         ),
@@ -155,9 +194,38 @@ def train_and_publish(
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a scikit-learn pipeline and publish it to the model store")
-    p.add_argument("--dataset", default="breast-cancer", choices=sorted(DATASETS))
+    p.add_argument(
+        "--dataset", default="breast-cancer", choices=sorted(DATASETS) + sorted(FEATURE_STORE_DATASETS)
+    )
     p.add_argument("--name", help="model name in the store (default: the dataset name)")
     p.add_argument("--n-estimators", type=int, default=50)
     p.add_argument("--max-depth", type=int, default=8, help="0 for unlimited")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-latest", action="store_true", help="publish without moving the latest pointer")
+
+
+def run(args: argparse.Namespace, hmac_key: bytes | None) -> dict[str, Any]:
+    offline = None
+    if args.dataset in FEATURE_STORE_DATASETS:
+        s = FeatureStoreSettings()
+        offline = OfflineStore(s.offline_url, s3_endpoint_url=s.s3_endpoint_url, s3_region=s.s3_region)
+    meta = train_and_publish(
+        offline=offline,
+        dataset=args.dataset,
+        name=args.name or args.dataset,
+        store_url=args.store,
+        n_estimators=args.n_estimators,
+        max_depth=args.max_depth or None,
+        seed=args.seed,
+        hmac_key=hmac_key,
+        s3_endpoint_url=args.s3_endpoint_url,
+        set_latest=not args.no_latest,
+    )
+    return {
+        "model": meta.name,
+        "version": meta.version,
+        "store": args.store,
+        "metrics": meta.metrics,
+        "sha256": meta.sha256,
+        "latest": not args.no_latest,
+    }

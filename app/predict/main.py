@@ -1,6 +1,6 @@
 """The prediction service's ASGI app.
 
-Served as ``gunicorn -c python:app.predict.gunicorn_conf app.predict.main:app``.
+Served as ``gunicorn -c python:app.common.gunicorn_conf app.predict.main:app``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from app.common.errors import ApiError, error_response
+from app.common.http_metrics import router as metrics_router
 from app.common.logging import configure_logging
+from app.common.middleware import RequestContextMiddleware
 from app.modelstore import open_store
-from app.predict.api.routes import health, metrics, v1, v2
+from app.predict.api.routes import health, v1, v2
 from app.predict.core.config import Settings, get_settings
-from app.predict.errors import ApiError, error_response
-from app.predict.middleware import RequestContextMiddleware
 from app.predict.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    for router in (health.router, metrics.router, v1.router, v2.router):
+    for router in (health.router, metrics_router, v1.router, v2.router):
         app.include_router(router)
     app.add_middleware(
         RequestContextMiddleware,

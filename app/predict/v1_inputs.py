@@ -8,7 +8,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from app.predict.errors import ApiError, bad_request
+from app.common.errors import ApiError, bad_request
 
 
 def _type_name(value: Any) -> str:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.predict.errors import ApiError
+from app.common.errors import ApiError
 from app.predict.v1_inputs import load_json, parse_instances
 
 F = ["x", "y"]

@@ -6,7 +6,7 @@ import numpy as np
 import orjson
 import pytest
 
-from app.predict.errors import ApiError
+from app.common.errors import ApiError
 from app.predict.v2_protocol import encode_infer_response, parse_infer_request
 
 FEATURES = ["a", "b", "c"]

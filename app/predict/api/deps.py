@@ -10,8 +10,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.common.errors import ApiError
 from app.predict.core.config import Settings
-from app.predict.errors import ApiError
 from app.predict.registry import LoadedModel, ModelNotReadyError, ModelRegistry, UnknownModelError
 
 

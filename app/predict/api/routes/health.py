@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
+from app.common.errors import error_response, json_response
 from app.predict.api.deps import RegistryDep
-from app.predict.errors import error_response, json_response
 
 router = APIRouter(tags=["health"])
 

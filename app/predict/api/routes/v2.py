@@ -8,8 +8,8 @@ import zlib
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.common.errors import ApiError, bad_request, json_response
 from app.predict.api.deps import ModelDep, RegistryDep, SettingsDep, lookup_model
-from app.predict.errors import ApiError, bad_request, json_response
 from app.predict.registry import LoadedModel
 from app.predict.v2_protocol import encode_infer_response, parse_infer_request
 

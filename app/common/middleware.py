@@ -11,9 +11,9 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.common import http_metrics as metrics
+from app.common.errors import ApiError, error_response
 from app.common.logging import request_id_var
-from app.predict import metrics
-from app.predict.errors import ApiError, error_response
 
 access_log = logging.getLogger("app.access")
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # bounded label values

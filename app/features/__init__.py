@@ -1,0 +1,2 @@
+"""Feature store: definitions as code, Parquet offline store, Redis online store, materialization,
+point-in-time training data."""

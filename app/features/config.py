@@ -1,0 +1,50 @@
+"""Feature store settings: environment variables prefixed ``FEATURES_`` (jobs and feature server)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FeatureStoreSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore")
+
+    offline_url: str = "./var/offline"
+    """Offline store root: a directory, or s3://bucket/prefix."""
+
+    s3_endpoint_url: str | None = None
+    """S3-compatible endpoint for the offline store; unset means AWS."""
+
+    s3_region: str = "us-east-1"
+    """Region of the offline store's bucket."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    """Online store: redis:// or rediss:// URL (password in the URL or REDIS_PASSWORD-style secret)."""
+
+    redis_cluster: bool = False
+    """Connect to a Redis Cluster (ElastiCache cluster mode) instead of a single primary."""
+
+    redis_timeout_seconds: float = Field(default=1.0, gt=0)
+    """Connect and read timeout for the online store."""
+
+    expiry_grace_hours: float = Field(default=24.0, ge=0)
+    """How long past its TTL a value stays in Redis so reads can report it EXPIRED rather than MISSING."""
+
+    lookback_minutes: float = Field(default=60.0, ge=0)
+    """Incremental materialization re-reads this far behind the watermark, for late-arriving rows."""
+
+    lock_ttl_seconds: float = Field(default=120.0, gt=1)
+    """Materialization lock expiry; a dead run's lock frees itself after this long."""
+
+    pushgateway_url: str | None = None
+    """Prometheus Pushgateway for batch-job metrics (e.g. http://pushgateway:9091); unset: no push."""
+
+    @property
+    def expiry_grace(self) -> timedelta:
+        return timedelta(hours=self.expiry_grace_hours)
+
+    @property
+    def lookback(self) -> timedelta:
+        return timedelta(minutes=self.lookback_minutes)

@@ -1,0 +1,35 @@
+"""The reference scenario's definitions: card-transaction risk scoring for a ``user`` entity."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from app.features.definitions import Entity, Feature, FeatureRepo, FeatureView
+
+user = Entity(name="user", join_key="user_id", description="card holder")
+
+user_stats = FeatureView(
+    name="user_stats",
+    entity=user,
+    source="features/user_stats",
+    ttl=timedelta(days=2),
+    description="rolling aggregates of a user's transactions, one row per user per day",
+    features=(
+        Feature("txn_count_1d", "int64"),
+        Feature("txn_count_7d", "int64"),
+        Feature("txn_count_30d", "int64"),
+        Feature("amount_sum_7d", "float32"),
+        Feature("amount_mean_7d", "float32"),
+        Feature("amount_mean_30d", "float32"),
+        Feature("amount_max_30d", "float32"),
+        Feature("amount_std_30d", "float32"),
+        Feature("distinct_merchants_30d", "int64"),
+        Feature("account_age_days", "float32"),
+    ),
+)
+
+TRANSACTIONS = "transactions"
+
+
+def reference_repo() -> FeatureRepo:
+    return FeatureRepo(entities=[user], views=[user_stats])

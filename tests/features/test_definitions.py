@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from app.features.definitions import DefinitionError, Entity, Feature, FeatureRepo
+from app.features.repo import reference_repo
+from tests.features.conftest import ENTITY, VIEW
+
+
+def test_reference_repo_is_valid() -> None:
+    repo = reference_repo()
+    assert repo.resolve(["user_stats:txn_count_7d", "user_stats:amount_mean_30d", "user_stats:txn_count_7d"]) == {
+        "user_stats": ["txn_count_7d", "amount_mean_30d"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": "Bad-Name"}, "feature view name"),
+        ({"features": ()}, "has no features"),
+        ({"features": (Feature("a", "int64"), Feature("a", "float32"))}, "duplicate features"),
+        ({"features": (Feature("item_id", "int64"),)}, "clashes with a key column"),
+        ({"features": (Feature("a", "string"),)}, "dtype"),  # type: ignore[arg-type]
+        ({"ttl": timedelta(seconds=-1)}, "ttl must be >= 0"),
+        ({"source": "../elsewhere"}, "relative path"),
+    ],
+)
+def test_invalid_views_fail_at_load_time(change: dict, message: str) -> None:
+    with pytest.raises(DefinitionError, match=message):
+        FeatureRepo([ENTITY], [replace(VIEW, **change)])
+
+
+def test_repo_level_errors() -> None:
+    with pytest.raises(DefinitionError, match="undeclared entity"):
+        FeatureRepo([Entity("other", "other_id")], [VIEW])
+    with pytest.raises(DefinitionError, match="duplicate feature view"):
+        FeatureRepo([ENTITY], [VIEW, VIEW])
+    repo = FeatureRepo([ENTITY], [VIEW])
+    for refs, message in [
+        (["item_stats"], "must look like"),
+        (["nope:clicks"], "unknown feature view 'nope'"),
+        (["item_stats:nope"], "has no feature 'nope'"),
+        ([], "no features requested"),
+    ]:
+        with pytest.raises(DefinitionError, match=message):
+            repo.resolve(refs)
