@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -105,9 +106,21 @@ def weed_binary() -> str:
 class S3Server:
     """SeaweedFS in one process: master, volume, filer and the S3 gateway."""
 
+    ACCESS_KEY = "test-access-key"
+    SECRET_KEY = "test-secret-key"
+
     def __init__(self, workdir: Path) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        # An explicit identity: without one SeaweedFS accepts unsigned requests but rejects some
+        # signed multipart uploads (pyarrow's), so every client signs with these keys.
+        config = workdir / "s3.json"
+        identity = {
+            "name": "admin",
+            "credentials": [{"accessKey": self.ACCESS_KEY, "secretKey": self.SECRET_KEY}],
+            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+        }
+        config.write_text(json.dumps({"identities": [identity]}))
         ports = {name: free_port() for name in ("master", "volume", "filer", "mg", "vg", "fg", "sg")}
         argv = [
             weed_binary(),
@@ -123,6 +136,7 @@ class S3Server:
             f"-filer.port.grpc={ports['fg']}",
             "-s3",
             f"-s3.port={self.port}",
+            f"-s3.config={config}",
             f"-s3.port.grpc={ports['sg']}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
@@ -131,8 +145,8 @@ class S3Server:
         ]
         self.server = Server(argv, workdir / "weed.log")
         self.endpoint = f"http://127.0.0.1:{self.port}"
-        os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+        os.environ["AWS_ACCESS_KEY_ID"] = self.ACCESS_KEY
+        os.environ["AWS_SECRET_ACCESS_KEY"] = self.SECRET_KEY
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         wait_until(self._bucket_roundtrip, 60, "SeaweedFS S3", self.server.proc, self.server.log)
 

@@ -123,6 +123,10 @@ def get_historical_features(
     lo, hi = int(ts.min()), int(ts.max())
     for view_name, feats in wanted.items():
         view = repo.view(view_name)
+        if view.entity.join_key not in entity_rows.column_names:
+            raise DefinitionError(
+                f"entity rows have no column {view.entity.join_key!r} (the join key of {view_name!r})"
+            )
         clash = seen & set(feats)
         if clash:
             raise DefinitionError(

@@ -88,20 +88,31 @@ class OfflineStore:
             raise OfflineStoreError(f"cannot write {final}: {exc}") from exc
 
     # -- reading -------------------------------------------------------------
-    def dataset(self, name: str) -> ds.Dataset:
+    def files(self, name: str, first_day: str | None = None, last_day: str | None = None) -> list[str]:
+        """Data files of ``name`` whose partition date lies in [first_day, last_day] (ISO dates).
+
+        Pruning happens here, on paths, before any file is opened: a window touches only its days.
+        """
+        root = self.path(name)
         try:
-            return ds.dataset(
-                self.path(name),
-                filesystem=self.fs,
-                format="parquet",
-                partitioning=ds.partitioning(pa.schema([(PARTITION, pa.string())]), flavor="hive"),
-                exclude_invalid_files=False,
-                ignore_prefixes=[".", "_"],
-            )
-        except FileNotFoundError as exc:
-            raise OfflineStoreError(f"dataset {name!r} not found under {self.url}") from exc
+            if self.fs.get_file_info(root).type == pafs.FileType.NotFound:
+                raise OfflineStoreError(f"dataset {name!r} not found under {self.url}")
+            infos = self.fs.get_file_info(pafs.FileSelector(root, recursive=True))
         except (OSError, pa.ArrowException) as exc:
-            raise OfflineStoreError(f"cannot open dataset {name!r} under {self.url}: {exc}") from exc
+            raise OfflineStoreError(f"cannot list dataset {name!r} under {self.url}: {exc}") from exc
+        out = []
+        for info in infos:
+            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
+                continue
+            if info.base_name.startswith((".", "_")):
+                continue
+            part = info.path[len(root) + 1 :].split("/", 1)[0]
+            if not part.startswith(f"{PARTITION}="):
+                continue
+            day = part.split("=", 1)[1]
+            if (first_day is None or day >= first_day) and (last_day is None or day <= last_day):
+                out.append(info.path)
+        return sorted(out)
 
     def read_window(
         self,
@@ -113,27 +124,36 @@ class OfflineStore:
     ) -> pa.Table:
         """Rows with ``start <= ts < end`` (either bound optional), reading only the partitions
         and row groups that can hold them."""
-        dset = self.dataset(name)
-        missing = [c for c in [timestamp_column, *(columns or [])] if c not in dset.schema.names]
-        if missing:
-            raise OfflineStoreError(
-                f"dataset {name!r} has no column(s) {missing}; it has {dset.schema.names}"
-            )
-        filt = None
-        ts = ds.field(timestamp_column)
-        if start is not None:
-            # Partition pruning: a day's file holds only that day's timestamps.
-            filt = (ds.field(PARTITION) >= start.astimezone(UTC).strftime("%Y-%m-%d")) & (
-                ts >= _scalar(start)
-            )
-        if end is not None:
-            last_day = (end.astimezone(UTC) - timedelta(microseconds=1)).strftime("%Y-%m-%d")
-            cond = (ds.field(PARTITION) <= last_day) & (ts < _scalar(end))
-            filt = cond if filt is None else filt & cond
+        first_day = _utc(start).strftime("%Y-%m-%d") if start is not None else None
+        last_day = (_utc(end) - timedelta(microseconds=1)).strftime("%Y-%m-%d") if end is not None else None
+        files = self.files(name, first_day, last_day)
         try:
+            if not files:
+                every = self.files(name)
+                if not every:
+                    raise OfflineStoreError(f"dataset {name!r} under {self.url} has no data files")
+                schema = pq.read_schema(every[-1], filesystem=self.fs)
+                self._check_columns(name, schema.names, timestamp_column, columns)
+                empty = schema.empty_table()
+                return empty.select(columns) if columns else empty
+            dset = ds.dataset(files, filesystem=self.fs, format="parquet")
+            self._check_columns(name, dset.schema.names, timestamp_column, columns)
+            filt = None
+            ts = ds.field(timestamp_column)
+            if start is not None:
+                filt = ts >= _scalar(start)
+            if end is not None:
+                filt = ts < _scalar(end) if filt is None else filt & (ts < _scalar(end))
+            # Row groups whose min/max statistics miss the filter are skipped by the scanner.
             return dset.to_table(columns=columns, filter=filt)
         except (OSError, pa.ArrowException) as exc:
             raise OfflineStoreError(f"cannot read dataset {name!r}: {exc}") from exc
+
+    @staticmethod
+    def _check_columns(name: str, have: list[str], timestamp_column: str, columns: list[str] | None) -> None:
+        missing = [c for c in [timestamp_column, *(columns or [])] if c not in have]
+        if missing:
+            raise OfflineStoreError(f"dataset {name!r} has no column(s) {missing}; it has {have}")
 
     def partitions(self, name: str) -> list[date]:
         sel = pafs.FileSelector(self.path(name), allow_not_found=True)
@@ -145,10 +165,14 @@ class OfflineStore:
         return sorted(out)
 
 
-def _scalar(t: datetime) -> pa.Scalar:
+def _utc(t: datetime) -> datetime:
     if t.tzinfo is None:
         raise OfflineStoreError(f"timestamp {t} has no timezone; use UTC")
-    return pa.scalar(t.astimezone(UTC), type=pa.timestamp("us", tz="UTC"))
+    return t.astimezone(UTC)
+
+
+def _scalar(t: datetime) -> pa.Scalar:
+    return pa.scalar(_utc(t), type=pa.timestamp("us", tz="UTC"))
 
 
 def _abspath(path: str) -> str:

@@ -52,8 +52,7 @@ def random_rows(n: int, entities: int, days: int, seed: int = 0) -> pa.Table:
             "event_timestamp": pa.array(ev, TS),
             "created_timestamp": pa.array(cr, TS),
             "clicks": pa.array(rng.integers(0, 1000, n), pa.int64()),
-            "price": pa.array(rng.random(n).astype(np.float32), pa.float32(),
-                              mask=rng.random(n) < 0.1),
+            "price": pa.array(rng.random(n).astype(np.float32), pa.float32(), mask=rng.random(n) < 0.1),
             "score": pa.array(rng.normal(size=n), pa.float64()),
         }
     )
