@@ -218,14 +218,28 @@ class OnlineStore:
     def _write_cluster(
         self, keys: list[str], values: list[bytes], pxat: NDArray[np.int64], result: WriteResult
     ) -> None:
-        # A script may only touch keys of one slot: one call per key, pipelined per node by redis-py.
-        pipe = self.client.pipeline()
-        for k, v, p in zip(keys, values, pxat.tolist(), strict=True):
-            self._write(keys=[k], args=[v, p], client=pipe)
-        for w, s, u in pipe.execute():
-            result.written += w
-            result.stale += s
-            result.unchanged += u
+        # A script may only touch keys of one slot, and redis-py's cluster pipeline refuses scripts:
+        # group keys by slot, then pipeline one script call per slot on each primary's own connection.
+        cluster: RedisCluster = self.client  # type: ignore[assignment]
+        by_node: dict[str, dict[int, list[int]]] = {}
+        nodes: dict[str, Any] = {}
+        for i, k in enumerate(keys):
+            slot = cluster.keyslot(k)
+            node = cluster.nodes_manager.get_node_from_slot(slot)
+            nodes[node.name] = node
+            by_node.setdefault(node.name, {}).setdefault(slot, []).append(i)
+        pxl = pxat.tolist()
+        for name, slots in by_node.items():
+            pipe = cluster.get_redis_connection(nodes[name]).pipeline(transaction=False)
+            for idx in slots.values():
+                args: list[Any] = []
+                for i in idx:
+                    args += [values[i], pxl[i]]
+                self._write(keys=[keys[i] for i in idx], args=args, client=pipe)
+            for w, s, u in pipe.execute():
+                result.written += w
+                result.stale += s
+                result.unchanged += u
 
     def read(
         self,

@@ -14,7 +14,8 @@ from app.features.offline import OfflineStore
 from app.features.online import OnlineStore
 from tests.servers import RedisServer, S3Server
 
-T0 = datetime(2026, 11, 1, tzinfo=UTC)
+# Recent, because Redis expires keys on its own clock (event time + TTL + grace).
+T0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
 TS = pa.timestamp("us", tz="UTC")
 
 ENTITY = Entity("item", "item_id")

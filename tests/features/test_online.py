@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from datetime import timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import redis
+
+from app.features.online import (
+    AsyncOnlineReader,
+    Codec,
+    OnlineStore,
+    OnlineStoreUnavailableError,
+    Status,
+    connect,
+    entity_key,
+)
+from tests.features.conftest import T0, VIEW, random_rows, rows
+from tests.servers import RedisServer, free_port
+
+NOW_MS = int((T0 + timedelta(hours=6)).timestamp() * 1000)
+NOW_US = NOW_MS * 1000
+H = timedelta(hours=1)
+
+
+def test_codec_roundtrip_with_nulls() -> None:
+    table = random_rows(500, 100, days=1)
+    codec = Codec(VIEW)
+    values = codec.pack(table)
+    assert {len(v) for v in values} == {codec.size} and codec.size == 32 + 1 + 8 + 4 + 8
+    event_us, rec, nulls = codec.unpack(values)
+    assert event_us.tolist() == table.column("event_timestamp").cast(pa.int64()).to_pylist()
+    assert rec["clicks"].tolist() == table.column("clicks").to_pylist()
+    price_nulls = table.column("price").is_null().to_pylist()
+    assert nulls[:, 1].tolist() == price_nulls
+    np.testing.assert_array_equal(rec["score"], table.column("score").to_numpy())
+
+
+def test_newer_wins_and_reruns_are_noops(online: OnlineStore, rclient: redis.Redis) -> None:
+    new = rows((1, T0 + 2 * H, T0 + 2 * H, 20, 2.0, 0.2))
+    old = rows((1, T0 + H, T0 + 3 * H, 10, 1.0, 0.1))  # older event, even if created later
+    assert online.write_latest(VIEW, new, now_ms=NOW_MS).written == 1
+    res = online.write_latest(VIEW, old, now_ms=NOW_MS)
+    assert (res.written, res.stale) == (0, 1)
+    assert online.write_latest(VIEW, new, now_ms=NOW_MS).unchanged == 1
+    correction = rows((1, T0 + 2 * H, T0 + 3 * H, 21, 2.0, 0.2))  # same event, newer created time
+    assert online.write_latest(VIEW, correction, now_ms=NOW_MS).written == 1
+    got = online.read([(VIEW, ["clicks", "price"])], [1], now_us=NOW_US)[0]
+    assert got.values == {"clicks": [21], "price": [2.0]} and got.statuses == [Status.PRESENT]
+    # the key expires at event time + ttl + grace
+    pxat = rclient.execute_command("PEXPIRETIME", entity_key(VIEW.name, 1))
+    assert pxat == int((T0 + 2 * H + VIEW.ttl + online.expiry_grace).timestamp() * 1000)
+
+
+def test_statuses_present_expired_missing_and_null(online: OnlineStore) -> None:
+    online.write_latest(
+        VIEW, rows((1, T0, T0, 5, None, 0.5), (2, T0 + 5 * H, T0 + 5 * H, 7, 1.5, 0.5)), now_ms=NOW_MS
+    )
+    later_us = int((T0 + VIEW.ttl + 30 * timedelta(minutes=1)).timestamp() * 1e6)  # 1 is past its TTL, 2 not
+    vec = online.read([(VIEW, ["clicks", "price"])], [1, 2, 3], now_us=later_us)[0]
+    assert vec.statuses == [Status.EXPIRED, Status.PRESENT, Status.MISSING]
+    assert vec.values["clicks"] == [None, 7, None]
+    fresh = online.read([(VIEW, ["clicks", "price"])], [1], now_us=NOW_US)[0]
+    assert fresh.values == {"clicks": [5], "price": [None]}  # a null stays null, not 0
+    assert fresh.event_timestamps_us == [int(T0.timestamp() * 1e6)]
+
+
+def test_rows_already_past_ttl_and_grace_are_not_written(online: OnlineStore) -> None:
+    far_future = NOW_MS + int((VIEW.ttl + online.expiry_grace).total_seconds() * 1000) * 2
+    res = online.write_latest(VIEW, rows((1, T0, T0, 5, 1.0, 0.5)), now_ms=far_future)
+    assert (res.written, res.expired) == (0, 1)
+
+
+def test_ttl_zero_never_expires(online: OnlineStore) -> None:
+    view = replace(VIEW, ttl=timedelta(0))
+    online.write_latest(view, rows((1, T0, T0, 5, 1.0, 0.5)), now_ms=NOW_MS)
+    vec = online.read([(view, ["clicks"])], [1], now_us=NOW_US + 10**15)[0]
+    assert vec.statuses == [Status.PRESENT]
+
+
+def test_several_views_one_round_trip(online: OnlineStore, rclient: redis.Redis) -> None:
+    other = replace(VIEW, name="item_other")
+    online.write_latest(VIEW, rows((1, T0, T0, 5, 1.0, 0.5)), now_ms=NOW_MS)
+    online.write_latest(other, rows((1, T0, T0, 9, 1.0, 0.5)), now_ms=NOW_MS)
+    before = rclient.info("stats")["total_commands_processed"]
+    a, b = online.read([(VIEW, ["clicks"]), (other, ["clicks", "score"])], [1, 2], now_us=NOW_US)
+    after = rclient.info("stats")["total_commands_processed"]
+    assert after - before == 2  # our MGET plus the INFO call itself
+    assert a.values["clicks"] == [5, None] and b.values == {"clicks": [9, None], "score": [0.5, None]}
+
+
+def test_redis_down_is_a_fast_clear_error() -> None:
+    store = OnlineStore(connect(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2))
+    t = time.monotonic()
+    with pytest.raises(OnlineStoreUnavailableError, match="online store unavailable"):
+        store.read([(VIEW, ["clicks"])], [1])
+    assert time.monotonic() - t < 2
+
+
+def test_async_reader_matches_sync(online: OnlineStore, redis_server: RedisServer) -> None:
+    online.write_latest(VIEW, random_rows(300, 50, days=1), now_ms=NOW_MS)
+    ids = list(range(60))
+    sync = online.read([(VIEW, VIEW.feature_names)], ids, now_us=NOW_US)[0]
+
+    async def go() -> list:  # type: ignore[type-arg]
+        reader = AsyncOnlineReader(redis_server.url, timeout_s=1.0)
+        try:
+            return await reader.read([(VIEW, VIEW.feature_names)], ids, now_us=NOW_US)
+        finally:
+            await reader.close()
+
+    got = asyncio.run(go())[0]
+    assert got.values == sync.values and got.statuses == sync.statuses
+
+
+def test_async_reader_redis_down() -> None:
+    async def go() -> None:
+        reader = AsyncOnlineReader(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.1)
+        try:
+            await reader.read([(VIEW, ["clicks"])], [1])
+        finally:
+            await reader.close()
+
+    with pytest.raises(OnlineStoreUnavailableError):
+        asyncio.run(go())
+
+
+def test_redis_cluster(redis_cluster: RedisServer) -> None:
+    store = OnlineStore(connect(redis_cluster.url.rsplit("/", 1)[0], cluster=True))
+    table = random_rows(400, 80, days=1, seed=4)
+    res = store.write_latest(VIEW, table, now_ms=NOW_MS)
+    assert res.expired == 0 and res.written == len(set(table.column("item_id").to_pylist()))
+    assert store.write_latest(VIEW, table, now_ms=NOW_MS).written == 0  # idempotent on a cluster too
+    vec = store.read([(VIEW, ["clicks"])], list(range(80)), now_us=NOW_US)[0]
+    assert Status.PRESENT in vec.statuses
