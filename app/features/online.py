@@ -224,7 +224,7 @@ class OnlineStore:
         by_node: dict[str, dict[int, list[int]]] = {}
         nodes: dict[str, Any] = {}
         for i, k in enumerate(keys):
-            slot = cluster.keyslot(k)
+            slot = cluster.keyslot(k)  # type: ignore[no-untyped-call]
             node = cluster.nodes_manager.get_node_from_slot(slot)
             nodes[node.name] = node
             by_node.setdefault(node.name, {}).setdefault(slot, []).append(i)
