@@ -15,7 +15,8 @@ from app.features.historical import join_view
 from app.features.materialize import MaterializeReport, materialize, materialize_incremental
 from app.features.offline import OfflineStore
 from app.features.online import OnlineStore, connect
-from app.features.repo import TRANSACTIONS, reference_repo, user_stats
+from app.features.definitions import load_repo
+from app.features.repo import TRANSACTIONS, user_stats
 from jobs import pushmetrics
 
 
@@ -103,7 +104,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "offline": s.offline_url,
         }
     # materialize / materialize-incremental
-    view = reference_repo().view(args.view)
+    view = load_repo(s.repo).view(args.view)
     started = datetime.now(UTC)
     report: MaterializeReport | None = None
     try:

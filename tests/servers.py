@@ -169,10 +169,18 @@ class S3Server:
         self.server.stop()
 
 
-class PredictServer:
-    """The prediction service exactly as the container runs it: gunicorn with uvicorn workers."""
+class GunicornService:
+    """A service exactly as its container runs it: gunicorn with uvicorn workers."""
 
-    def __init__(self, workdir: Path, env: dict[str, str], workers: int = 2) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        env: dict[str, str],
+        workers: int = 2,
+        app: str = "app.predict.main:app",
+        ready_path: str = "/readyz",
+    ) -> None:
+        self.ready_path = ready_path
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -185,12 +193,12 @@ class PredictServer:
             "PREDICT_POLL_INTERVAL_SECONDS": "0.5",
             **env,
         }
-        argv = [str(VENV_BIN / "gunicorn"), "-c", "python:app.common.gunicorn_conf", "app.predict.main:app"]
+        argv = [str(VENV_BIN / "gunicorn"), "-c", "python:app.common.gunicorn_conf", app]
         self.server = Server(argv, workdir / "gunicorn.log", env=full_env)
 
-    def wait_ready(self, timeout: float = 60) -> PredictServer:
+    def wait_ready(self, timeout: float = 60) -> GunicornService:
         wait_until(
-            lambda: http_ok(self.url + "/readyz"),
+            lambda: http_ok(self.url + self.ready_path),
             timeout,
             "prediction service",
             self.server.proc,
@@ -198,7 +206,7 @@ class PredictServer:
         )
         return self
 
-    def wait_live(self, timeout: float = 60) -> PredictServer:
+    def wait_live(self, timeout: float = 60) -> GunicornService:
         wait_until(
             lambda: http_ok(self.url + "/healthz"),
             timeout,

@@ -30,3 +30,13 @@ def json_response(content: Any, status: int = 200, headers: dict[str, str] | Non
 
 def error_response(status: int, message: str) -> Response:
     return json_response({"error": message}, status)
+
+
+def load_json(body: bytes) -> Any:
+    if not body:
+        raise bad_request("request body is empty; expected JSON")
+    try:
+        # orjson rejects NaN/Infinity literals, which plain json would let through.
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from exc

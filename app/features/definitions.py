@@ -135,3 +135,23 @@ class FeatureRepo:
         if not out:
             raise DefinitionError("no features requested")
         return out
+
+
+def load_repo(spec: str) -> FeatureRepo:
+    """Import ``module:function`` and call it; every failure names the spec and the reason."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise DefinitionError(f"feature repo {spec!r} must look like 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DefinitionError(f"feature repo {spec!r}: cannot import {module_name!r}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise DefinitionError(f"feature repo {spec!r}: {module_name} has no function {attr!r}")
+    repo = factory()
+    if not isinstance(repo, FeatureRepo):
+        raise DefinitionError(f"feature repo {spec!r} returned {type(repo).__name__}, not a FeatureRepo")
+    return repo

@@ -339,5 +339,11 @@ class AsyncOnlineReader:
             raise OnlineStoreUnavailableError(f"online store unavailable: {exc}") from exc
         return self.decoder.decode(requests, len(entity_ids), raw, now_us)
 
+    async def ping(self) -> None:
+        try:
+            await asyncio.wait_for(self.client.ping(), self.timeout_s * 4)
+        except (TimeoutError, redis.RedisError, OSError) as exc:
+            raise OnlineStoreUnavailableError(f"online store unavailable: {exc!r}") from exc
+
     async def close(self) -> None:
         await self.client.aclose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 import numpy as np
-import orjson
 from numpy.typing import NDArray
 
 from app.common.errors import ApiError, bad_request
@@ -17,16 +16,6 @@ def _type_name(value: Any) -> str:
     return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(
         type(value), type(value).__name__
     )
-
-
-def load_json(body: bytes) -> Any:
-    if not body:
-        raise bad_request("request body is empty; expected JSON")
-    try:
-        # orjson rejects NaN/Infinity literals, which plain json would let through.
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from exc
 
 
 def parse_instances(payload: Any, feature_names: list[str], max_instances: int) -> NDArray[np.float64]:

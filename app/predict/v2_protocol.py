@@ -25,8 +25,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from app.common.errors import ApiError, bad_request
-from app.predict.v1_inputs import load_json
+from app.common.errors import ApiError, bad_request, load_json
 
 NUMERIC_DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),

@@ -48,3 +48,18 @@ def test_repo_level_errors() -> None:
     ]:
         with pytest.raises(DefinitionError, match=message):
             repo.resolve(refs)
+
+
+def test_load_repo_from_a_spec() -> None:
+    from app.features.definitions import load_repo
+
+    assert "user_stats" in load_repo("app.features.repo:reference_repo").views
+    for spec, message in [
+        ("nocolon", "must look like"),
+        ("no.such.module:repo", "cannot import"),
+        ("app.features.repo:nothing", "has no function"),
+        ("app.features.repo:user_stats", "has no function"),  # a FeatureView object, not callable
+        ("app.features.transforms:REQUEST_FIELDS", "has no function"),
+    ]:
+        with pytest.raises(DefinitionError, match=message):
+            load_repo(spec)

@@ -5,13 +5,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import PredictServer
+from tests.servers import GunicornService
 
 
 @pytest.fixture(scope="module")
-def service(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PredictServer]:
+def service(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornService]:
     """The service over the shared trained store, two workers, as production runs it."""
-    srv = PredictServer(
+    srv = GunicornService(
         tmp_path_factory.mktemp("svc"),
         {
             "PREDICT_MODEL_STORE_URL": str(trained_store),

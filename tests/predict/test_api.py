@@ -13,12 +13,12 @@ import pytest
 
 from app.modelstore import LocalModelStore
 from tests.predict.helpers import instances, reference
-from tests.servers import PredictServer
+from tests.servers import GunicornService
 
 pytestmark = pytest.mark.integration
 
 
-def test_ready_lists_models(service: PredictServer) -> None:
+def test_ready_lists_models(service: GunicornService) -> None:
     r = httpx.get(service.url + "/readyz")
     assert r.status_code == 200 and set(r.json()["models"]) == {"breast-cancer", "iris"}
     assert httpx.get(service.url + "/v2/health/live").status_code == 200
@@ -27,7 +27,7 @@ def test_ready_lists_models(service: PredictServer) -> None:
     assert {m["engine"] for m in models["models"]} == {"compiled-trees"}
 
 
-def test_v1_predictions_equal_sklearn(service: PredictServer, trained_store: Path) -> None:
+def test_v1_predictions_equal_sklearn(service: GunicornService, trained_store: Path) -> None:
     ref = reference(LocalModelStore(trained_store), "breast-cancer")
     x = np.asarray(ref.meta.verification.inputs)
     r = httpx.post(service.url + "/v1/models/breast-cancer/predict", json={"instances": instances(ref, x)})
@@ -43,7 +43,7 @@ def test_v1_predictions_equal_sklearn(service: PredictServer, trained_store: Pat
     assert r2.json()["predictions"] == body["predictions"][:1]
 
 
-def test_tritonclient_http_defaults_roundtrip(service: PredictServer, trained_store: Path) -> None:
+def test_tritonclient_http_defaults_roundtrip(service: GunicornService, trained_store: Path) -> None:
     import tritonclient.http as httpclient
 
     ref = reference(LocalModelStore(trained_store), "iris")
@@ -77,7 +77,7 @@ def test_tritonclient_http_defaults_roundtrip(service: PredictServer, trained_st
         client.close()
 
 
-def test_v2_json_clients(service: PredictServer, trained_store: Path) -> None:
+def test_v2_json_clients(service: GunicornService, trained_store: Path) -> None:
     """What MLServer's and KServe's JSON clients send: one [n, F] tensor, or one tensor per feature."""
     ref = reference(LocalModelStore(trained_store), "iris")
     x = np.asarray(ref.meta.verification.inputs)[:4]
@@ -222,7 +222,7 @@ BAD_INPUTS = [
     ("case", "path", "body", "headers", "status", "message"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS]
 )
 def test_bad_input_gets_clear_4xx(
-    service: PredictServer,
+    service: GunicornService,
     case: str,
     path: str,
     body: bytes,
@@ -235,7 +235,7 @@ def test_bad_input_gets_clear_4xx(
     assert message in r.json()["error"]
 
 
-def test_oversized_chunked_body_is_413(service: PredictServer) -> None:
+def test_oversized_chunked_body_is_413(service: GunicornService) -> None:
     def chunks():  # no Content-Length: the limit is enforced while reading
         for _ in range(20):
             yield b" " * 8192
@@ -244,14 +244,14 @@ def test_oversized_chunked_body_is_413(service: PredictServer) -> None:
     assert r.status_code == 413 and "exceeds" in r.json()["error"]
 
 
-def test_unknown_route_and_method_are_json(service: PredictServer) -> None:
+def test_unknown_route_and_method_are_json(service: GunicornService) -> None:
     r = httpx.get(service.url + "/nope")
     assert r.status_code == 404 and r.json() == {"error": "Not Found"}
     r = httpx.get(service.url + V1)
     assert r.status_code == 405 and "error" in r.json()
 
 
-def test_garbage_on_the_socket_does_not_kill_workers(service: PredictServer) -> None:
+def test_garbage_on_the_socket_does_not_kill_workers(service: GunicornService) -> None:
     for payload in (b"\x00\xff" * 100 + b"\r\n\r\n", b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n"):
         with socket.create_connection(("127.0.0.1", service.port), timeout=5) as s:
             s.sendall(payload)
@@ -259,7 +259,7 @@ def test_garbage_on_the_socket_does_not_kill_workers(service: PredictServer) -> 
     assert httpx.get(service.url + "/readyz").status_code == 200
 
 
-def test_no_server_errors_after_bad_inputs(service: PredictServer) -> None:
+def test_no_server_errors_after_bad_inputs(service: GunicornService) -> None:
     """Runs after the bad-input tests in this module: no 5xx, no traceback, no worker died."""
     metrics = httpx.get(service.url + "/metrics").text
     assert 'status="5' not in metrics
@@ -268,7 +268,7 @@ def test_no_server_errors_after_bad_inputs(service: PredictServer) -> None:
     assert "Worker exited" not in log and "was sent SIGKILL" not in log
 
 
-def test_request_id_is_echoed_and_logged(service: PredictServer) -> None:
+def test_request_id_is_echoed_and_logged(service: GunicornService) -> None:
     r = httpx.get(service.url + "/readyz", headers={"X-Request-ID": "req-12345"})
     assert r.headers["x-request-id"] == "req-12345"
     assert httpx.get(service.url + "/healthz").headers["x-request-id"]

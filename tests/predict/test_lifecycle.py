@@ -20,7 +20,7 @@ from app.modelstore import LocalModelStore, S3ModelStore
 from app.modelstore.metadata import sha256_hex
 from jobs.train import train_and_publish
 from tests.predict.helpers import instances, reference
-from tests.servers import PredictServer, S3Server, wait_until
+from tests.servers import GunicornService, S3Server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_are_summed_across_workers(store_copy: LocalModelStore, tmp_path: Path) -> None:
-    srv = PredictServer(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+    srv = GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
     try:
         ref = reference(store_copy, "iris")
         x = np.asarray(ref.meta.verification.inputs)[:3]
@@ -107,7 +107,7 @@ class Load:
 
 
 def test_hot_reload_under_load_and_broken_artifacts(store_copy: LocalModelStore, tmp_path: Path) -> None:
-    srv = PredictServer(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+    srv = GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
     ref = reference(store_copy, "breast-cancer")
     load = Load(
         srv.url + "/v1/models/breast-cancer/predict",
@@ -182,7 +182,7 @@ def _read_response(s: socket.socket) -> tuple[int, bytes]:
 
 
 def test_sigterm_drains_in_flight_requests(store_copy: LocalModelStore, tmp_path: Path) -> None:
-    srv = PredictServer(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+    srv = GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
     ref = reference(store_copy, "breast-cancer")
     body = orjson.dumps({"instances": instances(ref, np.asarray(ref.meta.verification.inputs))})
     # Requests whose bodies are still arriving when SIGTERM lands: in flight by any definition.
@@ -206,7 +206,7 @@ def test_sigterm_drains_in_flight_requests(store_copy: LocalModelStore, tmp_path
 
 def test_starts_unready_on_empty_store_and_discovers_models(tmp_path: Path) -> None:
     root = tmp_path / "empty"
-    srv = PredictServer(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(root)}).wait_live()
+    srv = GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(root)}).wait_live()
     try:
         r = httpx.get(srv.url + "/readyz")
         assert r.status_code == 503 and "no models found" in r.json()["error"]
@@ -223,7 +223,7 @@ def test_starts_unready_on_empty_store_and_discovers_models(tmp_path: Path) -> N
 
 
 def test_configured_model_missing_keeps_pod_unready(trained_store: Path, tmp_path: Path) -> None:
-    srv = PredictServer(
+    srv = GunicornService(
         tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(trained_store), "PREDICT_MODELS": "iris,churn"}
     ).wait_live()
     try:
@@ -243,7 +243,7 @@ def test_serves_from_s3(s3_server: S3Server, tmp_path: Path) -> None:
     train_and_publish(
         dataset="iris", name="iris", store_url=url, n_estimators=5, s3_endpoint_url=s3_server.endpoint
     )
-    srv = PredictServer(
+    srv = GunicornService(
         tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": url, "PREDICT_S3_ENDPOINT_URL": s3_server.endpoint}
     ).wait_ready()
     try:

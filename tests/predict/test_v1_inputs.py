@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.common.errors import ApiError
-from app.predict.v1_inputs import load_json, parse_instances
+from app.common.errors import ApiError, load_json
+from app.predict.v1_inputs import parse_instances
 
 F = ["x", "y"]
 

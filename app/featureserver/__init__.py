@@ -1,0 +1,1 @@
+"""HTTP feature endpoint: online feature values for other services."""

@@ -1,0 +1,99 @@
+"""The HTTP feature endpoint under gunicorn, against a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from app.features.online import OnlineStore
+from app.features.repo import user_stats
+from tests.features.conftest import T0, TS
+from tests.servers import GunicornService, RedisServer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _user_rows() -> object:
+    import pyarrow as pa
+
+    n = 3
+    cols = {
+        "user_id": pa.array([1, 2, 3], pa.int64()),
+        "event_timestamp": pa.array([T0, T0, T0 - timedelta(days=10)], TS),
+        "created_timestamp": pa.array([T0, T0, T0 - timedelta(days=10)], TS),
+    }
+    for f in user_stats.features:
+        cols[f.name] = pa.array([1, 2, 3][:n], pa.int64()).cast(f.dtype)
+    cols["amount_std_30d"] = pa.array([None, 1.5, 2.0], pa.float32())
+    return pa.table(cols)
+
+
+@pytest.fixture(scope="module")
+def feature_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GunicornService, RedisServer]]:
+    work = tmp_path_factory.mktemp("fsrv")
+    rs = RedisServer(work / "redis")
+    store = OnlineStore(redis.Redis.from_url(rs.url), expiry_grace=timedelta(days=30))
+    store.write_latest(user_stats, _user_rows())  # type: ignore[arg-type]
+    srv = GunicornService(work / "svc", {"FEATURES_REDIS_URL": rs.url, "FEATURES_MAX_ENTITIES": "100",
+                                         "FEATURES_EXPIRY_GRACE_HOURS": "720"},
+                          app="app.featureserver.main:app")
+    try:
+        yield srv.wait_ready(), rs
+    finally:
+        srv.stop()
+        rs.stop()
+
+
+def test_values_statuses_and_timestamps(feature_server: tuple[GunicornService, RedisServer]) -> None:
+    srv, _ = feature_server
+    body = {"entities": {"user_id": [1, 2, 3, 4]},
+            "features": ["user_stats:txn_count_7d", "user_stats:amount_std_30d"]}
+    r = httpx.post(srv.url + "/v1/features", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["statuses"]["user_stats"] == ["PRESENT", "PRESENT", "EXPIRED", "MISSING"]
+    assert out["features"]["user_stats:txn_count_7d"] == [1, 2, None, None]
+    assert out["features"]["user_stats:amount_std_30d"] == [None, 1.5, None, None]
+    assert out["event_timestamps"]["user_stats"][0] == T0.isoformat()
+    metrics = httpx.get(srv.url + "/metrics").text
+    assert 'feature_values_total{status="MISSING",view="user_stats"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"entities": {"user_id": [1]}}, 400, "body must be"),
+        ({"entities": {"user_id": [1]}, "features": ["user_stats:nope"]}, 400, "has no feature 'nope'"),
+        ({"entities": {"user_id": [1]}, "features": ["nope:x"]}, 400, "unknown feature view"),
+        ({"entities": {"item_id": [1]}, "features": ["user_stats:txn_count_7d"]}, 400, "keyed by 'user_id'"),
+        ({"entities": {"user_id": ["1"]}, "features": ["user_stats:txn_count_7d"]}, 400, "expected an integer id"),
+        ({"entities": {"user_id": [True]}, "features": ["user_stats:txn_count_7d"]}, 400, "expected an integer id"),
+        ({"entities": {"user_id": []}, "features": ["user_stats:txn_count_7d"]}, 400, "non-empty list"),
+        ({"entities": {"user_id": [2**63 + 5]}, "features": ["user_stats:txn_count_7d"]}, 400, "int64"),
+        ({"entities": {"user_id": list(range(101))}, "features": ["user_stats:txn_count_7d"]}, 413, "too many"),
+    ],
+)
+def test_bad_requests(feature_server: tuple[GunicornService, RedisServer], body: dict, status: int,
+                      message: str) -> None:
+    srv, _ = feature_server
+    r = httpx.post(srv.url + "/v1/features", json=body)
+    assert r.status_code == status and message in r.json()["error"]
+
+
+def test_redis_down_is_a_fast_503_and_unready(tmp_path: Path) -> None:
+    srv = GunicornService(tmp_path / "svc", {"FEATURES_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+                                             "FEATURES_READ_TIMEOUT_MS": "100"},
+                          app="app.featureserver.main:app", ready_path="/healthz").wait_ready()
+    try:
+        r = httpx.post(srv.url + "/v1/features", json={"entities": {"user_id": [1]},
+                                                        "features": ["user_stats:txn_count_7d"]})
+        assert r.status_code == 503 and "online store" in r.json()["error"]
+        assert r.elapsed.total_seconds() < 1.0
+        assert httpx.get(srv.url + "/readyz").status_code == 503
+    finally:
+        srv.stop()
