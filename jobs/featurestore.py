@@ -11,11 +11,11 @@ import pyarrow as pa
 
 from app.features import scenario
 from app.features.config import FeatureStoreSettings
+from app.features.definitions import load_repo
 from app.features.historical import join_view
 from app.features.materialize import MaterializeReport, materialize, materialize_incremental
 from app.features.offline import OfflineStore
 from app.features.online import OnlineStore, connect
-from app.features.definitions import load_repo
 from app.features.repo import TRANSACTIONS, user_stats
 from jobs import pushmetrics
 

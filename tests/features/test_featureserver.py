@@ -16,6 +16,7 @@ from tests.features.conftest import T0, TS
 from tests.servers import GunicornService, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
+F7 = ["user_stats:txn_count_7d"]
 
 
 def _user_rows() -> object:
@@ -39,9 +40,11 @@ def feature_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[G
     rs = RedisServer(work / "redis")
     store = OnlineStore(redis.Redis.from_url(rs.url), expiry_grace=timedelta(days=30))
     store.write_latest(user_stats, _user_rows())  # type: ignore[arg-type]
-    srv = GunicornService(work / "svc", {"FEATURES_REDIS_URL": rs.url, "FEATURES_MAX_ENTITIES": "100",
-                                         "FEATURES_EXPIRY_GRACE_HOURS": "720"},
-                          app="app.featureserver.main:app")
+    srv = GunicornService(
+        work / "svc",
+        {"FEATURES_REDIS_URL": rs.url, "FEATURES_MAX_ENTITIES": "100", "FEATURES_EXPIRY_GRACE_HOURS": "720"},
+        app="app.featureserver.main:app",
+    )
     try:
         yield srv.wait_ready(), rs
     finally:
@@ -51,8 +54,10 @@ def feature_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[G
 
 def test_values_statuses_and_timestamps(feature_server: tuple[GunicornService, RedisServer]) -> None:
     srv, _ = feature_server
-    body = {"entities": {"user_id": [1, 2, 3, 4]},
-            "features": ["user_stats:txn_count_7d", "user_stats:amount_std_30d"]}
+    body = {
+        "entities": {"user_id": [1, 2, 3, 4]},
+        "features": ["user_stats:txn_count_7d", "user_stats:amount_std_30d"],
+    }
     r = httpx.post(srv.url + "/v1/features", json=body)
     assert r.status_code == 200, r.text
     out = r.json()
@@ -70,28 +75,31 @@ def test_values_statuses_and_timestamps(feature_server: tuple[GunicornService, R
         ({"entities": {"user_id": [1]}}, 400, "body must be"),
         ({"entities": {"user_id": [1]}, "features": ["user_stats:nope"]}, 400, "has no feature 'nope'"),
         ({"entities": {"user_id": [1]}, "features": ["nope:x"]}, 400, "unknown feature view"),
-        ({"entities": {"item_id": [1]}, "features": ["user_stats:txn_count_7d"]}, 400, "keyed by 'user_id'"),
-        ({"entities": {"user_id": ["1"]}, "features": ["user_stats:txn_count_7d"]}, 400, "expected an integer id"),
-        ({"entities": {"user_id": [True]}, "features": ["user_stats:txn_count_7d"]}, 400, "expected an integer id"),
-        ({"entities": {"user_id": []}, "features": ["user_stats:txn_count_7d"]}, 400, "non-empty list"),
-        ({"entities": {"user_id": [2**63 + 5]}, "features": ["user_stats:txn_count_7d"]}, 400, "int64"),
-        ({"entities": {"user_id": list(range(101))}, "features": ["user_stats:txn_count_7d"]}, 413, "too many"),
+        ({"entities": {"item_id": [1]}, "features": F7}, 400, "keyed by 'user_id'"),
+        ({"entities": {"user_id": ["1"]}, "features": F7}, 400, "expected an integer id"),
+        ({"entities": {"user_id": [True]}, "features": F7}, 400, "expected an integer id"),
+        ({"entities": {"user_id": []}, "features": F7}, 400, "non-empty list"),
+        ({"entities": {"user_id": [2**63 + 5]}, "features": F7}, 400, "int64"),
+        ({"entities": {"user_id": list(range(101))}, "features": F7}, 413, "too many"),
     ],
 )
-def test_bad_requests(feature_server: tuple[GunicornService, RedisServer], body: dict, status: int,
-                      message: str) -> None:
+def test_bad_requests(
+    feature_server: tuple[GunicornService, RedisServer], body: dict, status: int, message: str
+) -> None:
     srv, _ = feature_server
     r = httpx.post(srv.url + "/v1/features", json=body)
     assert r.status_code == status and message in r.json()["error"]
 
 
 def test_redis_down_is_a_fast_503_and_unready(tmp_path: Path) -> None:
-    srv = GunicornService(tmp_path / "svc", {"FEATURES_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-                                             "FEATURES_READ_TIMEOUT_MS": "100"},
-                          app="app.featureserver.main:app", ready_path="/healthz").wait_ready()
+    srv = GunicornService(
+        tmp_path / "svc",
+        {"FEATURES_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "FEATURES_READ_TIMEOUT_MS": "100"},
+        app="app.featureserver.main:app",
+        ready_path="/healthz",
+    ).wait_ready()
     try:
-        r = httpx.post(srv.url + "/v1/features", json={"entities": {"user_id": [1]},
-                                                        "features": ["user_stats:txn_count_7d"]})
+        r = httpx.post(srv.url + "/v1/features", json={"entities": {"user_id": [1]}, "features": F7})
         assert r.status_code == 503 and "online store" in r.json()["error"]
         assert r.elapsed.total_seconds() < 1.0
         assert httpx.get(srv.url + "/readyz").status_code == 503
