@@ -220,9 +220,7 @@ def run_mlserver(
         )
     )
     log = open(work / f"mlserver-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(mlserver), "start", str(mdir)], stdout=log, stderr=subprocess.STDOUT, cwd=mdir
-    )
+    proc = subprocess.Popen([str(mlserver), "start", str(mdir)], stdout=log, stderr=subprocess.STDOUT, cwd=mdir)
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/models/reference/ready", proc)
         body = json.dumps(

@@ -63,9 +63,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             p.add_argument("--end", type=_when, default=None, help="default: now")
             p.add_argument("--lookback-minutes", type=float, default=None)
         p.add_argument("--view", default=user_stats.name)
-        p.add_argument(
-            "--shard", type=int, default=shard_default, help="this shard (env JOB_COMPLETION_INDEX)"
-        )
+        p.add_argument("--shard", type=int, default=shard_default, help="this shard (env JOB_COMPLETION_INDEX)")
         p.add_argument("--shards", type=int, default=int(os.environ.get("MATERIALIZE_SHARDS", "1")))
         p.add_argument(
             "--lock-wait-seconds",
@@ -121,9 +119,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 lock_wait_s=args.lock_wait_seconds,
             )
         else:
-            lookback = (
-                timedelta(minutes=args.lookback_minutes) if args.lookback_minutes is not None else s.lookback
-            )
+            lookback = timedelta(minutes=args.lookback_minutes) if args.lookback_minutes is not None else s.lookback
             report = materialize_incremental(
                 view,
                 offline_store(s),
@@ -145,9 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 entities_expired=report.expired,
             )
             if report.watermark_after:
-                values["watermark_timestamp_seconds"] = datetime.fromisoformat(
-                    report.watermark_after
-                ).timestamp()
+                values["watermark_timestamp_seconds"] = datetime.fromisoformat(report.watermark_after).timestamp()
         pushmetrics.push(
             s.pushgateway_url,
             "materialize",

@@ -11,22 +11,16 @@ from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 log = logging.getLogger(__name__)
 
 
-def push(
-    gateway: str | None, job: str, grouping: dict[str, str], values: dict[str, float], success: bool
-) -> None:
+def push(gateway: str | None, job: str, grouping: dict[str, str], values: dict[str, float], success: bool) -> None:
     if not gateway:
         return
     registry = CollectorRegistry()
     for name, value in values.items():
-        Gauge(
-            f"mlplatform_job_{name}", f"{job}: {name.replace('_', ' ')} of the last run", registry=registry
-        ).set(value)
-    Gauge("mlplatform_job_last_run_timestamp_seconds", "end of the last run", registry=registry).set(
-        time.time()
-    )
-    Gauge("mlplatform_job_last_run_success", "1 if the last run succeeded", registry=registry).set(
-        1 if success else 0
-    )
+        Gauge(f"mlplatform_job_{name}", f"{job}: {name.replace('_', ' ')} of the last run", registry=registry).set(
+            value
+        )
+    Gauge("mlplatform_job_last_run_timestamp_seconds", "end of the last run", registry=registry).set(time.time())
+    Gauge("mlplatform_job_last_run_success", "1 if the last run succeeded", registry=registry).set(1 if success else 0)
     if success:
         Gauge(
             "mlplatform_job_last_success_timestamp_seconds",

@@ -173,9 +173,7 @@ def train_and_publish(
         classes=[c.item() for c in pipe.classes_],
         target_name=data.target_name,
         metrics=metrics,
-        training_data=TrainingData(
-            source=data.source, rows=len(x_train), fingerprint=fingerprint(x_train, y_train)
-        ),
+        training_data=TrainingData(source=data.source, rows=len(x_train), fingerprint=fingerprint(x_train, y_train)),
         library_versions={
             "python": platform.python_version(),
             "scikit-learn": sklearn.__version__,
@@ -194,9 +192,7 @@ def train_and_publish(
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train a scikit-learn pipeline and publish it to the model store")
-    p.add_argument(
-        "--dataset", default="breast-cancer", choices=sorted(DATASETS) + sorted(FEATURE_STORE_DATASETS)
-    )
+    p.add_argument("--dataset", default="breast-cancer", choices=sorted(DATASETS) + sorted(FEATURE_STORE_DATASETS))
     p.add_argument("--name", help="model name in the store (default: the dataset name)")
     p.add_argument("--n-estimators", type=int, default=50)
     p.add_argument("--max-depth", type=int, default=8, help="0 for unlimited")

@@ -266,9 +266,7 @@ class RedisServer:
         wait_until(lambda: bool(client.ping()), 20, "valkey", self.server.proc, self.server.log)
         if cluster:
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-            wait_until(
-                lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), 20, "cluster ok"
-            )
+            wait_until(lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), 20, "cluster ok")
         client.close()
 
     def stop(self) -> None:

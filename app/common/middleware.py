@@ -59,9 +59,7 @@ class RequestContextMiddleware:
 
         try:
             if content_length is not None and _too_large(content_length, self.max_body_bytes):
-                await error_response(413, BodyTooLargeError(self.max_body_bytes).message)(
-                    scope, receive, send_wrapper
-                )
+                await error_response(413, BodyTooLargeError(self.max_body_bytes).message)(scope, receive, send_wrapper)
                 return
             await self.app(scope, self._limited(receive), send_wrapper)
         finally:

@@ -63,9 +63,7 @@ class FeatureView:
         for f in self.features:
             if f.name == name:
                 return f
-        raise DefinitionError(
-            f"feature view {self.name!r} has no feature {name!r}; it has {self.feature_names}"
-        )
+        raise DefinitionError(f"feature view {self.name!r} has no feature {name!r}; it has {self.feature_names}")
 
     def numpy_dtype(self) -> np.dtype[np.void]:
         """Little-endian packed record of the view's features, in declaration order."""
@@ -85,17 +83,13 @@ class FeatureView:
             if not NAME_RE.match(f.name):
                 raise DefinitionError(f"feature view {self.name!r}: invalid feature name {f.name!r}")
             if f.name in reserved:
-                raise DefinitionError(
-                    f"feature view {self.name!r}: feature {f.name!r} clashes with a key column"
-                )
+                raise DefinitionError(f"feature view {self.name!r}: feature {f.name!r} clashes with a key column")
             if f.dtype not in ("float32", "float64", "int32", "int64"):
                 raise DefinitionError(f"feature view {self.name!r}: feature {f.name!r} has dtype {f.dtype!r}")
         if self.ttl < timedelta(0):
             raise DefinitionError(f"feature view {self.name!r}: ttl must be >= 0")
         if not self.source or self.source.startswith("/") or ".." in self.source.split("/"):
-            raise DefinitionError(
-                f"feature view {self.name!r}: source must be a relative path, got {self.source!r}"
-            )
+            raise DefinitionError(f"feature view {self.name!r}: source must be a relative path, got {self.source!r}")
 
 
 class FeatureRepo:

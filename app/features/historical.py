@@ -90,9 +90,7 @@ def join_view(
         _ts_us(entity_rows.column(timestamp_column), f"entity rows' {timestamp_column!r}"),
         np.asarray(view_rows.column(view.entity.join_key).to_numpy(), dtype=np.int64),
         _ts_us(view_rows.column(view.event_timestamp_column), f"{view.name}.{view.event_timestamp_column}"),
-        _ts_us(
-            view_rows.column(view.created_timestamp_column), f"{view.name}.{view.created_timestamp_column}"
-        ),
+        _ts_us(view_rows.column(view.created_timestamp_column), f"{view.name}.{view.created_timestamp_column}"),
         view.ttl,
     )
     take = pa.array(idx, mask=idx < 0)
@@ -115,9 +113,7 @@ def get_historical_features(
         for view_name, feats in wanted.items():
             view = repo.view(view_name)
             for f in feats:
-                out = out.append_column(
-                    f, pa.array([], type=pa.from_numpy_dtype(np.dtype(view.feature(f).dtype)))
-                )
+                out = out.append_column(f, pa.array([], type=pa.from_numpy_dtype(np.dtype(view.feature(f).dtype))))
         return out
     ts = _ts_us(entity_rows.column(timestamp_column), f"entity rows' {timestamp_column!r}")
     lo, hi = int(ts.min()), int(ts.max())
@@ -129,18 +125,14 @@ def get_historical_features(
             )
         clash = seen & set(feats)
         if clash:
-            raise DefinitionError(
-                f"feature name(s) {sorted(clash)} of {view_name!r} collide with other columns"
-            )
+            raise DefinitionError(f"feature name(s) {sorted(clash)} of {view_name!r} collide with other columns")
         start = datetime.fromtimestamp(lo / 1e6, UTC) - view.ttl if view.ttl > timedelta(0) else None
         end = datetime.fromtimestamp(hi / 1e6, UTC) + timedelta(microseconds=1)
         cols = [view.entity.join_key, view.event_timestamp_column, view.created_timestamp_column, *feats]
         rows = offline.read_window(view.source, view.event_timestamp_column, start, end, cols)
         keys = entity_rows.column(view.entity.join_key).cast(pa.int64())
         rows = rows.filter(pc.is_in(rows.column(view.entity.join_key), value_set=pc.unique(keys)))
-        for name, col in join_view(
-            entity_rows, view.entity.join_key, timestamp_column, view, rows, feats
-        ).items():
+        for name, col in join_view(entity_rows, view.entity.join_key, timestamp_column, view, rows, feats).items():
             out = out.append_column(name, col)
             seen.add(name)
     return out

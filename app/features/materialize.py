@@ -132,8 +132,7 @@ class _RenewedLock:
             raise OnlineStoreUnavailableError(f"online store unavailable: {exc}") from exc
         if not got:
             raise MaterializationLockedError(
-                f"another materialization holds {self.name}; "
-                f"it expires within {self.ttl_s:.0f} s if that run died"
+                f"another materialization holds {self.name}; it expires within {self.ttl_s:.0f} s if that run died"
             )
         self._thread.start()
         return self
@@ -188,9 +187,7 @@ def materialize(
         report.extra["read_s"] = round(time.perf_counter() - t, 4)
         report.rows_read = table.num_rows
         if shards > 1 and table.num_rows:
-            table = table.filter(
-                pa.array(shard_mask(table.column(view.entity.join_key).to_numpy(), shard, shards))
-            )
+            table = table.filter(pa.array(shard_mask(table.column(view.entity.join_key).to_numpy(), shard, shards)))
         t = time.perf_counter()
         latest = latest_per_entity(table, view)
         report.extra["dedup_s"] = round(time.perf_counter() - t, 4)
@@ -223,9 +220,7 @@ def materialize(
     return report
 
 
-def read_watermark(
-    online: OnlineStore, view: FeatureView, shard: int = 0, shards: int = 1
-) -> datetime | None:
+def read_watermark(online: OnlineStore, view: FeatureView, shard: int = 0, shards: int = 1) -> datetime | None:
     try:
         raw = online.client.get(_watermark_key(view.name, shard, shards))
     except RedisError as exc:

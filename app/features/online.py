@@ -97,9 +97,7 @@ class Codec:
         self.n_features = len(self.view.features)
         self.bitmap_bytes = (self.n_features + 7) // 8
         self.size = HEADER + self.bitmap_bytes + self.record.itemsize
-        self.layout = np.dtype(
-            [("hdr", "S32"), ("bitmap", np.uint8, (self.bitmap_bytes,)), ("rec", self.record)]
-        )
+        self.layout = np.dtype([("hdr", "S32"), ("bitmap", np.uint8, (self.bitmap_bytes,)), ("rec", self.record)])
 
     def pack(self, table: pa.Table) -> list[bytes]:
         """One value per row of ``table`` (join key, event/created timestamps, the view's features)."""
@@ -162,9 +160,7 @@ class FeatureVector:
 
 
 class OnlineStore:
-    def __init__(
-        self, client: redis.Redis | RedisCluster, *, expiry_grace: timedelta = timedelta(days=1)
-    ) -> None:
+    def __init__(self, client: redis.Redis | RedisCluster, *, expiry_grace: timedelta = timedelta(days=1)) -> None:
         self.client = client
         self.cluster = isinstance(client, RedisCluster)
         self.expiry_grace = expiry_grace
@@ -189,9 +185,7 @@ class OnlineStore:
             keep_ms = int((view.ttl + self.expiry_grace) / timedelta(milliseconds=1))
             pxat = ev_ms + keep_ms
         else:
-            pxat = np.full(
-                len(ids), now_ms + 10 * 365 * 86_400_000, dtype=np.int64
-            )  # "forever", renewed by loads
+            pxat = np.full(len(ids), now_ms + 10 * 365 * 86_400_000, dtype=np.int64)  # "forever", renewed by loads
         alive = pxat > now_ms
         result.expired = int((~alive).sum())
         if not alive.all():
@@ -280,10 +274,7 @@ class Decoder:
         self, requests: list[tuple[FeatureView, list[str]]], n: int, raw: list[Any], now_us: int | None
     ) -> list[FeatureVector]:
         now_us = now_us if now_us is not None else int(time.time() * 1_000_000)
-        return [
-            self._one(view, feats, raw[i * n : (i + 1) * n], now_us)
-            for i, (view, feats) in enumerate(requests)
-        ]
+        return [self._one(view, feats, raw[i * n : (i + 1) * n], now_us) for i, (view, feats) in enumerate(requests)]
 
     def _one(self, view: FeatureView, features: list[str], raw: list[Any], now_us: int) -> FeatureVector:
         codec = self.codec(view)

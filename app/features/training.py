@@ -36,9 +36,7 @@ def fraud_training_set(offline: OfflineStore) -> TrainingSet:
     joined = get_historical_features(tx, refs, reference_repo(), offline, timestamp_column="timestamp")
 
     def col(name: str) -> NDArray[np.float64]:
-        return np.asarray(
-            pc.cast(joined.column(name), pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64
-        )
+        return np.asarray(pc.cast(joined.column(name), pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
 
     stats = {f: col(f) for f in transforms.STATS_FEATURES}
     x = transforms.model_matrix(stats, col("amount"), np.asarray(tx.column("merchant_category").to_numpy()))

@@ -114,8 +114,7 @@ class ModelStore(abc.ABC):
             raise ModelStoreError(f"model {name!r} version {version!r}: invalid metadata: {exc}") from exc
         if meta.name != name or meta.version != version:
             raise ModelStoreError(
-                f"metadata at {name}/{version} names {meta.name}/{meta.version}: "
-                "refusing a misplaced artifact"
+                f"metadata at {name}/{version} names {meta.name}/{meta.version}: refusing a misplaced artifact"
             )
         return meta
 

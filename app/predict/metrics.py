@@ -13,9 +13,7 @@ PREDICTIONS = Counter(
     "Predicted rows by model, version and predicted class",
     ["model", "version", "class"],
 )
-BATCH_SIZE = Histogram(
-    "model_batch_size_rows", "Rows per vectorized predict call", ["model"], buckets=BATCH_BUCKETS
-)
+BATCH_SIZE = Histogram("model_batch_size_rows", "Rows per vectorized predict call", ["model"], buckets=BATCH_BUCKETS)
 PREDICT_LATENCY = Histogram(
     "model_predict_duration_seconds",
     "Time in one vectorized predict call",

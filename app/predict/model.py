@@ -70,8 +70,7 @@ class SklearnModel:
         n_in = getattr(estimator, "n_features_in_", self.n_features)
         if n_in != self.n_features:
             raise ModelLoadError(
-                f"{self.name}:{self.version}: estimator expects {n_in} features, metadata lists "
-                f"{self.n_features}"
+                f"{self.name}:{self.version}: estimator expects {n_in} features, metadata lists {self.n_features}"
             )
         compiled = compile_estimator(estimator)
         predictor: Predictor = compiled if compiled is not None else _SklearnPredictor(estimator)

@@ -20,11 +20,14 @@ import numpy as np
 from numpy.typing import NDArray
 from prometheus_client import Counter
 
+from app.features.definitions import load_repo
+from app.features.online import AsyncOnlineReader
 from app.modelstore import ModelStore, ModelStoreError
 from app.predict import metrics
 from app.predict.batcher import MicroBatcher
 from app.predict.core.config import Settings
 from app.predict.model import ModelLoadError, SklearnModel
+from app.predict.online_inputs import OnlineInputs, OnlineInputsError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +46,19 @@ class ModelNotReadyError(Exception):
 class LoadedModel:
     model: SklearnModel
     batcher: MicroBatcher | None
+    online: OnlineInputs | None = None
     _class_counters: list[Counter] = field(default_factory=list)
+
+    @property
+    def input_names(self) -> list[str]:
+        """What a request names: the model's features, or the entity key and request-time fields."""
+        return self.online.input_names if self.online is not None else self.model.feature_names
+
+    async def prepare(self, x: NDArray[np.float64]) -> tuple[NDArray[np.float64], list[str] | None]:
+        """Request rows -> model input rows (fetching online features when the model uses them)."""
+        if self.online is None:
+            return x, None
+        return await self.online.build(x)
 
     @property
     def version(self) -> str:
@@ -75,9 +90,15 @@ class ModelRegistry:
         self.expected: list[str] = list(settings.models)
         self._failed: dict[str, tuple[str, float]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._hmac_key = (
-            settings.artifact_hmac_key.get_secret_value().encode() if settings.artifact_hmac_key else None
-        )
+        self._hmac_key = settings.artifact_hmac_key.get_secret_value().encode() if settings.artifact_hmac_key else None
+        self.reader: AsyncOnlineReader | None = None
+        if settings.features_redis_url:
+            self.reader = AsyncOnlineReader(
+                settings.features_redis_url,
+                cluster=settings.features_redis_cluster,
+                timeout_s=settings.features_timeout_ms / 1000,
+            )
+        self.repo = load_repo(settings.features_repo)
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
@@ -91,6 +112,8 @@ class ModelRegistry:
                 await self._task
         for lm in self.models.values():
             lm.model.unload()
+        if self.reader is not None:
+            await self.reader.close()
 
     @property
     def ready(self) -> bool:
@@ -177,9 +200,15 @@ class ModelRegistry:
 
     def _load(self, name: str, version: str) -> LoadedModel:
         meta, artifact = self.store.read_version(name, version)
+        online = None
+        if meta.online_features is not None:
+            try:
+                online = OnlineInputs(meta, self.repo, self.reader, self.settings.missing_entity_policy)
+            except OnlineInputsError as exc:
+                raise ModelLoadError(f"{name}:{version}: {exc}") from exc
         model = SklearnModel(meta)
         model.load(artifact, hmac_key=self._hmac_key, tolerance=self.settings.verify_tolerance)
-        lm = LoadedModel(model=model, batcher=None)
+        lm = LoadedModel(model=model, batcher=None, online=online)
         lm._class_counters = [metrics.PREDICTIONS.labels(name, version, str(c)) for c in model.classes]
         if self.settings.batching_enabled:
             lm.batcher = MicroBatcher(

@@ -13,9 +13,7 @@ from app.common.errors import ApiError, bad_request
 def _type_name(value: Any) -> str:
     if value is None:
         return "null"
-    return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(
-        type(value), type(value).__name__
-    )
+    return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
 def parse_instances(payload: Any, feature_names: list[str], max_instances: int) -> NDArray[np.float64]:

@@ -64,13 +64,9 @@ def parse_infer_request(
         try:
             hlen = int(header_length)
         except ValueError:
-            raise bad_request(
-                f"Inference-Header-Content-Length is not an integer: {header_length!r}"
-            ) from None
+            raise bad_request(f"Inference-Header-Content-Length is not an integer: {header_length!r}") from None
         if not 0 < hlen <= len(body):
-            raise bad_request(
-                f"Inference-Header-Content-Length {hlen} is outside the body's {len(body)} bytes"
-            )
+            raise bad_request(f"Inference-Header-Content-Length {hlen} is outside the body's {len(body)} bytes")
         body, binary = body[:hlen], body[hlen:]
     req = load_json(body)
     if not isinstance(req, dict):
@@ -183,9 +179,7 @@ def _to_matrix(tensors: list[tuple[str, NDArray[Any]]], feature_names: list[str]
     unknown = sorted(set(by_name) - set(feature_names))
     if missing or unknown:
         if len(tensors) == 1:
-            raise bad_request(
-                f"input {tensors[0][0]!r}: expected one [rows, {n}] tensor or one tensor per feature"
-            )
+            raise bad_request(f"input {tensors[0][0]!r}: expected one [rows, {n}] tensor or one tensor per feature")
         raise bad_request(f"per-feature inputs: missing {missing}, unknown {unknown}")
     cols = []
     rows = None

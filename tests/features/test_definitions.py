@@ -12,9 +12,9 @@ from tests.features.conftest import ENTITY, VIEW
 
 def test_reference_repo_is_valid() -> None:
     repo = reference_repo()
-    assert repo.resolve(
-        ["user_stats:txn_count_7d", "user_stats:amount_mean_30d", "user_stats:txn_count_7d"]
-    ) == {"user_stats": ["txn_count_7d", "amount_mean_30d"]}
+    assert repo.resolve(["user_stats:txn_count_7d", "user_stats:amount_mean_30d", "user_stats:txn_count_7d"]) == {
+        "user_stats": ["txn_count_7d", "amount_mean_30d"]
+    }
 
 
 @pytest.mark.parametrize(

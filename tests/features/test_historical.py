@@ -25,9 +25,7 @@ def entities(*items: tuple[int, object]) -> pa.Table:
 
 
 def clicks(entity_rows: pa.Table, view_rows: pa.Table, view=VIEW) -> list[int | None]:  # type: ignore[no-untyped-def]
-    return join_view(entity_rows, "item_id", "event_timestamp", view, view_rows, ["clicks"])[
-        "clicks"
-    ].to_pylist()
+    return join_view(entity_rows, "item_id", "event_timestamp", view, view_rows, ["clicks"])["clicks"].to_pylist()
 
 
 def test_as_of_join_edges() -> None:
@@ -101,9 +99,7 @@ def test_output_order_and_count_match_input() -> None:
 def test_indices_empty_inputs() -> None:
     e = np.array([], dtype=np.int64)
     assert point_in_time_indices(np.array([1]), np.array([5]), e, e, e, timedelta(0)).tolist() == [-1]
-    assert (
-        point_in_time_indices(e, e, np.array([1]), np.array([1]), np.array([1]), timedelta(0)).tolist() == []
-    )
+    assert point_in_time_indices(e, e, np.array([1]), np.array([1]), np.array([1]), timedelta(0)).tolist() == []
 
 
 def test_get_historical_features_from_the_offline_store(offline: OfflineStore) -> None:

@@ -53,9 +53,7 @@ def expected_latest(table: pa.Table, start: object, end: object) -> dict[int, in
 
 def online_clicks(online: OnlineStore, ids: list[int]) -> dict[int, int]:
     vec = online.read([(VIEW, ["clicks"])], ids, now_us=int(T0.timestamp() * 1e6))[0]
-    return {
-        i: c for i, c, s in zip(ids, vec.values["clicks"], vec.statuses, strict=True) if s == Status.PRESENT
-    }
+    return {i: c for i, c, s in zip(ids, vec.values["clicks"], vec.statuses, strict=True) if s == Status.PRESENT}
 
 
 def test_window_loads_exactly_the_latest_rows(offline: OfflineStore, online: OnlineStore) -> None:
@@ -100,9 +98,7 @@ def test_incremental_watermark_is_the_newest_loaded_row_not_the_clock(
     assert set(online_clicks(online, [1, 2, 3])) == {1, 2, 3}
     # Rows older than the lookback are not re-read (documented: raise the lookback for later data).
     very_late = rows((4, T0, T0 + 6 * H, 1, 1.0, 0.0))
-    local_offline.write_partitioned(
-        VIEW.source, pa.concat_tables([first, late, very_late]), "event_timestamp"
-    )
+    local_offline.write_partitioned(VIEW.source, pa.concat_tables([first, late, very_late]), "event_timestamp")
     rep = materialize_incremental(VIEW, local_offline, online, lookback=H, end=far_future)
     assert rep.written == 0 and 4 not in online_clicks(online, [4])
     assert read_watermark(online, VIEW) == T0 + 2 * H
@@ -126,9 +122,7 @@ def test_sharded_runs_equal_a_single_run(local_offline: OfflineStore, redis_serv
     single.flushdb()
     sharded.flushdb()
     materialize(VIEW, local_offline, OnlineStore(single), None, END)
-    reports = [
-        materialize(VIEW, local_offline, OnlineStore(sharded), None, END, shard=i, shards=3) for i in range(3)
-    ]
+    reports = [materialize(VIEW, local_offline, OnlineStore(sharded), None, END, shard=i, shards=3) for i in range(3)]
     assert sum(r.entities for r in reports) == len(set(table.column("item_id").to_pylist()))
     assert min(r.entities for r in reports) > 200  # the hash spreads entities
     assert dump(single) == dump(sharded) and len(dump(single)) > 900
@@ -212,9 +206,7 @@ def test_killed_runs_then_rerun_equal_one_clean_run(tmp_path: Path, redis_server
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    rerun = _run_cli(
-        {**env, "FEATURES_REDIS_URL": killed_url}, "materialize-incremental", "--lock-wait-seconds", "10"
-    )
+    rerun = _run_cli({**env, "FEATURES_REDIS_URL": killed_url}, "materialize-incremental", "--lock-wait-seconds", "10")
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert dump(clean, "user_stats") == dump(killed, "user_stats")
     assert clean.get("fs:meta:user_stats:watermark:0of1") == killed.get("fs:meta:user_stats:watermark:0of1")
@@ -231,11 +223,7 @@ def test_cli_locked_exit_code_and_summary(tmp_path: Path, redis_server: RedisSer
     assert lock.acquire(blocking=False)
     try:
         res = _run_cli(env, "materialize", start, T0.date().isoformat())
-        assert (
-            res.returncode == 3
-            and '"status":"error"' in res.stdout
-            and "another materialization" in res.stdout
-        )
+        assert res.returncode == 3 and '"status":"error"' in res.stdout and "another materialization" in res.stdout
     finally:
         lock.release()
     res = _run_cli(env, "materialize", start, (T0 + timedelta(days=1)).date().isoformat())

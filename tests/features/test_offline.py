@@ -37,9 +37,7 @@ def test_window_reads_only_its_partitions(local_offline: OfflineStore) -> None:
     bad = f"{local_offline.path(VIEW.source)}/date={T0:%Y-%m-%d}/part-0.parquet"
     with pafs.LocalFileSystem().open_output_stream(bad) as fh:
         fh.write(b"this is not parquet")
-    ok = local_offline.read_window(
-        VIEW.source, "event_timestamp", T0 + timedelta(days=1), T0 + timedelta(days=3)
-    )
+    ok = local_offline.read_window(VIEW.source, "event_timestamp", T0 + timedelta(days=1), T0 + timedelta(days=3))
     assert ok.num_rows > 0
     with pytest.raises(OfflineStoreError, match="cannot read"):
         local_offline.read_window(VIEW.source, "event_timestamp", None, None)
@@ -58,8 +56,6 @@ def test_clear_errors(local_offline: OfflineStore) -> None:
 
 def test_no_temporary_files_left(local_offline: OfflineStore) -> None:
     local_offline.write_partitioned(VIEW.source, random_rows(100, 5, days=2), "event_timestamp")
-    infos = pafs.LocalFileSystem().get_file_info(
-        pafs.FileSelector(local_offline.path(VIEW.source), recursive=True)
-    )
+    infos = pafs.LocalFileSystem().get_file_info(pafs.FileSelector(local_offline.path(VIEW.source), recursive=True))
     assert all(not i.base_name.startswith(".") for i in infos)
     assert isinstance(pa.Table, type)

@@ -57,9 +57,7 @@ def test_newer_wins_and_reruns_are_noops(online: OnlineStore, rclient: redis.Red
 
 
 def test_statuses_present_expired_missing_and_null(online: OnlineStore) -> None:
-    online.write_latest(
-        VIEW, rows((1, T0, T0, 5, None, 0.5), (2, T0 + 5 * H, T0 + 5 * H, 7, 1.5, 0.5)), now_ms=NOW_MS
-    )
+    online.write_latest(VIEW, rows((1, T0, T0, 5, None, 0.5), (2, T0 + 5 * H, T0 + 5 * H, 7, 1.5, 0.5)), now_ms=NOW_MS)
     later_us = int((T0 + VIEW.ttl + 30 * timedelta(minutes=1)).timestamp() * 1e6)  # 1 is past its TTL, 2 not
     vec = online.read([(VIEW, ["clicks", "price"])], [1, 2, 3], now_us=later_us)[0]
     assert vec.statuses == [Status.EXPIRED, Status.PRESENT, Status.MISSING]

@@ -57,9 +57,7 @@ def test_tritonclient_http_defaults_roundtrip(service: GunicornService, trained_
         inp = httpclient.InferInput("input-0", list(x.shape), "FP64")
         inp.set_data_from_numpy(x)  # binary_data=True by default
         result = client.infer("iris", [inp])  # no outputs requested: binary_data_output
-        np.testing.assert_allclose(
-            result.as_numpy("predict_proba"), ref.estimator.predict_proba(x), atol=1e-9
-        )
+        np.testing.assert_allclose(result.as_numpy("predict_proba"), ref.estimator.predict_proba(x), atol=1e-9)
         np.testing.assert_array_equal(result.as_numpy("label"), ref.estimator.predict(x))
         # explicit outputs, one binary and one JSON, FP32 input
         inp32 = httpclient.InferInput("input-0", list(x.shape), "FP32")
@@ -84,20 +82,15 @@ def test_v2_json_clients(service: GunicornService, trained_store: Path) -> None:
     expected = ref.estimator.predict_proba(x)
     r = httpx.post(
         service.url + "/v2/models/iris/infer",
-        json={
-            "inputs": [{"name": "input-0", "shape": list(x.shape), "datatype": "FP64", "data": x.tolist()}]
-        },
+        json={"inputs": [{"name": "input-0", "shape": list(x.shape), "datatype": "FP64", "data": x.tolist()}]},
     )
     assert r.status_code == 200, r.text
     out = {o["name"]: o for o in r.json()["outputs"]}
     np.testing.assert_allclose(np.array(out["predict_proba"]["data"]).reshape(4, 3), expected, atol=1e-9)
     per_feature = [
-        {"name": f, "shape": [4], "datatype": "FP64", "data": x[:, i].tolist()}
-        for i, f in enumerate(ref.feature_names)
+        {"name": f, "shape": [4], "datatype": "FP64", "data": x[:, i].tolist()} for i, f in enumerate(ref.feature_names)
     ]
-    r = httpx.post(
-        service.url + f"/v2/models/iris/versions/{ref.version}/infer", json={"inputs": per_feature}
-    )
+    r = httpx.post(service.url + f"/v2/models/iris/versions/{ref.version}/infer", json={"inputs": per_feature})
     assert r.status_code == 200, r.text
     assert r.json()["model_version"] == ref.version
     r = httpx.post(service.url + "/v2/models/iris/versions/old/infer", json={"inputs": per_feature})
@@ -110,9 +103,7 @@ def _row(n: int = 4) -> dict[str, float]:
 
 
 V1 = "/v1/models/iris/predict"
-_NAN_HEADER = (
-    b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP64","parameters":{"binary_data_size":32}}]}'
-)
+_NAN_HEADER = b'{"inputs":[{"name":"x","shape":[1,4],"datatype":"FP64","parameters":{"binary_data_size":32}}]}'
 V2 = "/v2/models/iris/infer"
 BAD_INPUTS = [
     (
@@ -126,8 +117,7 @@ BAD_INPUTS = [
     (
         "NaN literal",
         V1,
-        b'{"instances": [{"sepal_length_cm": NaN, "sepal_width_cm": 1, "petal_length_cm": 1,'
-        b' "petal_width_cm": 1}]}',
+        b'{"instances": [{"sepal_length_cm": NaN, "sepal_width_cm": 1, "petal_length_cm": 1, "petal_width_cm": 1}]}',
         {},
         400,
         "not valid JSON",
@@ -135,8 +125,7 @@ BAD_INPUTS = [
     (
         "infinity",
         V1,
-        b'{"instances": [{"sepal_length_cm": 1e999, "sepal_width_cm": 1, "petal_length_cm": 1,'
-        b' "petal_width_cm": 1}]}',
+        b'{"instances": [{"sepal_length_cm": 1e999, "sepal_width_cm": 1, "petal_length_cm": 1, "petal_width_cm": 1}]}',
         {},
         400,
         "number is infinity",
@@ -171,9 +160,7 @@ BAD_INPUTS = [
     (
         "v2 wrong shape",
         V2,
-        orjson.dumps(
-            {"inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP64", "data": [1, 2, 3, 4, 5]}]}
-        ),
+        orjson.dumps({"inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP64", "data": [1, 2, 3, 4, 5]}]}),
         {},
         400,
         "must be [rows, 4]",
@@ -181,9 +168,7 @@ BAD_INPUTS = [
     (
         "v2 wrong datatype",
         V2,
-        orjson.dumps(
-            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]}
-        ),
+        orjson.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "BYTES", "data": ["a", "b", "c", "d"]}]}),
         {},
         400,
         "BYTES",

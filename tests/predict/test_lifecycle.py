@@ -240,9 +240,7 @@ def test_serves_from_s3(s3_server: S3Server, tmp_path: Path) -> None:
     bucket = s3_server.create_bucket("serve-from-s3")
     url = f"s3://{bucket}/models"
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    train_and_publish(
-        dataset="iris", name="iris", store_url=url, n_estimators=5, s3_endpoint_url=s3_server.endpoint
-    )
+    train_and_publish(dataset="iris", name="iris", store_url=url, n_estimators=5, s3_endpoint_url=s3_server.endpoint)
     srv = GunicornService(
         tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": url, "PREDICT_S3_ENDPOINT_URL": s3_server.endpoint}
     ).wait_ready()

@@ -86,9 +86,7 @@ def test_sklearn_fallback_engine(tmp_path: object) -> None:
         classes=[0, 1, 2],
         training_data=TrainingData(source="iris", rows=150, fingerprint="-"),
         library_versions={},
-        verification=VerificationSample(
-            inputs=x[:5].tolist(), probabilities=est.predict_proba(x[:5]).tolist()
-        ),
+        verification=VerificationSample(inputs=x[:5].tolist(), probabilities=est.predict_proba(x[:5]).tolist()),
     )
     m = SklearnModel(meta)
     m.load(art)

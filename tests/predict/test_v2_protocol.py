@@ -30,9 +30,7 @@ def _binary_body(arr: np.ndarray, datatype: str, outputs: list[dict] | None = No
     return h + blob, str(len(h))
 
 
-@pytest.mark.parametrize(
-    ("dtype", "datatype"), [("<f8", "FP64"), ("<f4", "FP32"), ("<i8", "INT64"), ("<i4", "INT32")]
-)
+@pytest.mark.parametrize(("dtype", "datatype"), [("<f8", "FP64"), ("<f4", "FP32"), ("<i8", "INT64"), ("<i4", "INT32")])
 def test_binary_inputs_decode(dtype: str, datatype: str) -> None:
     arr = np.arange(6).reshape(2, 3).astype(dtype)
     body, hlen = _binary_body(arr, datatype)
@@ -119,11 +117,7 @@ def test_binary_size_mismatch_and_truncation() -> None:
     with pytest.raises(ApiError, match="truncated"):
         parse_infer_request(body[:-4], hlen, FEATURES, 100)
     wrong = orjson.dumps(
-        {
-            "inputs": [
-                {"name": "x", "shape": [1, 3], "datatype": "FP64", "parameters": {"binary_data_size": 16}}
-            ]
-        }
+        {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "parameters": {"binary_data_size": 16}}]}
     )
     with pytest.raises(ApiError, match="binary_data_size 16 != 3 elements x 8 bytes"):
         parse_infer_request(wrong + b"x" * 16, str(len(wrong)), FEATURES, 100)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,6 +47,21 @@ class Settings(BaseSettings):
 
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     """Largest request body accepted (413 above it)."""
+
+    features_redis_url: str | None = None
+    """Online feature store for models trained on feature views; unset: such models are not served."""
+
+    features_redis_cluster: bool = False
+    """The online store is a Redis Cluster."""
+
+    features_timeout_ms: float = Field(default=50.0, gt=0)
+    """Budget for fetching an entity's features; past it the request gets a 503, fast."""
+
+    features_repo: str = "app.features.repo:reference_repo"
+    """Feature definitions (``module:function``) that models' feature references resolve against."""
+
+    missing_entity_policy: Literal["error", "zeros"] = "error"
+    """Entity without current features: 404 (error), or predict as for an entity with no history (zeros)."""
 
     log_level: str = "INFO"
     """Root log level."""

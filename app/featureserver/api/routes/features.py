@@ -22,9 +22,7 @@ ViewRequest = tuple[FeatureView, list[str]]
 USAGE = 'body must be {"entities": {"<join key>": [ids]}, "features": ["view:feature", ...]}'
 
 
-def parse_request(
-    payload: Any, repo: FeatureRepo, max_entities: int
-) -> tuple[str, list[int], list[ViewRequest]]:
+def parse_request(payload: Any, repo: FeatureRepo, max_entities: int) -> tuple[str, list[int], list[ViewRequest]]:
     if not isinstance(payload, dict) or set(payload) != {"entities", "features"}:
         raise bad_request(USAGE)
     refs = payload["features"]
@@ -57,9 +55,7 @@ def parse_request(
 @router.post("/features")
 async def get_online_features(request: Request) -> Response:
     state = request.app.state
-    key, ids, requests = parse_request(
-        load_json(await request.body()), state.repo, state.settings.max_entities
-    )
+    key, ids, requests = parse_request(load_json(await request.body()), state.repo, state.settings.max_entities)
     metrics.ENTITIES.observe(len(ids))
     reader: AsyncOnlineReader = state.reader
     start = time.perf_counter()
@@ -77,8 +73,7 @@ async def get_online_features(request: Request) -> Response:
             features[f"{vec.view}:{f}"] = vec.values[f]
         statuses[vec.view] = [s.value for s in vec.statuses]
         stamps[vec.view] = [
-            datetime.fromtimestamp(t / 1e6, UTC).isoformat() if t is not None else None
-            for t in vec.event_timestamps_us
+            datetime.fromtimestamp(t / 1e6, UTC).isoformat() if t is not None else None for t in vec.event_timestamps_us
         ]
         for status, n in Tally(vec.statuses).items():
             metrics.STATUSES.labels(vec.view, status.value).inc(n)

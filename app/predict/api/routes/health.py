@@ -13,9 +13,7 @@ router = APIRouter(tags=["health"])
 
 def _ready(registry: RegistryDep) -> Response:
     if registry.ready:
-        return json_response(
-            {"status": "ready", "models": {n: m.version for n, m in registry.models.items()}}
-        )
+        return json_response({"status": "ready", "models": {n: m.version for n, m in registry.models.items()}})
     return error_response(503, registry.not_ready_reason())
 
 

@@ -14,20 +14,22 @@ router = APIRouter(prefix="/v1", tags=["v1"])
 
 
 async def _predict(lm: LoadedModel, request: Request, max_instances: int) -> Response:
-    x = parse_instances(load_json(await request.body()), lm.model.feature_names, max_instances)
+    x = parse_instances(load_json(await request.body()), lm.input_names, max_instances)
+    x, feature_status = await lm.prepare(x)
     proba = await lm.predict_proba(x)
     idx = proba.argmax(axis=1)
     lm.count_predictions(idx)
     classes = lm.model.classes
     keys = [str(c) for c in classes]
-    return json_response(
-        {
-            "model": lm.model.name,
-            "version": lm.version,
-            "predictions": [classes[i] for i in idx.tolist()],
-            "probabilities": [dict(zip(keys, row, strict=True)) for row in proba.tolist()],
-        }
-    )
+    body = {
+        "model": lm.model.name,
+        "version": lm.version,
+        "predictions": [classes[i] for i in idx.tolist()],
+        "probabilities": [dict(zip(keys, row, strict=True)) for row in proba.tolist()],
+    }
+    if feature_status is not None:
+        body["feature_status"] = feature_status
+    return json_response(body)
 
 
 @router.post("/models/{name}/predict")
@@ -65,6 +67,8 @@ async def model_metadata(lm: ModelDep) -> Response:
             "version": meta.version,
             "engine": lm.model.engine,
             "features": [f.model_dump() for f in meta.features],
+            "inputs": lm.input_names,
+            "online_features": meta.online_features.model_dump() if meta.online_features else None,
             "classes": meta.classes,
             "metrics": meta.metrics,
             "created_at": meta.created_at,

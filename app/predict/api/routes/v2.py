@@ -21,16 +21,12 @@ SERVER_VERSION = "0.1.0"
 
 @router.get("")
 async def server_metadata() -> Response:
-    return json_response(
-        {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]}
-    )
+    return json_response({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": ["binary_tensor_data"]})
 
 
 def _check_version(lm: LoadedModel, version: str | None) -> None:
     if version is not None and version != lm.version:
-        raise ApiError(
-            404, f"model {lm.model.name!r} version {version!r} is not served (serving {lm.version!r})"
-        )
+        raise ApiError(404, f"model {lm.model.name!r} version {version!r} is not served (serving {lm.version!r})")
 
 
 def _metadata(lm: LoadedModel) -> Response:
@@ -79,10 +75,9 @@ async def _infer(lm: LoadedModel, request: Request, max_rows: int) -> Response:
     encoding = request.headers.get("content-encoding")
     if encoding:
         body = _decompress(body, encoding, request.app.state.settings.max_body_bytes)
-    req = parse_infer_request(
-        body, request.headers.get("inference-header-content-length"), lm.model.feature_names, max_rows
-    )
-    proba = await lm.predict_proba(req.x)
+    req = parse_infer_request(body, request.headers.get("inference-header-content-length"), lm.input_names, max_rows)
+    x, _ = await lm.prepare(req.x)
+    proba = await lm.predict_proba(x)
     idx = proba.argmax(axis=1)
     lm.count_predictions(idx)
     labels = lm.model.classes_array[idx]

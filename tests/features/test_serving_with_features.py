@@ -1,0 +1,187 @@
+"""Train on point-in-time features, materialize, serve by user_id: the seed's answer to skew."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from app.features import transforms
+from app.features.historical import get_historical_features
+from app.features.offline import OfflineStore
+from app.features.repo import reference_repo, user_stats
+from app.modelstore import LocalModelStore
+from tests.features.conftest import T0
+from tests.predict.helpers import reference
+from tests.servers import ROOT, GunicornService, RedisServer, free_port
+
+pytestmark = pytest.mark.integration
+DAYS = 20
+START = (T0 - timedelta(days=DAYS - 1)).date().isoformat()
+
+
+def jobs(env: dict[str, str], *args: str) -> str:
+    p = subprocess.run(
+        [sys.executable, "-m", "jobs", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        timeout=300,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    return p.stdout
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
+    work = tmp_path_factory.mktemp("fraud")
+    rs = RedisServer(work / "redis")
+    env = {
+        "FEATURES_OFFLINE_URL": str(work / "offline"),
+        "FEATURES_REDIS_URL": rs.url,
+        "MODEL_STORE_URL": str(work / "models"),
+    }
+    jobs(env, "seed", "--users", "400", "--days", str(DAYS), "--start", START)
+    jobs(env, "features", "--users", "400", "--days", str(DAYS), "--start", START)
+    jobs(env, "train", "--dataset", "fraud", "--name", "fraud", "--n-estimators", "30")
+    jobs(env, "materialize-incremental")
+    srv = GunicornService(
+        work / "svc", {"PREDICT_MODEL_STORE_URL": str(work / "models"), "PREDICT_FEATURES_REDIS_URL": rs.url}
+    ).wait_ready()
+    try:
+        yield {"srv": srv, "env": env, "work": work, "redis": rs}
+    finally:
+        srv.stop()
+        rs.stop()
+
+
+def test_model_learned_from_point_in_time_features(platform: dict) -> None:
+    model = reference(LocalModelStore(platform["work"] / "models"), "fraud")
+    meta = model.meta
+    assert meta.online_features is not None and meta.feature_views == ["user_stats"]
+    # 2% of labels are flipped at random, which caps what any model can reach
+    assert meta.metrics["roc_auc"] > 0.8 and meta.metrics["f1_macro"] > 0.8, meta.metrics
+    assert meta.feature_names == list(transforms.MODEL_COLUMNS)
+
+
+def test_served_predictions_equal_offline_ones(platform: dict) -> None:
+    srv: GunicornService = platform["srv"]
+    offline = OfflineStore(platform["env"]["FEATURES_OFFLINE_URL"])
+    model = reference(LocalModelStore(platform["work"] / "models"), "fraud")
+    users = list(range(1, 41))
+    rng = np.random.default_rng(5)
+    amount = np.round(rng.uniform(1, 400, len(users)), 2)
+    category = rng.integers(0, 10, len(users))
+    # Offline: the same features as of now, through the training code path.
+    now = pa.array([T0 + timedelta(days=1, hours=1)] * len(users), pa.timestamp("us", tz="UTC"))
+    rows = pa.table({"user_id": pa.array(users, pa.int64()), "event_timestamp": now})
+    refs = [f"user_stats:{f}" for f in transforms.STATS_FEATURES]
+    hist = get_historical_features(rows, refs, reference_repo(), offline)
+    stats = {
+        f: np.asarray(hist.column(f).cast(pa.float64()).to_numpy(zero_copy_only=False))
+        for f in transforms.STATS_FEATURES
+    }
+    present = ~np.isnan(stats["txn_count_30d"])
+    expected = model.predict_proba(transforms.model_matrix(stats, amount, category))
+    body = {
+        "instances": [
+            {"user_id": u, "amount": float(a), "merchant_category": int(c)}
+            for u, a, c in zip(users, amount, category, strict=True)
+            if present[users.index(u)]
+        ]
+    }
+    r = httpx.post(srv.url + "/v1/models/fraud/predict", json=body)
+    assert r.status_code == 200, r.text
+    got = np.array([[p["0"], p["1"]] for p in r.json()["probabilities"]])
+    np.testing.assert_allclose(got, expected[present], atol=1e-9)
+    assert set(r.json()["feature_status"]) == {"PRESENT"}
+    # the V2 protocol with one tensor per request field works the same
+    v2 = {
+        "inputs": [
+            {
+                "name": k,
+                "shape": [len(body["instances"])],
+                "datatype": "FP64",
+                "data": [i[k] for i in body["instances"]],
+            }
+            for k in ("user_id", "amount", "merchant_category")
+        ]
+    }
+    r2 = httpx.post(srv.url + "/v2/models/fraud/infer", json=v2)
+    assert r2.status_code == 200, r2.text
+    proba = np.array(next(o for o in r2.json()["outputs"] if o["name"] == "predict_proba")["data"]).reshape(-1, 2)
+    np.testing.assert_allclose(proba, expected[present], atol=1e-9)
+
+
+def test_unknown_entity_and_bad_ids(platform: dict) -> None:
+    srv: GunicornService = platform["srv"]
+    r = httpx.post(
+        srv.url + "/v1/models/fraud/predict",
+        json={"instances": [{"user_id": 999999, "amount": 5.0, "merchant_category": 1}]},
+    )
+    assert r.status_code == 404 and "user_id 999999: no current features" in r.json()["error"]
+    r = httpx.post(
+        srv.url + "/v1/models/fraud/predict",
+        json={"instances": [{"user_id": 1.5, "amount": 5.0, "merchant_category": 1}]},
+    )
+    assert r.status_code == 400 and "must be an integer" in r.json()["error"]
+    r = httpx.post(srv.url + "/v1/models/fraud/predict", json={"instances": [{"user_id": 1, "amount": 5.0}]})
+    assert r.status_code == 400 and "merchant_category" in r.json()["error"]
+
+
+def test_missing_policy_zeros_and_redis_down(platform: dict, tmp_path: Path) -> None:
+    models = str(platform["work"] / "models")
+    srv = GunicornService(
+        tmp_path / "zeros",
+        {
+            "PREDICT_MODEL_STORE_URL": models,
+            "PREDICT_FEATURES_REDIS_URL": platform["redis"].url,
+            "PREDICT_MISSING_ENTITY_POLICY": "zeros",
+        },
+    ).wait_ready()
+    try:
+        r = httpx.post(
+            srv.url + "/v1/models/fraud/predict",
+            json={"instances": [{"user_id": 999999, "amount": 5.0, "merchant_category": 1}]},
+        )
+        assert r.status_code == 200 and r.json()["feature_status"] == ["MISSING"]
+    finally:
+        srv.stop()
+    down = GunicornService(
+        tmp_path / "down",
+        {
+            "PREDICT_MODEL_STORE_URL": models,
+            "PREDICT_FEATURES_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "PREDICT_FEATURES_TIMEOUT_MS": "100",
+        },
+    ).wait_ready()
+    try:
+        r = httpx.post(
+            down.url + "/v1/models/fraud/predict",
+            json={"instances": [{"user_id": 1, "amount": 5.0, "merchant_category": 1}]},
+        )
+        assert r.status_code == 503 and "online store" in r.json()["error"]
+        assert r.elapsed.total_seconds() < 1.0
+    finally:
+        down.stop()
+
+
+def test_model_needing_features_is_not_served_without_an_online_store(platform: dict, tmp_path: Path) -> None:
+    srv = GunicornService(tmp_path / "nofs", {"PREDICT_MODEL_STORE_URL": str(platform["work"] / "models")}).wait_live()
+    try:
+        r = httpx.get(srv.url + "/readyz")
+        assert r.status_code == 503 and "fraud" in r.json()["error"]
+        assert "set PREDICT_FEATURES_REDIS_URL" in srv.server.log_text()
+    finally:
+        srv.stop()
+    assert user_stats.name == "user_stats"
