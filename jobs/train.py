@@ -18,24 +18,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-import sklearn
 from numpy.typing import NDArray
-from sklearn import datasets
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
-from sklearn.model_selection import train_test_split
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from app.features import transforms
 from app.features.config import FeatureStoreSettings
 from app.features.offline import OfflineStore
 from app.features.repo import user_stats
-from app.features.training import fraud_training_set
 from app.modelstore import FeatureSpec, ModelMetadata, VerificationSample, open_store
 from app.modelstore.metadata import OnlineFeatures, TrainingData, sha256_hex, sign
 
 VERIFICATION_ROWS = 32
+# scikit-learn is imported inside the functions that train: it takes ~1 s to import, and every
+# other job (materialization runs every few minutes) shares this CLI.
 
 
 @dataclass
@@ -65,11 +59,15 @@ def _bundled(loader: Callable[..., Any], source: str) -> Dataset:
 
 
 def _reference() -> Dataset:
+    from sklearn import datasets
+
     x, y = datasets.make_classification(n_samples=20000, n_features=20, random_state=0)
     return Dataset(x, y, [f"f{i}" for i in range(20)], "target", "make_classification(20000, 20, seed 0)")
 
 
 def _fraud(offline: OfflineStore) -> Dataset:
+    from app.features.training import fraud_training_set
+
     ts = fraud_training_set(offline)
     return Dataset(
         ts.x,
@@ -87,16 +85,26 @@ def _fraud(offline: OfflineStore) -> Dataset:
     )
 
 
+def _sklearn_dataset(name: str) -> Dataset:
+    from sklearn import datasets
+
+    return _bundled(getattr(datasets, f"load_{name}"), f"sklearn.datasets.load_{name}")
+
+
 DATASETS: dict[str, Callable[[], Dataset]] = {
-    "breast-cancer": lambda: _bundled(datasets.load_breast_cancer, "sklearn.datasets.load_breast_cancer"),
-    "wine": lambda: _bundled(datasets.load_wine, "sklearn.datasets.load_wine"),
-    "iris": lambda: _bundled(datasets.load_iris, "sklearn.datasets.load_iris"),
+    "breast-cancer": lambda: _sklearn_dataset("breast_cancer"),
+    "wine": lambda: _sklearn_dataset("wine"),
+    "iris": lambda: _sklearn_dataset("iris"),
     "reference": _reference,
 }
 FEATURE_STORE_DATASETS = {"fraud"}
 
 
-def build_pipeline(dataset: str, n_estimators: int, max_depth: int | None) -> Pipeline:
+def build_pipeline(dataset: str, n_estimators: int, max_depth: int | None) -> Any:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
     forest = RandomForestClassifier(n_estimators=n_estimators, max_depth=max_depth, random_state=0, n_jobs=1)
     if dataset == "reference":
         # Exactly the benchmark's reference model: no scaler, so peers serve the same thing.
@@ -126,6 +134,10 @@ def train_and_publish(
     set_latest: bool = True,
     offline: OfflineStore | None = None,
 ) -> ModelMetadata:
+    import sklearn
+    from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
+    from sklearn.model_selection import train_test_split
+
     if dataset in FEATURE_STORE_DATASETS:
         if offline is None:
             raise ValueError(f"dataset {dataset!r} needs the offline feature store")

@@ -260,7 +260,15 @@ class RedisServer:
             "no",
         ]
         if cluster:
-            argv += ["--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf")]
+            # The bus port defaults to port + 10000, which may be taken or above 65535: pick one.
+            argv += [
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                str(workdir / "nodes.conf"),
+                "--cluster-port",
+                str(free_port()),
+            ]
         self.server = Server(argv, workdir / "valkey.log")
         client = redis.Redis(port=self.port)
         wait_until(lambda: bool(client.ping()), 20, "valkey", self.server.proc, self.server.log)

@@ -10,9 +10,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-import boto3
-from botocore.config import Config
-
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
@@ -26,6 +23,10 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 
 def s3_client(endpoint_url: str | None = None, region: str | None = None) -> S3Client:
+    # boto3 costs ~0.25 s to import; jobs that never touch S3 should not pay it.
+    import boto3
+    from botocore.config import Config
+
     kwargs: dict[str, Any] = {
         "config": Config(
             retries={"max_attempts": 5, "mode": "standard"},

@@ -18,6 +18,7 @@ after it MISSING.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,9 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import redis
-import redis.asyncio as aredis
 from numpy.typing import NDArray
-from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
 from app.features.definitions import FeatureView
@@ -39,11 +38,18 @@ from app.features.definitions import FeatureView
 HEADER = 32
 KEY_PREFIX = "fs"
 
-# KEYS: entity keys; ARGV: value_1, pxat_1, value_2, pxat_2, ... Returns {written, stale, unchanged}.
+# KEYS: entity keys. ARGV[1]: value size; ARGV[2]: the values, concatenated; ARGV[3]: expiry times
+# (ms since epoch, 14 digits each), concatenated. Three arguments per batch instead of two per key
+# halves the client's encoding work. Returns {written, stale, unchanged}.
+PXAT_DIGITS = 14
 WRITE_NEWER_LUA = """
+local size = tonumber(ARGV[1])
+local values, expiries = ARGV[2], ARGV[3]
 local written, stale, unchanged = 0, 0, 0
 for i, key in ipairs(KEYS) do
-  local val = ARGV[2 * i - 1]
+  local val = string.sub(values, (i - 1) * size + 1, i * size)
+  -- Redis parses integers strictly: no leading zeros
+  local pxat = string.match(string.sub(expiries, (i - 1) * 14 + 1, i * 14), "^0*(%d+)$")
   local cur = redis.call('GET', key)
   local write = true
   if cur then
@@ -56,7 +62,7 @@ for i, key in ipairs(KEYS) do
     end
   end
   if write then
-    redis.call('SET', key, val, 'PXAT', ARGV[2 * i])
+    redis.call('SET', key, val, 'PXAT', pxat)
     written = written + 1
   end
 end
@@ -98,18 +104,21 @@ class Codec:
         self.bitmap_bytes = (self.n_features + 7) // 8
         self.size = HEADER + self.bitmap_bytes + self.record.itemsize
         self.layout = np.dtype([("hdr", "S32"), ("bitmap", np.uint8, (self.bitmap_bytes,)), ("rec", self.record)])
+        codes = {"float32": "f", "float64": "d", "int32": "i", "int64": "q"}
+        self.record_struct = struct.Struct("<" + "".join(codes[f.dtype] for f in self.view.features))
+        self.no_nulls = bytes(self.bitmap_bytes)
+        self.ttl_us = int(self.view.ttl / timedelta(microseconds=1))
 
-    def pack(self, table: pa.Table) -> list[bytes]:
-        """One value per row of ``table`` (join key, event/created timestamps, the view's features)."""
+    def pack(self, table: pa.Table) -> bytes:
+        """The values of all rows of ``table``, concatenated (each ``self.size`` bytes)."""
         n = table.num_rows
         out = np.zeros(n, dtype=self.layout)
         ev = _us(table.column(self.view.event_timestamp_column))
         cr = _us(table.column(self.view.created_timestamp_column))
-        digits = np.empty((n, 32), dtype=np.uint8)
-        powers = 10 ** np.arange(15, -1, -1, dtype=np.int64)
-        digits[:, :16] = (ev[:, None] // powers) % 10 + 48
-        digits[:, 16:] = (cr[:, None] // powers) % 10 + 48
-        out["hdr"] = digits.view("S32").reshape(n)
+        hdr = np.frombuffer(_fixed_digits(ev, 16), dtype=np.uint8).reshape(n, 16)
+        out["hdr"] = (
+            np.hstack([hdr, np.frombuffer(_fixed_digits(cr, 16), dtype=np.uint8).reshape(n, 16)]).view("S32").reshape(n)
+        )
         nulls = np.zeros((n, self.n_features), dtype=bool)
         for i, f in enumerate(self.view.features):
             col = table.column(f.name)
@@ -117,17 +126,27 @@ class Codec:
             filled = pc.fill_null(col, 0).to_numpy() if col.null_count else col.to_numpy()
             out["rec"][f.name] = filled
         out["bitmap"] = np.packbits(nulls, axis=1, bitorder="little")
-        buf = out.tobytes()
-        s = self.size
-        return [buf[i * s : (i + 1) * s] for i in range(n)]
+        return out.tobytes()
 
-    def unpack(self, values: Sequence[bytes]) -> tuple[NDArray[np.int64], NDArray[Any], NDArray[np.bool_]]:
-        """(event_us, records, null mask) for values that are all present."""
-        arr = np.frombuffer(b"".join(values), dtype=self.layout)
-        hdr = arr["hdr"].astype("S32").view(np.uint8).reshape(-1, 32)[:, :16] - 48
-        event_us = hdr.astype(np.int64) @ (10 ** np.arange(15, -1, -1, dtype=np.int64))
-        nulls = np.unpackbits(arr["bitmap"], axis=1, count=self.n_features, bitorder="little").astype(bool)
-        return event_us, arr["rec"], nulls
+    def split(self, blob: bytes) -> list[bytes]:
+        s = self.size
+        return [blob[i : i + s] for i in range(0, len(blob), s)]
+
+    def unpack(self, value: bytes) -> tuple[int, tuple[Any, ...], bytes]:
+        """(event time in µs, the record's values in declaration order, null bitmap) of one value.
+
+        ``struct`` rather than NumPy: 0.5 µs against 22 µs per value, and reads are small."""
+        return (
+            int(value[:16]),
+            self.record_struct.unpack_from(value, HEADER + self.bitmap_bytes),
+            value[HEADER : HEADER + self.bitmap_bytes],
+        )
+
+
+def _fixed_digits(values: NDArray[np.int64], width: int) -> bytes:
+    """Non-negative integers as concatenated zero-padded decimal ASCII, vectorized."""
+    powers = 10 ** np.arange(width - 1, -1, -1, dtype=np.int64)
+    return ((values[:, None] // powers) % 10 + 48).astype(np.uint8).tobytes()
 
 
 def _us(col: pa.ChunkedArray) -> NDArray[np.int64]:
@@ -191,27 +210,26 @@ class OnlineStore:
         if not alive.all():
             rows = rows.filter(pa.array(alive))
             ids, pxat = ids[alive], pxat[alive]
-        values = self.codec(view).pack(rows)
-        keys = [entity_key(view.name, int(i)) for i in ids]
+        codec = self.codec(view)
+        values = codec.pack(rows)
+        expiries = _fixed_digits(pxat, PXAT_DIGITS)
+        keys = [entity_key(view.name, int(i)) for i in ids.tolist()]
         if self.cluster:
-            self._write_cluster(keys, values, pxat, result)
-        else:
-            pipe = self.client.pipeline(transaction=False)
-            for lo in range(0, len(keys), batch):
-                hi = lo + batch
-                args: list[Any] = [None] * (2 * (min(hi, len(keys)) - lo))
-                args[0::2] = values[lo:hi]
-                args[1::2] = pxat[lo:hi].tolist()
-                self._write(keys=keys[lo:hi], args=args, client=pipe)
-            for w, s, u in pipe.execute():
-                result.written += w
-                result.stale += s
-                result.unchanged += u
+            self._write_cluster(keys, values, expiries, codec.size, result)
+            return result
+        pipe = self.client.pipeline(transaction=False)
+        size = codec.size
+        for lo in range(0, len(keys), batch):
+            hi = min(lo + batch, len(keys))
+            args: list[Any] = [size, values[lo * size : hi * size], expiries[lo * PXAT_DIGITS : hi * PXAT_DIGITS]]
+            self._write(keys=keys[lo:hi], args=args, client=pipe)
+        for w, s, u in pipe.execute():
+            result.written += w
+            result.stale += s
+            result.unchanged += u
         return result
 
-    def _write_cluster(
-        self, keys: list[str], values: list[bytes], pxat: NDArray[np.int64], result: WriteResult
-    ) -> None:
+    def _write_cluster(self, keys: list[str], values: bytes, expiries: bytes, size: int, result: WriteResult) -> None:
         # A script may only touch keys of one slot, and redis-py's cluster pipeline refuses scripts:
         # group keys by slot, then pipeline one script call per slot on each primary's own connection.
         cluster: RedisCluster = self.client  # type: ignore[assignment]
@@ -222,14 +240,12 @@ class OnlineStore:
             node = cluster.nodes_manager.get_node_from_slot(slot)
             nodes[node.name] = node
             by_node.setdefault(node.name, {}).setdefault(slot, []).append(i)
-        pxl = pxat.tolist()
         for name, slots in by_node.items():
             pipe = cluster.get_redis_connection(nodes[name]).pipeline(transaction=False)
             for idx in slots.values():
-                args: list[Any] = []
-                for i in idx:
-                    args += [values[i], pxl[i]]
-                self._write(keys=[keys[i] for i in idx], args=args, client=pipe)
+                vals = b"".join(values[i * size : (i + 1) * size] for i in idx)
+                exps = b"".join(expiries[i * PXAT_DIGITS : (i + 1) * PXAT_DIGITS] for i in idx)
+                self._write(keys=[keys[i] for i in idx], args=[size, vals, exps], client=pipe)
             for w, s, u in pipe.execute():
                 result.written += w
                 result.stale += s
@@ -281,29 +297,35 @@ class Decoder:
         n = len(raw)
         statuses = [Status.MISSING] * n
         stamps: list[int | None] = [None] * n
-        values: dict[str, list[Any]] = {f: [None] * n for f in features}
-        present = [i for i, v in enumerate(raw) if v is not None and len(v) == codec.size]
-        if present:
-            event_us, rec, nulls = codec.unpack([raw[i] for i in present])
-            ttl_us = int(view.ttl / timedelta(microseconds=1))
-            live = (now_us - event_us <= ttl_us) if ttl_us > 0 else np.ones(len(present), dtype=bool)
-            cols = {f: rec[f].tolist() for f in features}
-            fidx = {f: view.feature_names.index(f) for f in features}
-            for j, i in enumerate(present):
-                stamps[i] = int(event_us[j])
-                if not live[j]:
-                    statuses[i] = Status.EXPIRED
-                    continue
-                statuses[i] = Status.PRESENT
-                for f in features:
-                    values[f][i] = None if nulls[j, fidx[f]] else cols[f][j]
-        return FeatureVector(view.name, features, values, statuses, stamps)
+        cols: list[list[Any]] = [[None] * n for _ in features]
+        positions = [view.feature_names.index(f) for f in features]
+        pairs = list(zip(cols, positions, strict=True))
+        for i, v in enumerate(raw):
+            if v is None or len(v) != codec.size:
+                continue
+            event_us, rec, bitmap = codec.unpack(v)
+            stamps[i] = event_us
+            if codec.ttl_us and now_us - event_us > codec.ttl_us:
+                statuses[i] = Status.EXPIRED
+                continue
+            statuses[i] = Status.PRESENT
+            if bitmap == codec.no_nulls:
+                for col, j in pairs:
+                    col[i] = rec[j]
+            else:
+                for col, j in pairs:
+                    col[i] = None if bitmap[j >> 3] >> (j & 7) & 1 else rec[j]
+        return FeatureVector(view.name, features, dict(zip(features, cols, strict=True)), statuses, stamps)
 
 
 class AsyncOnlineReader:
     """Non-blocking reads for the services' event loops (redis.asyncio), same layout and decoding."""
 
     def __init__(self, url: str, *, cluster: bool = False, timeout_s: float = 0.05) -> None:
+        # Imported here: the asyncio client costs ~0.1 s to import and batch jobs never use it.
+        import redis.asyncio as aredis
+        from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
         kwargs: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
         self.cluster = cluster
         self.client: Any = (

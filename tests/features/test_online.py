@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 import redis
 
+from app.features.materialize import latest_per_entity
 from app.features.online import (
     AsyncOnlineReader,
     Codec,
@@ -30,14 +31,14 @@ H = timedelta(hours=1)
 def test_codec_roundtrip_with_nulls() -> None:
     table = random_rows(500, 100, days=1)
     codec = Codec(VIEW)
-    values = codec.pack(table)
+    values = codec.split(codec.pack(table))
     assert {len(v) for v in values} == {codec.size} and codec.size == 32 + 1 + 8 + 4 + 8
-    event_us, rec, nulls = codec.unpack(values)
-    assert event_us.tolist() == table.column("event_timestamp").cast(pa.int64()).to_pylist()
-    assert rec["clicks"].tolist() == table.column("clicks").to_pylist()
+    decoded = [codec.unpack(v) for v in values]
+    assert [d[0] for d in decoded] == table.column("event_timestamp").cast(pa.int64()).to_pylist()
+    assert [d[1][0] for d in decoded] == table.column("clicks").to_pylist()
     price_nulls = table.column("price").is_null().to_pylist()
-    assert nulls[:, 1].tolist() == price_nulls
-    np.testing.assert_array_equal(rec["score"], table.column("score").to_numpy())
+    assert [bool(d[2][0] >> 1 & 1) for d in decoded] == price_nulls
+    np.testing.assert_array_equal([d[1][2] for d in decoded], table.column("score").to_numpy())
 
 
 def test_newer_wins_and_reruns_are_noops(online: OnlineStore, rclient: redis.Redis) -> None:
@@ -129,7 +130,7 @@ def test_async_reader_redis_down() -> None:
 
 def test_redis_cluster(redis_cluster: RedisServer) -> None:
     store = OnlineStore(connect(redis_cluster.url.rsplit("/", 1)[0], cluster=True))
-    table = random_rows(400, 80, days=1, seed=4)
+    table = latest_per_entity(random_rows(400, 80, days=1, seed=4), VIEW)
     res = store.write_latest(VIEW, table, now_ms=NOW_MS)
     assert res.expired == 0 and res.written == len(set(table.column("item_id").to_pylist()))
     assert store.write_latest(VIEW, table, now_ms=NOW_MS).written == 0  # idempotent on a cluster too
