@@ -13,13 +13,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from app.common.logging import configure_logging
 from app.features.definitions import DefinitionError
 from app.features.materialize import MaterializationLockedError
 from app.features.offline import OfflineStoreError
 from app.features.online import OnlineStoreUnavailableError
 from app.modelstore import ModelStoreError, open_store
-from jobs import featurestore, summary, train
+from app.predict.model import ModelLoadError
+from jobs import batch_predict, featurestore, summary, train
 
 FEATURE_COMMANDS = {"seed", "features", "materialize", "materialize-incremental"}
 EXIT_LOCKED = 3
@@ -46,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version")
     sub.add_parser("list-models", help="models in the store with their versions and latest")
     featurestore.add_parsers(sub)
+    batch_predict.add_parser(sub)
     return parser
 
 
@@ -57,6 +61,8 @@ def _env_key() -> bytes | None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command in FEATURE_COMMANDS:
         return featurestore.run(args)
+    if args.command == "batch-predict":
+        return batch_predict.run(args)
     if args.command == "train":
         return train.run(args, hmac_key=_env_key())
     store = open_store(args.store, s3_endpoint_url=args.s3_endpoint_url)
@@ -81,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         OfflineStoreError,
         OnlineStoreUnavailableError,
         DefinitionError,
+        ModelLoadError,
+        RedisError,
         ValueError,
         OSError,
     ) as exc:

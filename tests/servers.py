@@ -148,7 +148,11 @@ class S3Server:
         os.environ["AWS_ACCESS_KEY_ID"] = self.ACCESS_KEY
         os.environ["AWS_SECRET_ACCESS_KEY"] = self.SECRET_KEY
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-        wait_until(self._bucket_roundtrip, 60, "SeaweedFS S3", self.server.proc, self.server.log)
+        try:
+            wait_until(self._bucket_roundtrip, 60, "SeaweedFS S3", self.server.proc, self.server.log)
+        except BaseException:
+            self.server.stop()
+            raise
 
     def _bucket_roundtrip(self) -> bool:
         c = self.client()
@@ -197,24 +201,18 @@ class GunicornService:
         self.server = Server(argv, workdir / "gunicorn.log", env=full_env)
 
     def wait_ready(self, timeout: float = 60) -> GunicornService:
-        wait_until(
-            lambda: http_ok(self.url + self.ready_path),
-            timeout,
-            "prediction service",
-            self.server.proc,
-            self.server.log,
-        )
+        return self._wait(self.ready_path, timeout)
+
+    def _wait(self, path: str, timeout: float) -> GunicornService:
+        try:
+            wait_until(lambda: http_ok(self.url + path), timeout, "service", self.server.proc, self.server.log)
+        except BaseException:
+            self.server.stop()
+            raise
         return self
 
     def wait_live(self, timeout: float = 60) -> GunicornService:
-        wait_until(
-            lambda: http_ok(self.url + "/healthz"),
-            timeout,
-            "prediction service",
-            self.server.proc,
-            self.server.log,
-        )
-        return self
+        return self._wait("/healthz", timeout)
 
     def stop(self) -> int | None:
         return self.server.stop()
@@ -271,11 +269,16 @@ class RedisServer:
             ]
         self.server = Server(argv, workdir / "valkey.log")
         client = redis.Redis(port=self.port)
-        wait_until(lambda: bool(client.ping()), 20, "valkey", self.server.proc, self.server.log)
-        if cluster:
-            client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-            wait_until(lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), 20, "cluster ok")
-        client.close()
+        try:
+            wait_until(lambda: bool(client.ping()), 20, "valkey", self.server.proc, self.server.log)
+            if cluster:
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+                wait_until(lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), 20, "cluster ok")
+        except BaseException:
+            self.server.stop()  # never leak a half-started server
+            raise
+        finally:
+            client.close()
 
     def stop(self) -> None:
         self.server.stop()

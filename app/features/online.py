@@ -342,8 +342,9 @@ class AsyncOnlineReader:
     ) -> list[FeatureVector]:
         keys = read_keys(requests, entity_ids)
         try:
-            coro = self.client.mget_nonatomic(keys) if self.cluster else self.client.mget(keys)
-            raw = await asyncio.wait_for(coro, self.timeout_s)
+            # asyncio.timeout, not wait_for: no extra task per read (~20 µs on this path).
+            async with asyncio.timeout(self.timeout_s):
+                raw = await (self.client.mget_nonatomic(keys) if self.cluster else self.client.mget(keys))
         except TimeoutError as exc:
             raise OnlineStoreUnavailableError(
                 f"online store did not answer within {self.timeout_s * 1000:.0f} ms"
@@ -352,9 +353,23 @@ class AsyncOnlineReader:
             raise OnlineStoreUnavailableError(f"online store unavailable: {exc}") from exc
         return self.decoder.decode(requests, len(entity_ids), raw, now_us)
 
+    async def get(self, key: str) -> bytes | None:
+        """One plain key (e.g. a precomputed prediction), under the same timeout and errors as reads."""
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                value: bytes | None = await self.client.get(key)
+                return value
+        except TimeoutError as exc:
+            raise OnlineStoreUnavailableError(
+                f"online store did not answer within {self.timeout_s * 1000:.0f} ms"
+            ) from exc
+        except (redis.RedisError, OSError) as exc:
+            raise OnlineStoreUnavailableError(f"online store unavailable: {exc}") from exc
+
     async def ping(self) -> None:
         try:
-            await asyncio.wait_for(self.client.ping(), self.timeout_s * 4)
+            async with asyncio.timeout(self.timeout_s * 4):
+                await self.client.ping()
         except (TimeoutError, redis.RedisError, OSError) as exc:
             raise OnlineStoreUnavailableError(f"online store unavailable: {exc!r}") from exc
 

@@ -185,3 +185,45 @@ def test_model_needing_features_is_not_served_without_an_online_store(platform: 
     finally:
         srv.stop()
     assert user_stats.name == "user_stats"
+
+
+def test_batch_predictions_match_online_ones(platform: dict) -> None:
+    srv: GunicornService = platform["srv"]
+    env = platform["env"]
+    as_of = (T0 + timedelta(days=1, hours=1)).isoformat()
+    out = jobs(
+        env,
+        "batch-predict",
+        "--model",
+        "fraud",
+        "--as-of",
+        as_of,
+        "--request",
+        "amount=250",
+        "--request",
+        "merchant_category=8",
+    )
+    assert '"status":"ok"' in out and '"entities":' in out
+    offline = OfflineStore(env["FEATURES_OFFLINE_URL"])
+    table = offline.read_window("predictions/fraud", "as_of", None, None)
+    assert table.num_rows > 300 and set(table.column("version").to_pylist()) == {
+        reference(LocalModelStore(platform["work"] / "models"), "fraud").version
+    }
+    for user in (1, 2, 3):
+        pre = httpx.get(srv.url + f"/v1/models/fraud/precomputed/{user}")
+        assert pre.status_code == 200, pre.text
+        live = httpx.post(
+            srv.url + "/v1/models/fraud/predict",
+            json={"instances": [{"user_id": user, "amount": 250, "merchant_category": 8}]},
+        )
+        assert pre.json()["probabilities"] == pytest.approx(live.json()["probabilities"][0], abs=1e-9)
+    assert httpx.get(srv.url + "/v1/models/fraud/precomputed/999999").status_code == 404
+    bad = subprocess.run(
+        [sys.executable, "-m", "jobs", "batch-predict", "--model", "fraud", "--request", "amount=1"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert bad.returncode == 1 and "missing ['merchant_category']" in bad.stdout

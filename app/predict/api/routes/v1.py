@@ -6,6 +6,8 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.common.errors import ApiError, json_response, load_json
+from app.features.online import OnlineStoreUnavailableError
+from app.predict import precomputed
 from app.predict.api.deps import ModelDep, RegistryDep, SettingsDep, lookup_model
 from app.predict.registry import LoadedModel
 from app.predict.v1_inputs import parse_instances
@@ -76,3 +78,18 @@ async def model_metadata(lm: ModelDep) -> Response:
             "library_versions": meta.library_versions,
         }
     )
+
+
+@router.get("/models/{name}/precomputed/{entity_id}")
+async def precomputed_prediction(name: str, entity_id: int, registry: RegistryDep) -> Response:
+    """A prediction written by ``python -m jobs batch-predict``: no model call, one Redis GET."""
+    reader = registry.reader
+    if reader is None:
+        raise ApiError(404, "precomputed predictions need the online store: set PREDICT_FEATURES_REDIS_URL")
+    try:
+        raw = await reader.get(precomputed.prediction_key(name, entity_id))
+    except OnlineStoreUnavailableError as exc:
+        raise ApiError(503, str(exc)) from None
+    if raw is None:
+        raise ApiError(404, f"no precomputed prediction for model {name!r}, entity {entity_id}")
+    return json_response({"model": name, "entity_id": entity_id, **precomputed.decode(raw)})
