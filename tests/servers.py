@@ -282,3 +282,39 @@ class RedisServer:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def debian_binary(name: str, package: str) -> str:
+    """A binary from a Debian package that needs root to install (.ci/run installs it).
+
+    Missing: the test is skipped with the reason, except under CI=true, where it fails."""
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        reason = f"{name} not installed (apt-get install {package}; .ci/run does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return path
+
+
+class Pushgateway:
+    def __init__(self, workdir: Path) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        binary = debian_binary("prometheus-pushgateway", "prometheus-pushgateway")
+        self.server = Server([binary, f"--web.listen-address=127.0.0.1:{self.port}"], workdir / "pushgateway.log")
+        try:
+            wait_until(lambda: http_ok(self.url + "/-/ready"), 20, "pushgateway", self.server.proc, self.server.log)
+        except BaseException:
+            self.server.stop()
+            raise
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def stop(self) -> None:
+        self.server.stop()

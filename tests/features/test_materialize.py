@@ -235,3 +235,46 @@ def test_cli_locked_exit_code_and_summary(tmp_path: Path, redis_server: RedisSer
 def test_repo_view_validation_used_by_cli() -> None:
     with pytest.raises(Exception, match="unknown feature view"):
         FeatureRepo([ENTITY], [VIEW]).view("nope")
+
+
+def test_job_metrics_are_pushed(tmp_path: Path, redis_server: RedisServer) -> None:
+    from tests.servers import Pushgateway
+
+    gw = Pushgateway(tmp_path / "pgw")
+    try:
+        env = {
+            **_seed(tmp_path),
+            "FEATURES_REDIS_URL": redis_server.url.replace("/0", "/6"),
+            "FEATURES_PUSHGATEWAY_URL": gw.url,
+        }
+        start = (T0 - timedelta(days=3)).date().isoformat()
+        _run_cli(env, "seed", "--users", "60", "--days", "3", "--start", start)
+        _run_cli(env, "features", "--users", "60", "--days", "3", "--start", start)
+        ok = _run_cli(env, "materialize-incremental", "--shard", "1", "--shards", "2")
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        text = gw.metrics()
+        series = [ln for ln in text.splitlines() if ln.startswith("mlplatform_job_")]
+        labels = 'job="materialize",shard="1of2",view="user_stats"'
+        written = [ln for ln in series if ln.startswith("mlplatform_job_entities_written{") and labels in ln]
+        assert written and float(written[0].rsplit(" ", 1)[1]) > 0
+        assert any(ln.startswith("mlplatform_job_last_run_success{") and ln.endswith(" 1") for ln in series)
+        # a failed run says so, and keeps the time of the last success
+        bad = _run_cli(
+            {**env, "FEATURES_REDIS_URL": "redis://127.0.0.1:1/0"},
+            "materialize-incremental",
+            "--shard",
+            "1",
+            "--shards",
+            "2",
+        )
+        assert bad.returncode == 1
+        text = gw.metrics()
+
+        def value(name: str) -> float | None:  # the pushgateway adds instance="" before our labels
+            hits = [ln for ln in text.splitlines() if ln.startswith(name + "{") and labels in ln]
+            return float(hits[0].rsplit(" ", 1)[1]) if hits else None
+
+        assert value("mlplatform_job_last_run_success") == 0
+        assert value("mlplatform_job_last_success_timestamp_seconds") is not None
+    finally:
+        gw.stop()
