@@ -34,6 +34,7 @@ from numpy.typing import NDArray
 from redis.cluster import RedisCluster
 
 from app.features.definitions import FeatureView
+from app.features.resp import PipelinedRedis, RespError
 
 HEADER = 32
 KEY_PREFIX = "fs"
@@ -319,18 +320,22 @@ class Decoder:
 
 
 class AsyncOnlineReader:
-    """Non-blocking reads for the services' event loops (redis.asyncio), same layout and decoding."""
+    """Non-blocking reads for the services' event loops, same layout and decoding.
+
+    A single Redis: one auto-pipelined connection per event loop (``resp.PipelinedRedis``).
+    A cluster: redis-py's asyncio cluster client."""
 
     def __init__(self, url: str, *, cluster: bool = False, timeout_s: float = 0.05) -> None:
-        # Imported here: the asyncio client costs ~0.1 s to import and batch jobs never use it.
-        import redis.asyncio as aredis
-        from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-
-        kwargs: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
         self.cluster = cluster
-        self.client: Any = (
-            AsyncRedisCluster.from_url(url, **kwargs) if cluster else aredis.Redis.from_url(url, **kwargs)
-        )
+        self.client: Any
+        if cluster:
+            # Imported here: the asyncio client costs ~0.1 s to import and batch jobs never use it.
+            from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+            kwargs: dict[str, Any] = {"socket_timeout": timeout_s, "socket_connect_timeout": timeout_s}
+            self.client = AsyncRedisCluster.from_url(url, **kwargs)
+        else:
+            self.client = PipelinedRedis(url, connect_timeout_s=timeout_s)
         self.timeout_s = timeout_s
         self.decoder = Decoder()
 
@@ -346,12 +351,21 @@ class AsyncOnlineReader:
             async with asyncio.timeout(self.timeout_s):
                 raw = await (self.client.mget_nonatomic(keys) if self.cluster else self.client.mget(keys))
         except TimeoutError as exc:
+            self._reset()
             raise OnlineStoreUnavailableError(
                 f"online store did not answer within {self.timeout_s * 1000:.0f} ms"
             ) from exc
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, RespError, OSError) as exc:
             raise OnlineStoreUnavailableError(f"online store unavailable: {exc}") from exc
         return self.decoder.decode(requests, len(entity_ids), raw, now_us)
+
+    def _timeout_message(self) -> str:
+        return f"online store did not answer within {self.timeout_s * 1000:.0f} ms"
+
+    def _reset(self) -> None:
+        # A connection that missed its deadline may be half-open (e.g. after a failover): start afresh.
+        if isinstance(self.client, PipelinedRedis):
+            self.client.reset()
 
     async def get(self, key: str) -> bytes | None:
         """One plain key (e.g. a precomputed prediction), under the same timeout and errors as reads."""
@@ -360,17 +374,18 @@ class AsyncOnlineReader:
                 value: bytes | None = await self.client.get(key)
                 return value
         except TimeoutError as exc:
+            self._reset()
             raise OnlineStoreUnavailableError(
                 f"online store did not answer within {self.timeout_s * 1000:.0f} ms"
             ) from exc
-        except (redis.RedisError, OSError) as exc:
+        except (redis.RedisError, RespError, OSError) as exc:
             raise OnlineStoreUnavailableError(f"online store unavailable: {exc}") from exc
 
     async def ping(self) -> None:
         try:
             async with asyncio.timeout(self.timeout_s * 4):
                 await self.client.ping()
-        except (TimeoutError, redis.RedisError, OSError) as exc:
+        except (TimeoutError, redis.RedisError, RespError, OSError) as exc:
             raise OnlineStoreUnavailableError(f"online store unavailable: {exc!r}") from exc
 
     async def close(self) -> None:

@@ -4,6 +4,7 @@ import asyncio
 import time
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -136,3 +137,29 @@ def test_redis_cluster(redis_cluster: RedisServer) -> None:
     assert store.write_latest(VIEW, table, now_ms=NOW_MS).written == 0  # idempotent on a cluster too
     vec = store.read([(VIEW, ["clicks"])], list(range(80)), now_us=NOW_US)[0]
     assert Status.PRESENT in vec.statuses
+
+
+def test_pipelined_client_concurrency_reconnect_and_db(tmp_path: Path) -> None:
+    from app.features.resp import PipelinedRedis, RespError
+
+    srv = RedisServer(tmp_path / "r1")
+    try:
+        direct = redis.Redis(port=srv.port, db=3)
+        direct.mset({f"k{i}": f"v{i}" for i in range(200)})
+
+        async def go() -> None:
+            c = PipelinedRedis(f"redis://127.0.0.1:{srv.port}/3")
+            # 200 concurrent commands on one connection: every caller gets its own reply
+            got = await asyncio.gather(*(c.get(f"k{i}") for i in range(200)))
+            assert got == [f"v{i}".encode() for i in range(200)]
+            assert await c.mget(["k1", "nope"]) == [b"v1", None]
+            with pytest.raises(RespError, match=r"wrong number of arguments|ERR"):
+                await c.execute("GET")
+            assert await c.get("k2") == b"v2"  # the connection survives an error reply
+            c.reset()
+            assert await c.get("k3") == b"v3"  # and reconnects after a reset
+            await c.aclose()
+
+        asyncio.run(go())
+    finally:
+        srv.stop()
