@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -186,6 +187,7 @@ class OnlineStore:
         self.expiry_grace = expiry_grace
         self._write = client.register_script(WRITE_NEWER_LUA)
         self.decoder = Decoder()
+        self._local = threading.local()
 
     def codec(self, view: FeatureView) -> Codec:
         return self.decoder.codec(view)
@@ -252,6 +254,20 @@ class OnlineStore:
                 result.stale += s
                 result.unchanged += u
 
+    def _mget(self, keys: list[str]) -> list[Any]:
+        # A connection of this thread's own, outside the pool: the pool's checkout and
+        # release cost ~40 µs per read, a third of a one-entity lookup.
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self.client.connection_pool.make_connection()  # type: ignore[union-attr]
+        try:
+            conn.send_command("MGET", *keys)
+            reply: list[Any] = conn.read_response()
+        except (redis.ConnectionError, redis.TimeoutError):
+            conn.disconnect()  # reconnects on the next read
+            raise
+        return reply
+
     def read(
         self,
         requests: list[tuple[FeatureView, list[str]]],
@@ -264,7 +280,7 @@ class OnlineStore:
             raw: list[Any] = (
                 self.client.mget_nonatomic(keys)  # type: ignore[union-attr]
                 if self.cluster
-                else self.client.mget(keys)
+                else self._mget(keys)
             )
         except redis.RedisError as exc:
             raise OnlineStoreUnavailableError(f"online store unavailable: {exc}") from exc

@@ -86,6 +86,7 @@ def test_several_views_one_round_trip(online: OnlineStore, rclient: redis.Redis)
     other = replace(VIEW, name="item_other")
     online.write_latest(VIEW, rows((1, T0, T0, 5, 1.0, 0.5)), now_ms=NOW_MS)
     online.write_latest(other, rows((1, T0, T0, 9, 1.0, 0.5)), now_ms=NOW_MS)
+    online.read([(VIEW, ["clicks"])], [1])  # connect first: the handshake sends commands of its own
     before = rclient.info("stats")["total_commands_processed"]
     a, b = online.read([(VIEW, ["clicks"]), (other, ["clicks", "score"])], [1, 2], now_us=NOW_US)
     after = rclient.info("stats")["total_commands_processed"]
