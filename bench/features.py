@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
+from dataclasses import astuple
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import redis
 
+from bench.loadgen import wrk_post
 from bench.serving import free_port, wait_http
 from tests.servers import RedisServer
 
@@ -126,28 +126,6 @@ print(json.dumps(out))
 """
 
 
-def wrk_post(url: str, body: dict[str, Any], seconds: int, conns: int = 8) -> tuple[float, float, float, int]:
-    from bench.serving import _ms
-
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(
-            'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-            f"wrk.body = {json.dumps(json.dumps(body))}\n"
-        )
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency", "-s", lua.name, url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(lua.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return rps, p50, p99, int(m.group(1)) if m else 0
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -224,8 +202,10 @@ def main() -> int:
             wait_http(f"http://127.0.0.1:{port}/readyz", srv)
             for n in (1, 100):
                 body = {"entities": {"entity_id": list(range(n))}, "features": [f"bench_table:{f}" for f in FEATURES]}
-                wrk_post(f"http://127.0.0.1:{port}/v1/features", body, 2)
-                rps, p50, p99, errs = wrk_post(f"http://127.0.0.1:{port}/v1/features", body, args.http_seconds)
+                wrk_post(f"http://127.0.0.1:{port}/v1/features", body, 8, 2)
+                rps, p50, p99, errs = astuple(
+                    wrk_post(f"http://127.0.0.1:{port}/v1/features", body, 8, args.http_seconds)
+                )
                 results[f"ours_http_{n}"] = {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errs}
                 print(
                     f"ours: HTTP {n:>3} entities, 8 conns: {rps:,.0f} rps, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
@@ -308,8 +288,9 @@ def run_feast(
         wait_http(f"http://127.0.0.1:{port}/health", srv)
         for n in (1, 100):
             body = {"entities": {"entity_id": list(range(n))}, "features": [f"bench_table:{f}" for f in FEATURES]}
-            wrk_post(f"http://127.0.0.1:{port}/get-online-features", body, 2)
-            rps, p50, p99, errs = wrk_post(f"http://127.0.0.1:{port}/get-online-features", body, args.http_seconds)
+            url = f"http://127.0.0.1:{port}/get-online-features"
+            wrk_post(url, body, 8, 2)
+            rps, p50, p99, errs = astuple(wrk_post(url, body, 8, args.http_seconds))
             results[f"feast_http_{n}"] = {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errs}
             print(
                 f"feast: HTTP {n:>3} entities, 8 conns: {rps:,.0f} rps, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "

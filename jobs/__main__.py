@@ -21,7 +21,6 @@ from app.features.materialize import MaterializationLockedError
 from app.features.offline import OfflineStoreError
 from app.features.online import OnlineStoreUnavailableError
 from app.modelstore import ModelStoreError, open_store
-from app.predict.model import ModelLoadError
 from jobs import batch_predict, featurestore, summary, train
 
 FEATURE_COMMANDS = {"seed", "features", "materialize", "materialize-incremental"}
@@ -87,7 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         OfflineStoreError,
         OnlineStoreUnavailableError,
         DefinitionError,
-        ModelLoadError,
         RedisError,
         ValueError,
         OSError,

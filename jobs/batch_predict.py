@@ -23,8 +23,6 @@ from app.features.offline import OfflineStore
 from app.features.online import connect
 from app.modelstore import open_store
 from app.predict import precomputed
-from app.predict.model import SklearnModel
-from app.predict.online_inputs import TRANSFORMS
 
 PREDICTIONS_DATASET = "predictions"
 
@@ -66,6 +64,10 @@ def _request_values(pairs: list[str], fields: list[str]) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    # Imported here: they pull in scikit-learn (~1 s), which the other jobs of this CLI do not need.
+    from app.predict.model import ModelLoadError, SklearnModel
+    from app.predict.online_inputs import TRANSFORMS
+
     s = FeatureStoreSettings()
     store = open_store(args.store, s3_endpoint_url=args.s3_endpoint_url)
     version = store.latest(args.model)
@@ -77,7 +79,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"model {args.model!r} was not trained on feature views; batch-predict needs one that was")
     request = _request_values(args.request, spec.request_fields)
     model = SklearnModel(meta)
-    model.load(artifact)
+    try:
+        model.load(artifact)
+    except ModelLoadError as exc:
+        raise ValueError(str(exc)) from None
     repo = load_repo(s.repo)
     wanted = repo.resolve(spec.feature_refs)
     offline = OfflineStore(s.offline_url, s3_endpoint_url=s.s3_endpoint_url, s3_region=s.s3_region)
