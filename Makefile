@@ -5,12 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup demo test lint typecheck unit bench-serving clean
+.PHONY: help setup demo test lint typecheck bench-serving bench-features clean
 
 help:
 	@echo "make demo    set up, then train, publish, serve, query and show metrics end to end"
 	@echo "make test    set up, then lint, type-check and run every test against real servers"
 	@echo "make bench-serving   load benchmark (wrk) of the prediction service vs MLServer"
+	@echo "make bench-features  feature store benchmark vs Feast (materialization, reads, HTTP)"
 
 setup: $(STAMP)
 
@@ -37,6 +38,9 @@ test: lint typecheck
 
 bench-serving: setup
 	$(BIN)/python -m bench.serving
+
+bench-features: setup
+	$(BIN)/python -m bench.features
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
