@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections import deque
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -56,8 +57,10 @@ class _Protocol(asyncio.Protocol):
 class PipelinedRedis:
     def __init__(self, url: str, connect_timeout_s: float = 1.0) -> None:
         u = urlparse(url)
-        if u.scheme != "redis":
-            raise ValueError(f"PipelinedRedis supports redis:// URLs, got {url!r}")
+        if u.scheme not in ("redis", "rediss"):
+            raise ValueError(f"PipelinedRedis supports redis:// and rediss:// URLs, got {url!r}")
+        # rediss: TLS with the system's CAs and hostname checks (ElastiCache in-transit encryption).
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if u.scheme == "rediss" else None
         self.host = u.hostname or "127.0.0.1"
         self.port = u.port or 6379
         self.password = unquote(u.password) if u.password else None
@@ -77,7 +80,9 @@ class PipelinedRedis:
             loop = asyncio.get_running_loop()
             try:
                 async with asyncio.timeout(self.connect_timeout_s):
-                    _, protocol = await loop.create_connection(lambda: _Protocol(self), self.host, self.port)
+                    _, protocol = await loop.create_connection(
+                        lambda: _Protocol(self), self.host, self.port, ssl=self.ssl
+                    )
             except (OSError, TimeoutError) as exc:
                 raise RespError(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
             self._protocol = protocol

@@ -164,3 +164,14 @@ def test_pipelined_client_concurrency_reconnect_and_db(tmp_path: Path) -> None:
         asyncio.run(go())
     finally:
         srv.stop()
+
+
+def test_tls_urls_are_accepted_by_both_clients() -> None:
+    from app.features.resp import PipelinedRedis
+
+    assert PipelinedRedis("rediss://cache.example:6380/2").ssl is not None
+    store = OnlineStore(connect("rediss://127.0.0.1:1/0", timeout_s=0.2))
+    with pytest.raises(OnlineStoreUnavailableError):  # goes through redis-py's TLS connection, fails cleanly
+        store.read([(VIEW, ["clicks"])], [1])
+    with pytest.raises(ValueError, match="redis:// and rediss://"):
+        PipelinedRedis("unix:///tmp/redis.sock")
