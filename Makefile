@@ -20,6 +20,7 @@ $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python k8s/install_tools.py $(BIN)
 	rm -f $(VENV)/.installed-*
 	touch $@
 

@@ -1,0 +1,232 @@
+"""The Helm charts, checked without a cluster: lint, schemas of two Kubernetes versions, and what
+schemas cannot see (selectors, ports, probes, targets, commands, security)."""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobs.__main__ import build_parser
+from tests.servers import ROOT, VENV_BIN
+
+CHART = ROOT / "charts" / "ml-platform"
+PROFILES = {"default": None, "kind": CHART / "ci" / "kind-values.yaml", "eks": CHART / "ci" / "eks-values.yaml"}
+K8S_VERSIONS = ["1.29.0", "1.35.0"]  # oldest and newest minor we support
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+WORKLOADS = {"Deployment", "StatefulSet"}
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name, path=str(VENV_BIN)) or shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} not installed: `make setup` installs it (k8s/install_tools.py, dev extras)")
+    return path
+
+
+def helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([tool("helm"), *args], capture_output=True, text=True, check=False, timeout=120)
+
+
+def values_args(profile: str) -> list[str]:
+    f = PROFILES[profile]
+    return ["-f", str(f)] if f else []
+
+
+_RENDERED: dict[str, list[dict[str, Any]]] = {}
+
+
+def rendered(profile: str) -> list[dict[str, Any]]:
+    if profile not in _RENDERED:
+        p = helm("template", "mlp", str(CHART), "--namespace", "ml", *values_args(profile))
+        assert p.returncode == 0, p.stderr
+        _RENDERED[profile] = [d for d in yaml.safe_load_all(p.stdout) if d]
+    return _RENDERED[profile]
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(name, pod template metadata, pod spec) of every workload, CronJob and test Pod."""
+    out = []
+    for d in docs:
+        if d["kind"] in WORKLOADS:
+            out.append((d["metadata"]["name"], d["spec"]["template"]["metadata"], d["spec"]["template"]["spec"]))
+        elif d["kind"] == "CronJob":
+            t = d["spec"]["jobTemplate"]["spec"]["template"]
+            out.append((d["metadata"]["name"], t["metadata"], t["spec"]))
+        elif d["kind"] == "Pod":
+            out.append((d["metadata"]["name"], d["metadata"], d["spec"]))
+    return out
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_helm_lint_strict(profile: str) -> None:
+    p = helm("lint", "--strict", str(CHART), *values_args(profile))
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_manifests_validate_against_kubernetes_schemas(profile: str, version: str, tmp_path: Path) -> None:
+    docs = [d for d in rendered(profile) if d["kind"] not in CRD_KINDS]
+    f = tmp_path / "manifests.yaml"
+    f.write_text(yaml.safe_dump_all(docs))
+    p = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, str(f)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert len(docs) >= 10
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_selectors_ports_probes_and_targets(profile: str) -> None:
+    docs = rendered(profile)
+    workloads = [d for d in docs if d["kind"] in WORKLOADS]
+    pods = {d["metadata"]["name"]: d["spec"]["template"] for d in workloads}
+    for d in workloads:
+        sel = d["spec"]["selector"]["matchLabels"]
+        labels = d["spec"]["template"]["metadata"]["labels"]
+        assert sel.items() <= labels.items(), d["metadata"]["name"]
+        assert len(sel) <= 2, "selector labels kept minimal (name + instance)"
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            names = {p["name"] for p in c.get("ports", [])} | {p["containerPort"] for p in c.get("ports", [])}
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                port = (c.get(probe) or {}).get("httpGet", (c.get(probe) or {}).get("tcpSocket", {})).get("port")
+                assert port is None or port in names, f"{d['metadata']['name']} {probe} port {port}"
+    for svc in by_kind(docs, "Service"):
+        matches = [t for t in pods.values() if svc["spec"]["selector"].items() <= t["metadata"]["labels"].items()]
+        assert matches, f"service {svc['metadata']['name']} selects no pod"
+        for port in svc["spec"]["ports"]:
+            cports = {p.get("name") for t in matches for c in t["spec"]["containers"] for p in c.get("ports", [])}
+            assert port["targetPort"] in cports, f"{svc['metadata']['name']} targets {port['targetPort']}"
+    names = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    for hpa in by_kind(docs, "HorizontalPodAutoscaler"):
+        ref = hpa["spec"]["scaleTargetRef"]
+        assert (ref["kind"], ref["name"]) in names, f"HPA targets missing {ref}"
+    for pdb in by_kind(docs, "PodDisruptionBudget"):
+        assert any(
+            pdb["spec"]["selector"]["matchLabels"].items() <= t["metadata"]["labels"].items() for t in pods.values()
+        )
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_service_monitors_select_our_services(profile: str) -> None:
+    docs = rendered(profile)
+    services = by_kind(docs, "Service")
+    monitors = by_kind(docs, "ServiceMonitor")
+    assert len(monitors) == 2
+    for sm in monitors:
+        assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        selected = [
+            s for s in services if sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+        ]
+        assert selected, f"{sm['metadata']['name']} selects no service"
+        port_names = {p["name"] for s in selected for p in s["spec"]["ports"]}
+        assert all(e["port"] in port_names for e in sm["spec"]["endpoints"])
+    for rule in by_kind(docs, "PrometheusRule"):
+        assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        assert all(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"])
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_cronjob_runs_a_real_jobs_subcommand(profile: str) -> None:
+    (cron,) = by_kind(rendered(profile), "CronJob")
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["timeZone"]
+    job = cron["spec"]["jobTemplate"]["spec"]
+    assert job["backoffLimit"] >= 0 and job["activeDeadlineSeconds"] > 0
+    argv = job["template"]["spec"]["containers"][0]["command"]
+    assert argv[:3] == ["python", "-m", "jobs"]
+    args = build_parser().parse_args(argv[3:])  # SystemExit on anything the CLI does not accept
+    assert args.command == "materialize-incremental"
+    shards = int(
+        next(e["value"] for e in job["template"]["spec"]["containers"][0]["env"] if e["name"] == "MATERIALIZE_SHARDS")
+    )
+    if shards > 1:
+        assert job["completionMode"] == "Indexed" and job["completions"] == job["parallelism"] == shards
+    else:
+        assert "completionMode" not in job
+    assert profile != "eks" or shards == 4, shlex.join(argv)
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_pods_are_locked_down(profile: str) -> None:
+    for name, _, spec in pod_specs(rendered(profile)):
+        psc = spec.get("securityContext", {})
+        assert psc.get("runAsNonRoot") is True, name
+        assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
+        assert spec.get("automountServiceAccountToken") is False, name
+        for c in spec["containers"]:
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, name
+            assert sc.get("readOnlyRootFilesystem") is True, name
+            assert sc.get("capabilities", {}).get("drop") == ["ALL"], name
+            assert c.get("resources", {}).get("limits"), f"{name}: no resource limits"
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_rolling_updates_drop_nothing(profile: str) -> None:
+    for d in by_kind(rendered(profile), "Deployment"):
+        spec = d["spec"]["template"]["spec"]
+        c = spec["containers"][0]
+        assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
+        assert spec["terminationGracePeriodSeconds"] > pre_stop + 25  # preStop + gunicorn's graceful timeout
+        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+
+def test_profiles_differ_where_they_should() -> None:
+    kind = rendered("kind")
+    eks = rendered("eks")
+    env = {e["name"]: e for _, _, s in pod_specs(eks) for c in s["containers"] for e in c.get("env", [])}
+    assert env["FEATURES_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "elasticache-url"
+    assert not by_kind(eks, "StatefulSet") and by_kind(kind, "StatefulSet")
+    sas = {d["metadata"]["name"]: d for d in by_kind(eks, "ServiceAccount")}
+    assert all("eks.amazonaws.com/role-arn" in sa["metadata"]["annotations"] for sa in sas.values())
+    kind_env = {e["name"]: e for _, _, s in pod_specs(kind) for c in s["containers"] for e in c.get("env", [])}
+    assert kind_env["PREDICT_FEATURES_REDIS_URL"]["value"] == "redis://mlp-featurestore-redis:6379/0"
+    assert "nvidia.com/gpu" not in yaml.safe_dump_all(kind)  # no GPU resources on the CPU profile
+    # credentials only ever come from Secrets or IRSA, never from values
+    text = yaml.safe_dump_all(kind + eks)
+    assert "AWS_SECRET_ACCESS_KEY" not in text and "password" not in text.lower()
+
+
+def test_disabling_a_subchart_removes_it() -> None:
+    p = helm("template", "mlp", str(CHART), "--set", "featurestore.enabled=false")
+    assert p.returncode == 0, p.stderr
+    kinds = [d["kind"] for d in yaml.safe_load_all(p.stdout) if d]
+    assert "CronJob" not in kinds and "StatefulSet" not in kinds and "Deployment" in kinds
+
+
+def test_dockerfiles_pass_hadolint() -> None:
+    files = sorted((ROOT / "images").glob("*/Dockerfile"))
+    assert {f.parent.name for f in files} >= {"predict", "jobs", "featureserver"}
+    p = subprocess.run([tool("hadolint"), *map(str, files)], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    for f in files:
+        text = f.read_text()
+        assert "USER 10001" in text and "FROM ${PYTHON_IMAGE} AS build" in text, f
+
+
+@pytest.mark.parametrize("profile", ["kind", "eks"])
+def test_alert_rules_pass_promtool(profile: str, tmp_path: Path) -> None:
+    from tests.servers import debian_binary
+
+    promtool = debian_binary("promtool", "prometheus")
+    groups = [g for r in by_kind(rendered(profile), "PrometheusRule") for g in r["spec"]["groups"]]
+    assert len(groups) == 2
+    f = tmp_path / "rules.yaml"
+    f.write_text(yaml.safe_dump({"groups": groups}))
+    p = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "SUCCESS: 7 rules found" in p.stdout
