@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup demo test lint typecheck bench-serving bench-features clean
+.PHONY: help setup demo test lint typecheck bench-serving bench-features clean \
+	kind-up images kind-load deploy port-forward smoke test-e2e kind-down
 
 help:
 	@echo "make demo    set up, then train, publish, serve, query and show metrics end to end"
@@ -45,3 +46,56 @@ bench-features: setup
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
+
+# ---- kind walkthrough (needs docker and kind on the host; see README) ---------------------------
+CLUSTER ?= ml-platform
+NS ?= ml-platform
+RELEASE ?= mlp
+REGISTRY ?= localhost/ml-platform
+TAG ?= dev
+IMAGES := predict featureserver jobs
+HELM := $(BIN)/helm
+KUBECTL := $(BIN)/kubectl
+
+kind-up: setup
+	kind create cluster --config kind-config.yaml
+	$(HELM) repo add prometheus-community https://prometheus-community.github.io/helm-charts
+	$(HELM) repo add metrics-server https://kubernetes-sigs.github.io/metrics-server/
+	$(HELM) repo update
+	$(HELM) upgrade --install metrics-server metrics-server/metrics-server -n kube-system -f k8s/metrics-server-values.yaml
+	$(HELM) upgrade --install kube-prometheus-stack prometheus-community/kube-prometheus-stack -n monitoring \
+	  --create-namespace -f k8s/kube-prometheus-stack-values.yaml --wait
+	$(HELM) upgrade --install prometheus-pushgateway prometheus-community/prometheus-pushgateway -n monitoring \
+	  --set serviceMonitor.enabled=true --set serviceMonitor.additionalLabels.release=kube-prometheus-stack
+
+images:
+	for img in $(IMAGES); do docker build -f images/$$img/Dockerfile -t $(REGISTRY)/$$img:$(TAG) . || exit 1; done
+
+kind-load:
+	for img in $(IMAGES); do kind load docker-image $(REGISTRY)/$$img:$(TAG) --name $(CLUSTER) || exit 1; done
+
+deploy: setup
+	$(KUBECTL) apply -f k8s/namespace.yaml
+	$(KUBECTL) -n $(NS) get secret s3-credentials >/dev/null 2>&1 || $(KUBECTL) -n $(NS) create secret generic \
+	  s3-credentials --from-literal=AWS_ACCESS_KEY_ID=dev-$$(openssl rand -hex 6) \
+	  --from-literal=AWS_SECRET_ACCESS_KEY=$$(openssl rand -hex 24)
+	$(KUBECTL) apply -f k8s/s3.yaml
+	$(KUBECTL) -n $(NS) rollout status deploy/s3 --timeout=180s
+	$(HELM) upgrade --install $(RELEASE) charts/ml-platform -n $(NS) -f charts/ml-platform/ci/kind-values.yaml \
+	  --set global.image.registry=$(REGISTRY) --set global.image.tag=$(TAG) --wait --timeout 15m
+
+port-forward:
+	$(KUBECTL) -n $(NS) port-forward svc/$(RELEASE)-predict 8080:8080 & \
+	$(KUBECTL) -n $(NS) port-forward svc/$(RELEASE)-featurestore-featureserver 8081:8080 & \
+	$(KUBECTL) -n monitoring port-forward svc/kube-prometheus-stack-grafana 3000:80 & \
+	wait
+
+smoke: setup
+	$(HELM) test $(RELEASE) -n $(NS)
+
+# The end-to-end test against whatever cluster KUBECONFIG reaches (skipped, with the reason, when none).
+test-e2e: setup
+	$(BIN)/python -m pytest tests/e2e -v
+
+kind-down:
+	kind delete cluster --name $(CLUSTER)

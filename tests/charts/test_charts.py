@@ -62,6 +62,9 @@ def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dic
         elif d["kind"] == "CronJob":
             t = d["spec"]["jobTemplate"]["spec"]["template"]
             out.append((d["metadata"]["name"], t["metadata"], t["spec"]))
+        elif d["kind"] == "Job":
+            t = d["spec"]["template"]
+            out.append((d["metadata"]["name"], t["metadata"], t["spec"]))
         elif d["kind"] == "Pod":
             out.append((d["metadata"]["name"], d["metadata"], d["spec"]))
     return out
@@ -230,3 +233,27 @@ def test_alert_rules_pass_promtool(profile: str, tmp_path: Path) -> None:
     p = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "SUCCESS: 7 rules found" in p.stdout
+
+
+def test_bootstrap_job_only_where_enabled_and_runs_real_subcommands() -> None:
+    assert not by_kind(rendered("eks"), "Job")
+    (job,) = by_kind(rendered("kind"), "Job")
+    script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    lines = [ln.strip() for ln in script.splitlines() if ln.strip()]
+    assert len(lines) == 6
+    for line in lines:
+        argv = shlex.split(line.replace('"$(date', "DATE").split(" DATE")[0])
+        assert argv[:3] == ["python", "-m", "jobs"]
+        build_parser().parse_args([a for a in argv[3:] if a != "--start"])
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+def test_cluster_addons_validate(version: str) -> None:
+    files = [ROOT / "k8s" / "namespace.yaml", ROOT / "k8s" / "s3.yaml"]
+    p = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
