@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+from numpy.typing import NDArray
 
 from app.features.config import FeatureStoreSettings
 from app.features.definitions import load_repo
@@ -98,7 +99,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             offline.read_window(view.source, view.event_timestamp_column, start, as_of, cols), view
         )
     ids = np.unique(np.concatenate([t.column(spec.entity_key).to_numpy() for t in latest.values()]))
-    stats: dict[str, np.ndarray] = {}
+    stats: dict[str, NDArray[np.float64]] = {}
     for view_name, feats in wanted.items():
         t = latest[view_name]
         pos = np.searchsorted(t.column(spec.entity_key).to_numpy(), ids)  # latest_per_entity sorts by key

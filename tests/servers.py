@@ -323,3 +323,61 @@ class Pushgateway:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def pytriton_dir() -> Path:
+    try:
+        import pytriton
+    except ImportError as exc:
+        raise RuntimeError("nvidia-pytriton not installed: install the multimodal extras") from exc
+    return Path(pytriton.__file__).parent / "tritonserver"
+
+
+def triton_backends(workdir: Path) -> Path:
+    """A backend directory for the python backend: pytriton's libtriton_python.so with the stub for our
+    Python placed beside it (Triton looks for the stub next to the library)."""
+    src = pytriton_dir()
+    dst = workdir / "backends" / "python"
+    dst.mkdir(parents=True, exist_ok=True)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for link, target in {
+        "libtriton_python.so": src / "backends" / "python" / "libtriton_python.so",
+        "triton_python_backend_utils.py": src / "backends" / "python" / "triton_python_backend_utils.py",
+        "triton_python_backend_stub": src / "python_backend_stubs" / version / "triton_python_backend_stub",
+    }.items():
+        path = dst / link
+        if not path.exists():
+            path.symlink_to(target)
+    return dst.parent
+
+
+class TritonServer:
+    """NVIDIA Triton (tritonserver 2.x from nvidia-pytriton) on CPU, serving a model repository."""
+
+    def __init__(self, workdir: Path, repository: Path, http_port: int | None = None) -> None:
+        import site
+
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir, self.repository = workdir, repository
+        self.http_port = http_port or free_port()
+        self.grpc_port, self.metrics_port = free_port(), free_port()
+        self.url = f"127.0.0.1:{self.http_port}"
+        binary = pytriton_dir() / "bin" / "tritonserver"
+        argv = [
+            str(binary), f"--model-repository={repository}", f"--backend-directory={triton_backends(workdir)}",
+            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
+            "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--allow-gpu-metrics=false",
+            "--log-verbose=0", "--exit-on-error=true", "--strict-readiness=true",
+        ]
+        # The python backend's stub imports torch from our virtualenv.
+        env = {"PYTHONPATH": os.pathsep.join(site.getsitepackages() + [str(ROOT)])}
+        self.server = Server(argv, workdir / f"triton-{self.http_port}.log", env=env)
+        try:
+            wait_until(lambda: http_ok(f"http://{self.url}/v2/health/ready"), 120, "tritonserver",
+                       self.server.proc, self.server.log)
+        except BaseException:
+            self.server.stop()
+            raise
+
+    def stop(self) -> None:
+        self.server.stop()

@@ -1,0 +1,1 @@
+"""Multimodal (image + text) product classification: dataset, tokenizer, model, Triton export."""

@@ -1,0 +1,109 @@
+"""``POST /v1/classify``: multipart (``image`` file + ``text`` field) or JSON (``image_b64`` + ``text``)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from typing import Any
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.datastructures import UploadFile
+from starlette.responses import Response
+
+from app.common.errors import ApiError, json_response, load_json
+from app.multimodal.dataset import CLASSES
+from app.multimodal.preprocessing import ImageError, decode_and_resize
+from app.multimodal.tokenizer import tokenize
+from app.preprocess import metrics
+from app.preprocess.triton import TritonUnavailableError
+
+router = APIRouter(prefix="/v1", tags=["classify"])
+
+
+def reject(status: int, reason: str, message: str) -> ApiError:
+    metrics.REJECTED_INPUTS.labels(reason).inc()
+    return ApiError(status, message)
+
+
+async def read_input(request: Request, max_bytes: int) -> tuple[bytes, str]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        try:
+            form = await request.form(max_files=1, max_fields=4, max_part_size=max_bytes)
+        except Exception as exc:  # malformed multipart, parts over the limit
+            raise reject(400, "multipart", f"cannot read the multipart body: {exc}") from None
+        upload, text = form.get("image"), form.get("text")
+        if not isinstance(upload, UploadFile):
+            raise reject(400, "missing_image", "multipart body needs a file field 'image'")
+        image = await upload.read(max_bytes + 1)
+        if not isinstance(text, str):
+            raise reject(400, "missing_text", "multipart body needs a text field 'text'")
+    elif ctype == "application/json":
+        payload = load_json(await request.body())
+        if not isinstance(payload, dict) or not isinstance(payload.get("image_b64"), str):
+            raise reject(400, "missing_image", 'JSON body must be {"image_b64": "<base64>", "text": "..."}')
+        text = payload.get("text")
+        if not isinstance(text, str):
+            raise reject(400, "missing_text", "'text' must be a string")
+        try:
+            image = base64.b64decode(payload["image_b64"], validate=True)
+        except (binascii.Error, ValueError):
+            raise reject(400, "base64", "'image_b64' is not valid base64") from None
+    else:
+        raise reject(
+            415,
+            "content_type",
+            f"unsupported content type {ctype or 'none'!r}: use multipart/form-data or application/json",
+        )
+    if len(image) > max_bytes:
+        raise reject(413, "too_large", f"image exceeds the limit of {max_bytes} bytes")
+    return image, text
+
+
+@router.post("/classify")
+async def classify(request: Request) -> Response:
+    state = request.app.state
+    settings = state.settings
+    t_start = time.perf_counter()
+    image, text = await read_input(request, settings.max_image_bytes)
+    text = text.strip()
+    if not text:
+        raise reject(400, "empty_text", "'text' is empty")
+    if len(text) > settings.max_text_chars:
+        raise reject(
+            400, "long_text", f"'text' has {len(text)} characters, above the limit of {settings.max_text_chars}"
+        )
+    timings: dict[str, float] = {}
+    try:
+        # Decoding is CPU work: a thread keeps the event loop answering (Pillow releases the GIL).
+        pixels = await asyncio.get_running_loop().run_in_executor(
+            state.decode_pool, lambda: decode_and_resize(image, max_pixels=settings.max_pixels, timings=timings)
+        )
+    except ImageError as exc:
+        status = 413 if "above the limit" in str(exc) else 400
+        raise reject(status, "image", str(exc)) from None
+    t = time.perf_counter()
+    tokens = tokenize(text)
+    timings["tokenize_ms"] = (time.perf_counter() - t) * 1000
+    t = time.perf_counter()
+    try:
+        probs = (await state.triton.infer(pixels[None], tokens[None]))[0]
+    except TritonUnavailableError as exc:
+        metrics.TRITON_ERRORS.labels("unavailable").inc()
+        raise ApiError(503, str(exc)) from None
+    timings["triton_ms"] = (time.perf_counter() - t) * 1000
+    timings["total_ms"] = (time.perf_counter() - t_start) * 1000
+    for stage in ("decode", "resize", "tokenize", "triton"):
+        metrics.STAGE_LATENCY.labels(stage).observe(timings[f"{stage}_ms"] / 1000)
+    best = int(np.argmax(probs))
+    metrics.PREDICTIONS.labels(CLASSES[best]).inc()
+    body: dict[str, Any] = {
+        "class": CLASSES[best],
+        "probability": float(probs[best]),
+        "probabilities": {c: float(p) for c, p in zip(CLASSES, probs.tolist(), strict=True)},
+        "timings_ms": {k: round(v, 3) for k, v in timings.items()},
+    }
+    return json_response(body)

@@ -1,0 +1,59 @@
+"""The Triton call: binary tensors over HTTP (tritonclient's aio client), with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import tritonclient.http.aio as httpclient
+from numpy.typing import NDArray
+from tritonclient.utils import InferenceServerException
+
+from app.multimodal.triton_repo import INPUT_IMAGE, INPUT_TOKENS, OUTPUT
+
+
+class TritonUnavailableError(Exception):
+    """Triton is down, slow or failing; the message says which."""
+
+
+class TritonModel:
+    def __init__(self, url: str, model: str, timeout_s: float) -> None:
+        self.url, self.model, self.timeout_s = url, model, timeout_s
+        self.client = httpclient.InferenceServerClient(url, conn_timeout=timeout_s)
+        self._ready_at = 0.0
+        self._ready = False
+
+    async def infer(self, images: NDArray[np.uint8], tokens: NDArray[np.int64]) -> NDArray[np.float32]:
+        img = httpclient.InferInput(INPUT_IMAGE, list(images.shape), "UINT8")
+        img.set_data_from_numpy(images)  # binary, uint8: 12 KB per 64x64 image on the wire
+        tok = httpclient.InferInput(INPUT_TOKENS, list(tokens.shape), "INT64")
+        tok.set_data_from_numpy(tokens)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                result = await self.client.infer(
+                    self.model, [img, tok], outputs=[httpclient.InferRequestedOutput(OUTPUT)]
+                )
+        except TimeoutError:
+            raise TritonUnavailableError(f"Triton did not answer within {self.timeout_s * 1000:.0f} ms") from None
+        except InferenceServerException as exc:
+            raise TritonUnavailableError(f"Triton error: {exc.message()}") from None
+        except Exception as exc:  # aiohttp connection errors and friends
+            raise TritonUnavailableError(f"Triton unreachable at {self.url}: {exc!r}") from None
+        probs: NDArray[np.float32] = result.as_numpy(OUTPUT)
+        return probs
+
+    async def ready(self) -> bool:
+        """Model readiness, cached for a second so probes do not hammer Triton."""
+        now = time.monotonic()
+        if now - self._ready_at > 1.0:
+            try:
+                async with asyncio.timeout(min(self.timeout_s, 1.0)):
+                    self._ready = bool(await self.client.is_model_ready(self.model))
+            except Exception:
+                self._ready = False
+            self._ready_at = now
+        return self._ready
+
+    async def close(self) -> None:
+        await self.client.close()
