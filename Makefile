@@ -21,6 +21,8 @@ $(STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	# tritonserver for the tests, from nvidia-pytriton: --no-deps, because its Python side pins numpy<2
+	$(BIN)/python -m pip install -q --no-deps nvidia-pytriton==0.7.0
 	$(BIN)/python k8s/install_tools.py $(BIN)
 	rm -f $(VENV)/.installed-*
 	touch $@

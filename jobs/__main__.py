@@ -21,7 +21,7 @@ from app.features.materialize import MaterializationLockedError
 from app.features.offline import OfflineStoreError
 from app.features.online import OnlineStoreUnavailableError
 from app.modelstore import ModelStoreError, open_store
-from jobs import batch_predict, featurestore, summary, train
+from jobs import batch_predict, featurestore, multimodal, summary, train
 
 FEATURE_COMMANDS = {"seed", "features", "materialize", "materialize-incremental"}
 EXIT_LOCKED = 3
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("list-models", help="models in the store with their versions and latest")
     featurestore.add_parsers(sub)
     batch_predict.add_parser(sub)
+    multimodal.add_parsers(sub)
     return parser
 
 
@@ -60,6 +61,8 @@ def _env_key() -> bytes | None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command in FEATURE_COMMANDS:
         return featurestore.run(args)
+    if args.command in ("train-multimodal", "export-triton"):
+        return multimodal.run(args)
     if args.command == "batch-predict":
         return batch_predict.run(args)
     if args.command == "train":

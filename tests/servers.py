@@ -326,11 +326,14 @@ class Pushgateway:
 
 
 def pytriton_dir() -> Path:
-    try:
-        import pytriton
-    except ImportError as exc:
-        raise RuntimeError("nvidia-pytriton not installed: install the multimodal extras") from exc
-    return Path(pytriton.__file__).parent / "tritonserver"
+    """Where nvidia-pytriton keeps its tritonserver build. Found, not imported: we install the package
+    with --no-deps for the binary alone (its Python side pins NumPy < 2)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("nvidia-pytriton not installed: `make setup` installs it (pip install --no-deps)")
+    return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
 
 
 def triton_backends(workdir: Path) -> Path:
@@ -364,17 +367,30 @@ class TritonServer:
         self.url = f"127.0.0.1:{self.http_port}"
         binary = pytriton_dir() / "bin" / "tritonserver"
         argv = [
-            str(binary), f"--model-repository={repository}", f"--backend-directory={triton_backends(workdir)}",
-            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
-            "--http-address=127.0.0.1", "--grpc-address=127.0.0.1", "--allow-gpu-metrics=false",
-            "--log-verbose=0", "--exit-on-error=true", "--strict-readiness=true",
+            str(binary),
+            f"--model-repository={repository}",
+            f"--backend-directory={triton_backends(workdir)}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--allow-gpu-metrics=false",
+            "--log-verbose=0",
+            "--exit-on-error=true",
+            "--strict-readiness=true",
         ]
         # The python backend's stub imports torch from our virtualenv.
         env = {"PYTHONPATH": os.pathsep.join(site.getsitepackages() + [str(ROOT)])}
         self.server = Server(argv, workdir / f"triton-{self.http_port}.log", env=env)
         try:
-            wait_until(lambda: http_ok(f"http://{self.url}/v2/health/ready"), 120, "tritonserver",
-                       self.server.proc, self.server.log)
+            wait_until(
+                lambda: http_ok(f"http://{self.url}/v2/health/ready"),
+                120,
+                "tritonserver",
+                self.server.proc,
+                self.server.log,
+            )
         except BaseException:
             self.server.stop()
             raise

@@ -46,9 +46,11 @@ def decode_and_resize(
             img.load()  # raises on truncated data instead of padding with grey
     except ImageError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageError(f"image is above the limit of pixels Pillow will decode ({exc})") from None
     except UnidentifiedImageError:
         raise ImageError("not an image (unrecognized format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"image cannot be decoded: {exc}") from None
     t1 = time.perf_counter()
     if img.mode != "RGB":

@@ -47,7 +47,7 @@ def accuracy(model: ProductClassifier, data: Arrays) -> float:
 
 
 def train(
-    n_train: int = 2400, n_test: int = 600, epochs: int = 12, seed: int = 0
+    n_train: int = 2400, n_test: int = 600, epochs: int = 25, seed: int = 0
 ) -> tuple[ProductClassifier, dict[str, float], Arrays]:
     torch.manual_seed(seed)
     train_set = to_arrays(generate(n_train, seed=seed, size=TRAIN_IMAGE_SIZE))

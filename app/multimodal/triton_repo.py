@@ -37,8 +37,8 @@ for _p in os.environ.get("PYTHONPATH", "").split(os.pathsep):
     if _p and _p not in sys.path:
         sys.path.append(_p)
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from torch.utils.dlpack import from_dlpack, to_dlpack  # noqa: E402
 import triton_python_backend_utils as pb_utils  # noqa: E402
 
 
@@ -49,17 +49,17 @@ class TritonPythonModel:
         self.model = torch.jit.load(os.path.join(here, "model.pt"), map_location="cpu").eval()
 
     def execute(self, requests):
-        images = [pb_utils.get_input_tensor_by_name(r, "IMAGE").as_numpy() for r in requests]
-        tokens = [pb_utils.get_input_tensor_by_name(r, "TOKENS").as_numpy() for r in requests]
+        # DLPack in and out: zero-copy, and no NumPy in the data path (this Triton's stub was
+        # built against NumPy 1.x; our environment has NumPy 2).
+        images = [from_dlpack(pb_utils.get_input_tensor_by_name(r, "IMAGE").to_dlpack()) for r in requests]
+        tokens = [from_dlpack(pb_utils.get_input_tensor_by_name(r, "TOKENS").to_dlpack()) for r in requests]
         sizes = [len(i) for i in images]
         with torch.no_grad():
-            probs = self.model(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(tokens)))
-        probs = probs.numpy().astype(np.float32)
-        out, start = [], 0
-        for n in sizes:
-            tensor = pb_utils.Tensor("PROBS", probs[start:start + n])
+            probs = self.model(torch.cat(images), torch.cat(tokens)).float().contiguous()
+        out = []
+        for chunk in torch.split(probs, sizes):
+            tensor = pb_utils.Tensor.from_dlpack("PROBS", to_dlpack(chunk.contiguous()))
             out.append(pb_utils.InferenceResponse(output_tensors=[tensor]))
-            start += n
         return out
 '''
 

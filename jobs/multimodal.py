@@ -1,0 +1,65 @@
+"""Multimodal jobs: ``train-multimodal`` (train, write a checkpoint) and ``export-triton``
+(checkpoint -> Triton model repository, local or s3://)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("train-multimodal", help="train the image+text product classifier on generated listings")
+    p.add_argument("--output", default="./var/multimodal", help="checkpoint directory")
+    p.add_argument("--train-size", type=int, default=2400)
+    p.add_argument("--test-size", type=int, default=600)
+    p.add_argument("--epochs", type=int, default=25)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("export-triton", help="write a Triton model repository from a checkpoint")
+    p.add_argument("--checkpoint", default="./var/multimodal")
+    p.add_argument("--repository", required=True, help="directory or s3://bucket/prefix")
+    p.add_argument("--gpu", action="store_true", help="instance group KIND_GPU (default KIND_CPU)")
+    p.add_argument(
+        "--backend",
+        choices=["python", "pytorch"],
+        default="python",
+        help="python: torch inside Triton's python backend (CPU fallback); pytorch: libtorch (NGC image)",
+    )
+    p.add_argument("--no-dynamic-batching", action="store_true")
+    p.add_argument("--max-queue-delay-us", type=int, default=2000)
+    p.add_argument("--instances", type=int, default=1)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    # torch is imported only by these two jobs (~1 s, and a big dependency)
+    import torch
+
+    from app.multimodal.model import ProductClassifier
+    from app.multimodal.training import train
+    from app.multimodal.triton_repo import export
+
+    if args.command == "train-multimodal":
+        model, metrics, _ = train(args.train_size, args.test_size, args.epochs, args.seed)
+        out = Path(args.output)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "model.pt.tmp"
+        torch.save(model.state_dict(), tmp)
+        tmp.replace(out / "model.pt")
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        return {"checkpoint": str(out), **metrics}
+    ckpt = Path(args.checkpoint) / "model.pt"
+    if not ckpt.exists():
+        raise ValueError(f"no checkpoint at {ckpt}: run `python -m jobs train-multimodal` first")
+    model = ProductClassifier()
+    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+    files = export(
+        model,
+        args.repository,
+        kind="KIND_GPU" if args.gpu else "KIND_CPU",
+        backend=args.backend,
+        dynamic_batching=not args.no_dynamic_batching,
+        max_queue_delay_us=args.max_queue_delay_us,
+        instances=args.instances,
+    )
+    return {"repository": args.repository, "files": sorted(files), "kind": "KIND_GPU" if args.gpu else "KIND_CPU"}

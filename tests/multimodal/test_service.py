@@ -1,0 +1,155 @@
+"""Preprocessing service -> real Triton (tritonserver on CPU, python backend): accuracy, bad input,
+Triton down, Triton restarted mid-load."""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.multimodal.dataset import CLASSES
+from app.multimodal.preprocessing import decode_and_resize
+from app.multimodal.tokenizer import tokenize
+from tests.multimodal.conftest import Trained
+from tests.servers import GunicornService, TritonServer, free_port
+
+pytestmark = pytest.mark.integration
+
+
+def classify(url: str, image: bytes, text: str, multipart: bool = True) -> httpx.Response:
+    if multipart:
+        return httpx.post(
+            url + "/v1/classify", files={"image": ("x.jpg", image, "image/jpeg")}, data={"text": text}, timeout=30
+        )
+    return httpx.post(
+        url + "/v1/classify", json={"image_b64": base64.b64encode(image).decode(), "text": text}, timeout=30
+    )
+
+
+def test_accuracy_through_the_services_equals_in_process(trained: Trained, preprocess: GunicornService) -> None:
+    listings = trained.held_out
+    images = np.stack([decode_and_resize(x.image) for x in listings])
+    tokens = np.stack([tokenize(x.title) for x in listings])
+    with torch.no_grad():
+        local = trained.model(torch.from_numpy(images), torch.from_numpy(tokens)).numpy()
+    served = []
+    for i, x in enumerate(listings):
+        r = classify(preprocess.url, x.image, x.title, multipart=i % 2 == 0)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        served.append([body["probabilities"][c] for c in CLASSES])
+        assert set(body["timings_ms"]) == {"decode_ms", "resize_ms", "tokenize_ms", "triton_ms", "total_ms"}
+    served_arr = np.array(served)
+    np.testing.assert_allclose(served_arr, local, atol=1e-5)  # no skew between the two paths
+    labels = np.array([x.label for x in listings])
+    assert (served_arr.argmax(1) == labels).mean() == (local.argmax(1) == labels).mean() > 0.9
+    metrics = httpx.get(preprocess.url + "/metrics").text
+    assert 'preprocess_stage_duration_seconds_count{stage="triton"}' in metrics
+
+
+def _png_bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (6000, 5000)).save(buf, "PNG")  # 30M pixels in a few KB; the service allows 20M
+    return buf.getvalue()
+
+
+def _jpeg(size: tuple[int, int] = (320, 240)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, (90, 10, 10)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+BAD = [
+    ("not an image", lambda: classify_args(b"hello world", "wool set"), 400, "not an image"),
+    ("truncated", lambda: classify_args(_jpeg()[:300], "wool set"), 400, "cannot be decoded"),
+    ("too many pixels", lambda: classify_args(_png_bomb(), "wool set"), 413, "above the limit"),
+    ("too many bytes", lambda: classify_args(b"\xff" * 2_100_000, "wool set"), 413, "exceeds the limit"),
+    ("empty text", lambda: classify_args(_jpeg(), "   "), 400, "'text' is empty"),
+    ("overlong text", lambda: classify_args(_jpeg(), "wool " * 100), 400, "above the limit of 300"),
+]
+
+
+def classify_args(image: bytes, text: str) -> tuple[bytes, str]:
+    return image, text
+
+
+@pytest.mark.parametrize(("case", "make", "status", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_a_clear_4xx(preprocess: GunicornService, case: str, make, status: int, message: str) -> None:  # type: ignore[no-untyped-def]
+    image, text = make()
+    for multipart in (True, False):
+        r = classify(preprocess.url, image, text, multipart=multipart)
+        assert r.status_code == status, (multipart, r.text)
+        assert message in r.json()["error"]
+
+
+def test_wrong_content_type_and_shapes_of_body(preprocess: GunicornService) -> None:
+    r = httpx.post(preprocess.url + "/v1/classify", content=b"raw", headers={"content-type": "image/jpeg"})
+    assert r.status_code == 415 and "multipart/form-data or application/json" in r.json()["error"]
+    r = httpx.post(preprocess.url + "/v1/classify", json={"image_b64": "!!!", "text": "x"})
+    assert r.status_code == 400 and "base64" in r.json()["error"]
+    r = httpx.post(preprocess.url + "/v1/classify", files={"other": ("a", b"x")}, data={"text": "x"})
+    assert r.status_code == 400 and "'image'" in r.json()["error"]
+    assert 'status="5' not in httpx.get(preprocess.url + "/metrics").text
+
+
+def test_triton_down_is_a_fast_503_and_unready(tmp_path: Path) -> None:
+    srv = GunicornService(
+        tmp_path / "svc",
+        {"PREPROCESS_TRITON_URL": f"127.0.0.1:{free_port()}", "PREPROCESS_TRITON_TIMEOUT_MS": "300"},
+        app="app.preprocess.main:app",
+        ready_path="/healthz",
+    ).wait_ready()
+    try:
+        t = time.monotonic()
+        r = classify(srv.url, _jpeg(), "wool set")
+        assert r.status_code == 503 and "Triton" in r.json()["error"]
+        assert time.monotonic() - t < 2
+        assert httpx.get(srv.url + "/readyz").status_code == 503
+    finally:
+        srv.stop()
+
+
+def test_triton_restart_mid_load(trained: Trained, tmp_path: Path) -> None:
+    triton = TritonServer(tmp_path / "triton", trained.repository)
+    srv = GunicornService(
+        tmp_path / "svc",
+        {"PREPROCESS_TRITON_URL": triton.url, "PREPROCESS_TRITON_TIMEOUT_MS": "500"},
+        app="app.preprocess.main:app",
+    ).wait_ready()
+    x = trained.held_out[0]
+    outcomes: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as c:
+            while not stop.is_set():
+                r = c.post(srv.url + "/v1/classify", files={"image": ("x.jpg", x.image)}, data={"text": x.title})
+                outcomes.append(r.status_code)
+
+    threads = [threading.Thread(target=load) for _ in range(3)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        triton.stop()  # Triton goes away mid-load ...
+        time.sleep(1.0)
+        down_at = len(outcomes)
+        triton = TritonServer(tmp_path / "triton2", trained.repository, http_port=triton.http_port)  # ... and returns
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        srv.stop()
+        triton.stop()
+    assert set(outcomes) <= {200, 503}, set(outcomes)  # never a 500, never a hang
+    assert 503 in outcomes[down_at - 5 :]  # requests while Triton was away got a clean 503
+    assert outcomes[-5:] == [200] * 5  # recovered without restarting the service
