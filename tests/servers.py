@@ -381,7 +381,7 @@ class TritonServer:
             "--strict-readiness=true",
         ]
         # The python backend's stub imports torch from our virtualenv.
-        env = {"PYTHONPATH": os.pathsep.join(site.getsitepackages() + [str(ROOT)])}
+        env = {"PYTHONPATH": os.pathsep.join([*site.getsitepackages(), str(ROOT)])}
         self.server = Server(argv, workdir / f"triton-{self.http_port}.log", env=env)
         try:
             wait_until(
