@@ -55,7 +55,7 @@ NS ?= ml-platform
 RELEASE ?= mlp
 REGISTRY ?= localhost/ml-platform
 TAG ?= dev
-IMAGES := predict featureserver jobs
+IMAGES := predict featureserver jobs preprocess triton
 HELM := $(BIN)/helm
 KUBECTL := $(BIN)/kubectl
 
@@ -72,9 +72,10 @@ kind-up: setup
 
 images:
 	for img in $(IMAGES); do docker build -f images/$$img/Dockerfile -t $(REGISTRY)/$$img:$(TAG) . || exit 1; done
+	docker build -f images/jobs/Dockerfile --build-arg EXTRAS=multimodal -t $(REGISTRY)/jobs-multimodal:$(TAG) .
 
 kind-load:
-	for img in $(IMAGES); do kind load docker-image $(REGISTRY)/$$img:$(TAG) --name $(CLUSTER) || exit 1; done
+	for img in $(IMAGES) jobs-multimodal; do kind load docker-image $(REGISTRY)/$$img:$(TAG) --name $(CLUSTER) || exit 1; done
 
 deploy: setup
 	$(KUBECTL) apply -f k8s/namespace.yaml

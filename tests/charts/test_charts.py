@@ -128,7 +128,7 @@ def test_service_monitors_select_our_services(profile: str) -> None:
     docs = rendered(profile)
     services = by_kind(docs, "Service")
     monitors = by_kind(docs, "ServiceMonitor")
-    assert len(monitors) == 2
+    assert len(monitors) == 4  # predict, feature server, preprocess, Triton's metrics port
     for sm in monitors:
         assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         selected = [
@@ -184,8 +184,8 @@ def test_rolling_updates_drop_nothing(profile: str) -> None:
         c = spec["containers"][0]
         assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
         pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
-        assert spec["terminationGracePeriodSeconds"] > pre_stop + 25  # preStop + gunicorn's graceful timeout
-        assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert spec["terminationGracePeriodSeconds"] > pre_stop + 25  # preStop + the server's own drain
+        assert c["readinessProbe"]["httpGet"]["path"] in ("/readyz", "/v2/health/ready")
 
 
 def test_profiles_differ_where_they_should() -> None:
@@ -213,12 +213,14 @@ def test_disabling_a_subchart_removes_it() -> None:
 
 def test_dockerfiles_pass_hadolint() -> None:
     files = sorted((ROOT / "images").glob("*/Dockerfile"))
-    assert {f.parent.name for f in files} >= {"predict", "jobs", "featureserver"}
+    assert {f.parent.name for f in files} == {"predict", "jobs", "featureserver", "preprocess", "triton"}
     p = subprocess.run([tool("hadolint"), *map(str, files)], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
     for f in files:
         text = f.read_text()
-        assert "USER 10001" in text and "FROM ${PYTHON_IMAGE} AS build" in text, f
+        assert "USER 10001" in text and "org.opencontainers.image.title" in text, f
+        if f.parent.name != "triton":  # ours: multi-stage, the runtime stage without build tools
+            assert "FROM ${PYTHON_IMAGE} AS build" in text and text.count("FROM ") == 2, f
 
 
 @pytest.mark.parametrize("profile", ["kind", "eks"])
@@ -227,17 +229,17 @@ def test_alert_rules_pass_promtool(profile: str, tmp_path: Path) -> None:
 
     promtool = debian_binary("promtool", "prometheus")
     groups = [g for r in by_kind(rendered(profile), "PrometheusRule") for g in r["spec"]["groups"]]
-    assert len(groups) == 2
+    assert len(groups) == 3
     f = tmp_path / "rules.yaml"
     f.write_text(yaml.safe_dump({"groups": groups}))
     p = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "SUCCESS: 7 rules found" in p.stdout
+    assert "SUCCESS: 9 rules found" in p.stdout
 
 
 def test_bootstrap_job_only_where_enabled_and_runs_real_subcommands() -> None:
-    assert not by_kind(rendered("eks"), "Job")
-    (job,) = by_kind(rendered("kind"), "Job")
+    assert not [j for j in by_kind(rendered("eks"), "Job") if j["metadata"]["name"].endswith("bootstrap")]
+    (job,) = [j for j in by_kind(rendered("kind"), "Job") if j["metadata"]["name"].endswith("bootstrap")]
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     lines = [ln.strip() for ln in script.splitlines() if ln.strip()]
     assert len(lines) == 6
@@ -257,3 +259,34 @@ def test_cluster_addons_validate(version: str) -> None:
         check=False,
     )
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_gpu_settings_only_in_the_gpu_profile() -> None:
+    def triton(profile: str) -> dict[str, Any]:
+        return next(d for d in by_kind(rendered(profile), "Deployment") if d["metadata"]["name"].endswith("-triton"))
+
+    def export_script(profile: str) -> str:
+        job = next(j for j in by_kind(rendered(profile), "Job") if j["metadata"]["name"].endswith("-export"))
+        return str(job["spec"]["template"]["spec"]["containers"][0]["args"][0])
+
+    gpu, cpu = triton("eks")["spec"]["template"]["spec"], triton("kind")["spec"]["template"]["spec"]
+    assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["nodeSelector"] == {"ml-platform.io/pool": "gpu"}
+    assert any(t["key"] == "nvidia.com/gpu" for t in gpu["tolerations"])
+    assert "nvidia.com/gpu" not in yaml.safe_dump(cpu) and "tolerations" not in cpu
+    assert cpu["nodeSelector"] == {"ml-platform.io/pool": "inference"}
+    assert "--gpu --backend pytorch" in export_script("eks") and "--gpu" not in export_script("kind")
+    for profile in ("kind", "eks"):
+        c = triton(profile)["spec"]["template"]["spec"]["containers"][0]
+        assert c["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+        assert c["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    kind_repo = triton("kind")["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert kind_repo == "--model-repository=s3://s3.ml-platform.svc.cluster.local:8333/models/triton"
+
+
+def test_export_job_runs_real_subcommands() -> None:
+    job = next(j for j in by_kind(rendered("eks"), "Job") if j["metadata"]["name"].endswith("-export"))
+    for line in [ln.strip() for ln in job["spec"]["template"]["spec"]["containers"][0]["args"][0].splitlines() if ln]:
+        argv = shlex.split(line)
+        assert argv[:3] == ["python", "-m", "jobs"]
+        build_parser().parse_args(argv[3:])
