@@ -61,6 +61,43 @@ def draft_decode_floor(data: bytes) -> None:
     img.load()
 
 
+async def _triton_load(
+    url: str, images: np.ndarray, tokens: np.ndarray, seconds: float, concurrency: int
+) -> list[float]:
+    import asyncio
+
+    from tritonclient.http import aio
+
+    client = aio.InferenceServerClient(url)
+    lat: list[float] = []
+    deadline = time.perf_counter() + seconds
+
+    async def worker(i: int) -> None:
+        while time.perf_counter() < deadline:
+            a = aio.InferInput("IMAGE", [1, 64, 64, 3], "UINT8")
+            a.set_data_from_numpy(images[i % len(images)][None])
+            b = aio.InferInput("TOKENS", [1, 16], "INT64")
+            b.set_data_from_numpy(tokens[i % len(tokens)][None])
+            t = time.perf_counter()
+            await client.infer("product_classifier", [a, b])
+            lat.append(time.perf_counter() - t)
+
+    try:
+        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+    finally:
+        await client.close()
+    return lat
+
+
+def triton_batch_size(metrics_url: str) -> float:
+    import urllib.request
+
+    text = urllib.request.urlopen(metrics_url, timeout=5).read().decode()
+    count = sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("nv_inference_count{"))
+    execs = sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("nv_inference_exec_count{"))
+    return count / execs if execs else 0.0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=20)
@@ -101,6 +138,29 @@ def main() -> int:
             app="app.preprocess.main:app",
         )
         try:
+            import asyncio
+
+            from app.multimodal.tokenizer import tokenize
+
+            pix = np.stack([decode_and_resize(d) for d in images])
+            tok = np.stack([tokenize("Deluxe wool set")] * len(images))
+            for conc in (1, 16):
+                lat = asyncio.run(_triton_load(triton.url, pix, tok, args.seconds, conc))
+                lat.sort()
+                key = f"triton_{'dynamic' if batching else 'no'}_batching_c{conc}"
+                results[key] = {
+                    "rps": len(lat) / args.seconds,
+                    "p50_ms": statistics.median(lat) * 1000,
+                    "p99_ms": lat[int(len(lat) * 0.99) - 1] * 1000,
+                    "mean_batch": triton_batch_size(f"http://127.0.0.1:{triton.metrics_port}/metrics"),
+                }
+                r = results[key]
+                print(
+                    f"  Triton alone (preprocessed tensors), dynamic batching {'on ' if batching else 'off'}, "
+                    f"{conc:>2} concurrent: {r['rps']:7.1f} rps, p50 {r['p50_ms']:6.2f} ms, p99 {r['p99_ms']:6.2f} ms, "
+                    f"mean batch so far {r['mean_batch']:.1f}",
+                    flush=True,
+                )
             svc.wait_ready()
             wrk_post(svc.url + "/v1/classify", body, 4, 2)
             for conns in (1, 16):
