@@ -31,8 +31,8 @@ demo: setup
 	$(BIN)/python -m app.demo
 
 lint: setup
-	$(BIN)/ruff check app jobs tests bench
-	$(BIN)/ruff format --check app jobs tests bench
+	$(BIN)/ruff check app jobs tests bench k8s charts
+	$(BIN)/ruff format --check app jobs tests bench k8s charts
 
 typecheck: setup
 	$(BIN)/mypy

@@ -290,3 +290,21 @@ def test_export_job_runs_real_subcommands() -> None:
         argv = shlex.split(line)
         assert argv[:3] == ["python", "-m", "jobs"]
         build_parser().parse_args(argv[3:])
+
+
+def test_dashboards_are_configmaps_for_the_grafana_sidecar() -> None:
+    import json
+
+    maps = [
+        d for d in by_kind(rendered("kind"), "ConfigMap") if d["metadata"]["labels"].get("grafana_dashboard") == "1"
+    ]
+    assert {m["metadata"]["name"] for m in maps} == {
+        f"mlp-dashboard-{n}" for n in ("overview", "predict", "featurestore", "multimodal")
+    }
+    for m in maps:
+        ((fname, text),) = m["data"].items()
+        board = json.loads(text)
+        assert fname.endswith(".json") and board["uid"].startswith("ml-platform-")
+        assert board["panels"] and all(p["targets"][0]["expr"] for p in board["panels"])
+    p = helm("template", "mlp", str(CHART), "--set", "dashboards.enabled=false")
+    assert "grafana_dashboard" not in p.stdout
