@@ -4,10 +4,14 @@
 2. feature store: a Redis (valkey-server from PyPI) on loopback, synthetic card
    transactions, the user_stats feature view, materialization, a fraud model trained
    on point-in-time features, batch predictions;
-3. the prediction service and the feature server, started as their containers start
-   them (gunicorn + uvicorn workers), queried over HTTP: v1 JSON, Open Inference
-   Protocol, features by user_id, precomputed predictions, a bad input;
-4. a new model version hot-reloaded, the metrics, and SIGTERM as Kubernetes sends it.
+3. multimodal: an image+text torch model trained on generated product listings and
+   exported as a Triton model repository, served by a real tritonserver on CPU behind
+   the preprocessing service;
+4. the prediction service, the feature server and the preprocessing service, started as
+   their containers start them (gunicorn + uvicorn workers), queried over HTTP: v1 JSON,
+   Open Inference Protocol, features by user_id, precomputed predictions, a product photo
+   and its title, bad inputs;
+5. a new model version hot-reloaded, the metrics, and SIGTERM as Kubernetes sends it.
 
 The local servers are the ones the integration tests use (tests/servers.py).
 """
@@ -55,6 +59,26 @@ def show(method: str, url: str, path: str, body: Any = None) -> Any:
     return answer
 
 
+def http_multipart(url: str, image: bytes, text: str) -> tuple[int, Any]:
+    boundary = "demo-boundary-7d3f"
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="photo.jpg"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + image
+        + (
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="text"\r\n\r\n{text}\r\n--{boundary}--\r\n'
+        ).encode()
+    )
+    req = urllib.request.Request(url, data=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def jobs(env: dict[str, str], *args: str) -> dict[str, Any]:
     import os
 
@@ -76,7 +100,7 @@ def jobs(env: dict[str, str], *args: str) -> dict[str, Any]:
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from tests.servers import GunicornService, RedisServer
+    from tests.servers import GunicornService, RedisServer, TritonServer
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
@@ -103,7 +127,14 @@ def main() -> int:
         jobs(env, "train", "--dataset", "fraud", "--name", "fraud")
         jobs(env, "batch-predict", "--model", "fraud", "--request", "amount=250", "--request", "merchant_category=8")
 
-        say("serve: the prediction service and the feature server (gunicorn + uvicorn workers)")
+        say("multimodal: train the image+text model, export a Triton repository, start tritonserver (CPU)")
+        jobs(env, "train-multimodal", "--output", str(WORK / "multimodal"), "--train-size", "900", "--test-size", "240")
+        jobs(env, "export-triton", "--checkpoint", str(WORK / "multimodal"), "--repository", str(WORK / "triton"))
+        triton = TritonServer(WORK / "tritonserver", WORK / "triton")
+        services.append(triton)
+        print(f"    tritonserver {triton.url} ready, model product_classifier (python backend, KIND_CPU)")
+
+        say("serve: prediction service, feature server, preprocessing service (gunicorn + uvicorn workers)")
         predict = GunicornService(
             WORK / "predict",
             {
@@ -118,7 +149,12 @@ def main() -> int:
         )
         services.append(features)
         predict.wait_ready()
+        preprocess = GunicornService(
+            WORK / "preprocess", {"PREPROCESS_TRITON_URL": triton.url}, app="app.preprocess.main:app"
+        )
+        services.append(preprocess)
         features.wait_ready()
+        preprocess.wait_ready()
         url, furl = predict.url, features.url
         print(f"    prediction service {url}, feature server {furl}")
         show("GET", url, "/readyz")
@@ -162,7 +198,21 @@ def main() -> int:
             },
         )
 
+        say("classify a product photo (1600x1200 JPEG) and its title: preprocessing on CPU, the model in Triton")
+        from app.multimodal.dataset import generate
+
+        photo = generate(1, seed=123)[0]
+        with open(WORK / "photo.jpg", "wb") as fh:
+            fh.write(photo.image)
+        print(
+            f"    POST /v1/classify  image=@{WORK / 'photo.jpg'} ({len(photo.image) // 1024} KB)  text={photo.title!r}"
+        )
+        status, answer = http_multipart(preprocess.url + "/v1/classify", photo.image, photo.title)
+        print(f"    -> {status}", json.dumps(answer))
+
         say("bad input gets a clear 4xx naming the problem")
+        status, answer = http_multipart(preprocess.url + "/v1/classify", b"not a picture", "wool set")
+        print(f"    POST /v1/classify (not an image) -> {status}", json.dumps(answer))
         show("POST", url, "/v1/models/breast-cancer/predict", {"instances": [{**instances[0], "mean_radius": "big"}]})
         show(
             "POST",
@@ -189,7 +239,7 @@ def main() -> int:
         say("stop: SIGTERM, as a rolling update sends it; in-flight requests finish")
         for srv in services:
             srv.server.signal(signal.SIGTERM)
-            print(f"    {srv.url} exited with {srv.server.wait(30)}; JSON log: {srv.server.log}")
+            print(f"    {srv.url} exited with {srv.server.wait(60)}; log: {srv.server.log}")
         redis_server.stop()
     say("demo complete")
     return 0

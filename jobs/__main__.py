@@ -21,7 +21,7 @@ from app.features.materialize import MaterializationLockedError
 from app.features.offline import OfflineStoreError
 from app.features.online import OnlineStoreUnavailableError
 from app.modelstore import ModelStoreError, open_store
-from jobs import batch_predict, featurestore, multimodal, summary, train
+from jobs import batch_predict, featurestore, multimodal, rollout, summary, train
 
 FEATURE_COMMANDS = {"seed", "features", "materialize", "materialize-incremental"}
 EXIT_LOCKED = 3
@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     featurestore.add_parsers(sub)
     batch_predict.add_parser(sub)
     multimodal.add_parsers(sub)
+    rollout.add_parser(sub)
     return parser
 
 
@@ -61,6 +62,8 @@ def _env_key() -> bytes | None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.command in FEATURE_COMMANDS:
         return featurestore.run(args)
+    if args.command == "rollout":
+        return rollout.run(args)
     if args.command in ("train-multimodal", "export-triton"):
         return multimodal.run(args)
     if args.command == "batch-predict":
@@ -90,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         OnlineStoreUnavailableError,
         DefinitionError,
         RedisError,
+        rollout.RolloutError,
         ValueError,
         OSError,
     ) as exc:

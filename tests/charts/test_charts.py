@@ -144,7 +144,7 @@ def test_service_monitors_select_our_services(profile: str) -> None:
 
 @pytest.mark.parametrize("profile", list(PROFILES))
 def test_cronjob_runs_a_real_jobs_subcommand(profile: str) -> None:
-    (cron,) = by_kind(rendered(profile), "CronJob")
+    (cron,) = [c for c in by_kind(rendered(profile), "CronJob") if c["metadata"]["name"].endswith("-materialize")]
     assert cron["spec"]["concurrencyPolicy"] == "Forbid" and cron["spec"]["timeZone"]
     job = cron["spec"]["jobTemplate"]["spec"]
     assert job["backoffLimit"] >= 0 and job["activeDeadlineSeconds"] > 0
@@ -168,7 +168,8 @@ def test_pods_are_locked_down(profile: str) -> None:
         psc = spec.get("securityContext", {})
         assert psc.get("runAsNonRoot") is True, name
         assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", name
-        assert spec.get("automountServiceAccountToken") is False, name
+        # only the retrain job talks to the API server (its Role: get/patch on one Deployment)
+        assert spec.get("automountServiceAccountToken") is name.endswith("-retrain"), name
         for c in spec["containers"]:
             sc = c.get("securityContext", {})
             assert sc.get("allowPrivilegeEscalation") is False, name
@@ -308,3 +309,23 @@ def test_dashboards_are_configmaps_for_the_grafana_sidecar() -> None:
         assert board["panels"] and all(p["targets"][0]["expr"] for p in board["panels"])
     p = helm("template", "mlp", str(CHART), "--set", "dashboards.enabled=false")
     assert "grafana_dashboard" not in p.stdout
+
+
+def test_retrain_cronjob_has_a_least_privilege_role() -> None:
+    p = helm("template", "mlp", str(CHART), "--set", "predict.retrain.enabled=true")
+    assert p.returncode == 0, p.stderr
+    docs = [d for d in yaml.safe_load_all(p.stdout) if d]
+    (role,) = by_kind(docs, "Role")
+    assert all(r["verbs"] in (["get", "patch"], ["get"]) for r in role["rules"])
+    assert all(r["resourceNames"] == ["mlp-predict"] and r["apiGroups"] == ["apps"] for r in role["rules"])
+    (binding,) = by_kind(docs, "RoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    cron = next(c for c in by_kind(docs, "CronJob") if c["metadata"]["name"] == "mlp-predict-retrain")
+    spec = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert spec["serviceAccountName"] == binding["subjects"][0]["name"]
+    lines = [ln for ln in spec["containers"][0]["args"][0].splitlines() if ln.strip()]
+    for line in lines:
+        argv = shlex.split(line.split(" --reason")[0])
+        assert argv[:3] == ["python", "-m", "jobs"]
+        build_parser().parse_args(argv[3:] + (["--reason", "x"] if "rollout" in argv else []))
+    assert "--deployment mlp-predict" in lines[1]

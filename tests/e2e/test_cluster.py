@@ -145,3 +145,31 @@ def test_materializer_runs_once(release: None) -> None:
     run(kubectl, "-n", NS, "wait", "--for=condition=complete", "job/e2e-materialize", "--timeout=600s")
     logs = run(kubectl, "-n", NS, "logs", "job/e2e-materialize")
     assert '"status":"ok"' in logs
+
+
+def test_rollout_job_converges_on_the_cluster(release: None) -> None:
+    import sys
+
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs",
+            "rollout",
+            "--deployment",
+            f"{RELEASE}-predict",
+            "--namespace",
+            NS,
+            "--reason",
+            f"e2e-{int(time.time())}",
+            "--timeout-seconds",
+            "600",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+        timeout=700,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert '"patched":true' in p.stdout
