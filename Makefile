@@ -24,6 +24,9 @@ $(STAMP):
 	# tritonserver for the tests, from nvidia-pytriton: --no-deps, because its Python side pins numpy<2
 	$(BIN)/python -m pip install -q --no-deps nvidia-pytriton==0.7.0
 	$(BIN)/python k8s/install_tools.py $(BIN)
+	# checkov has its own virtualenv: its pins clash with ours
+	$(PYTHON) -m venv .venv-checkov
+	.venv-checkov/bin/python -m pip install -q checkov==3.3.30
 	rm -f $(VENV)/.installed-*
 	touch $@
 
