@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,3 +49,16 @@ def freeze_startup_objects() -> None:
     stalling requests for tens of milliseconds scanning it (p99 at 64 connections: 101 -> 22 ms)."""
     gc.collect()
     gc.freeze()
+
+
+def lazy_app(create_app: Callable[[], FastAPI], module_globals: dict[str, Any]) -> Callable[[str], FastAPI]:
+    """A module ``__getattr__`` that builds ``app`` on first access: ``gunicorn pkg.main:app`` gets it,
+    while importing the module (tests, tools) has no side effects."""
+
+    def __getattr__(name: str) -> FastAPI:  # noqa: N807
+        if name == "app":
+            module_globals["app"] = application = create_app()
+            return application
+        raise AttributeError(name)
+
+    return __getattr__

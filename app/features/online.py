@@ -18,10 +18,11 @@ after it MISSING.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -369,40 +370,33 @@ class AsyncOnlineReader:
         now_us: int | None = None,
     ) -> list[FeatureVector]:
         keys = read_keys(requests, entity_ids)
+        async with self._deadline():
+            raw = await (self.client.mget_nonatomic(keys) if self.cluster else self.client.mget(keys))
+        return self.decoder.decode(requests, len(entity_ids), raw, now_us)
+
+    @contextlib.asynccontextmanager
+    async def _deadline(self) -> AsyncIterator[None]:
+        """The read budget and the one mapping of every failure to OnlineStoreUnavailableError.
+
+        asyncio.timeout, not wait_for: no extra task per read (~20 µs on this path)."""
         try:
-            # asyncio.timeout, not wait_for: no extra task per read (~20 µs on this path).
             async with asyncio.timeout(self.timeout_s):
-                raw = await (self.client.mget_nonatomic(keys) if self.cluster else self.client.mget(keys))
+                yield
         except TimeoutError as exc:
-            self._reset()
+            # A connection that missed its deadline may be half-open (e.g. after a failover): start afresh.
+            if isinstance(self.client, PipelinedRedis):
+                self.client.reset()
             raise OnlineStoreUnavailableError(
                 f"online store did not answer within {self.timeout_s * 1000:.0f} ms"
             ) from exc
         except (redis.RedisError, RespError, OSError) as exc:
             raise OnlineStoreUnavailableError(f"online store unavailable: {exc}") from exc
-        return self.decoder.decode(requests, len(entity_ids), raw, now_us)
-
-    def _timeout_message(self) -> str:
-        return f"online store did not answer within {self.timeout_s * 1000:.0f} ms"
-
-    def _reset(self) -> None:
-        # A connection that missed its deadline may be half-open (e.g. after a failover): start afresh.
-        if isinstance(self.client, PipelinedRedis):
-            self.client.reset()
 
     async def get(self, key: str) -> bytes | None:
         """One plain key (e.g. a precomputed prediction), under the same timeout and errors as reads."""
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                value: bytes | None = await self.client.get(key)
-                return value
-        except TimeoutError as exc:
-            self._reset()
-            raise OnlineStoreUnavailableError(
-                f"online store did not answer within {self.timeout_s * 1000:.0f} ms"
-            ) from exc
-        except (redis.RedisError, RespError, OSError) as exc:
-            raise OnlineStoreUnavailableError(f"online store unavailable: {exc}") from exc
+        async with self._deadline():
+            value: bytes | None = await self.client.get(key)
+        return value
 
     async def ping(self) -> None:
         try:

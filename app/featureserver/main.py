@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from app.common.app_factory import freeze_startup_objects, install_common
+from app.common.app_factory import freeze_startup_objects, install_common, lazy_app
 from app.common.logging import configure_logging
 from app.features.definitions import load_repo
 from app.features.online import AsyncOnlineReader
@@ -47,9 +47,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def __getattr__(name: str) -> FastAPI:
-    if name == "app":
-        application = create_app()
-        globals()["app"] = application
-        return application
-    raise AttributeError(name)
+__getattr__ = lazy_app(create_app, globals())

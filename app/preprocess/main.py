@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
-from app.common.app_factory import freeze_startup_objects, install_common
+from app.common.app_factory import freeze_startup_objects, install_common, lazy_app
 from app.common.errors import error_response, json_response
 from app.common.logging import configure_logging
 from app.preprocess.api.routes import classify
@@ -61,9 +61,4 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def __getattr__(name: str) -> FastAPI:
-    if name == "app":
-        application = create_app()
-        globals()["app"] = application
-        return application
-    raise AttributeError(name)
+__getattr__ = lazy_app(create_app, globals())
