@@ -137,6 +137,19 @@ def test_each_system_answers(release: None) -> None:
         assert out["statuses"]["user_stats"] == ["PRESENT"]
     finally:
         pf.kill()
+    import base64
+
+    from app.multimodal.dataset import generate
+
+    listing = generate(1, seed=5, size=(640, 480))[0]
+    pf, murl = port_forward(f"{RELEASE}-multimodal-preprocess")
+    try:
+        out = post(
+            murl + "/v1/classify", {"image_b64": base64.b64encode(listing.image).decode(), "text": listing.title}
+        )
+        assert out["class"] in out["probabilities"] and out["timings_ms"]["triton_ms"] > 0
+    finally:
+        pf.kill()
 
 
 def test_materializer_runs_once(release: None) -> None:
