@@ -163,12 +163,6 @@ class WriteResult:
     unchanged: int = 0
     expired: int = 0
 
-    def add(self, other: WriteResult) -> None:
-        self.written += other.written
-        self.stale += other.stale
-        self.unchanged += other.unchanged
-        self.expired += other.expired
-
 
 @dataclass
 class FeatureVector:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.modelstore import LocalModelStore, ModelStore
+from app.modelstore import ModelStore
 from app.predict.model import SklearnModel
 
 
@@ -17,7 +17,3 @@ def reference(store: ModelStore, name: str) -> SklearnModel:
 
 def instances(model: SklearnModel, x: np.ndarray) -> list[dict[str, float]]:
     return [dict(zip(model.feature_names, row.tolist(), strict=True)) for row in x]
-
-
-def sample_rows(store: LocalModelStore | ModelStore, name: str) -> np.ndarray:
-    return np.asarray(reference(store, name).meta.verification.inputs)
