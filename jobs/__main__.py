@@ -104,4 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Skip the interpreter's teardown: freeing a job's heap (hundreds of MB of Arrow and NumPy buffers)
+    # costs ~0.15 s per run, 10% of a materialization, and the OS reclaims it anyway. Everything the
+    # job owes is done by now: the summary line is written, locks are released, files are closed.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
