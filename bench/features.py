@@ -129,6 +129,20 @@ print(json.dumps(out))
 """
 
 
+def http_points(label: str, url: str, seconds: int, results: dict[str, Any]) -> None:
+    """wrk at 8 connections for 1 and 100 entities; both servers take the same body shape."""
+    for n in (1, 100):
+        body = {"entities": {"entity_id": list(range(n))}, "features": [f"bench_table:{f}" for f in FEATURES]}
+        wrk_post(url, body, 8, 2)  # warm-up
+        rps, p50, p99, errs = astuple(wrk_post(url, body, 8, seconds))
+        results[f"{label}_http_{n}"] = {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errs}
+        print(
+            f"{label}: HTTP {n:>3} entities, 8 conns: {rps:,.0f} rps, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+            f"errors {errs}",
+            flush=True,
+        )
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -207,18 +221,7 @@ def main() -> int:
         )
         try:
             wait_http(f"http://127.0.0.1:{port}/readyz", srv)
-            for n in (1, 100):
-                body = {"entities": {"entity_id": list(range(n))}, "features": [f"bench_table:{f}" for f in FEATURES]}
-                wrk_post(f"http://127.0.0.1:{port}/v1/features", body, 8, 2)
-                rps, p50, p99, errs = astuple(
-                    wrk_post(f"http://127.0.0.1:{port}/v1/features", body, 8, args.http_seconds)
-                )
-                results[f"ours_http_{n}"] = {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errs}
-                print(
-                    f"ours: HTTP {n:>3} entities, 8 conns: {rps:,.0f} rps, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-                    f"errors {errs}",
-                    flush=True,
-                )
+            http_points("ours", f"http://127.0.0.1:{port}/v1/features", args.http_seconds, results)
         finally:
             srv.terminate()
             srv.wait(30)
@@ -293,17 +296,7 @@ def run_feast(
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/health", srv)
-        for n in (1, 100):
-            body = {"entities": {"entity_id": list(range(n))}, "features": [f"bench_table:{f}" for f in FEATURES]}
-            url = f"http://127.0.0.1:{port}/get-online-features"
-            wrk_post(url, body, 8, 2)
-            rps, p50, p99, errs = astuple(wrk_post(url, body, 8, args.http_seconds))
-            results[f"feast_http_{n}"] = {"rps": rps, "p50_ms": p50, "p99_ms": p99, "errors": errs}
-            print(
-                f"feast: HTTP {n:>3} entities, 8 conns: {rps:,.0f} rps, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
-                f"errors {errs}",
-                flush=True,
-            )
+        http_points("feast", f"http://127.0.0.1:{port}/get-online-features", args.http_seconds, results)
     finally:
         srv.terminate()
         srv.wait(30)

@@ -106,9 +106,9 @@ def api(tmp_path: Path) -> Iterator[tuple[FakeApiServer, dict[str, str]]]:
     server.httpd.shutdown()
 
 
-def rollout(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
+def rollout(env: dict[str, str], *args: str, deployment: str = "mlp-predict") -> tuple[int, dict[str, Any]]:
     p = subprocess.run(
-        [sys.executable, "-m", "jobs", "rollout", "--deployment", "mlp-predict", "--namespace", "ml", *args],
+        [sys.executable, "-m", "jobs", "rollout", "--deployment", deployment, "--namespace", "ml", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -139,24 +139,7 @@ def test_rollout_that_never_converges_fails_clearly(api: tuple[FakeApiServer, di
 
 def test_missing_deployment_and_no_cluster(api: tuple[FakeApiServer, dict[str, str]], tmp_path: Path) -> None:
     _, env = api
-    p = subprocess.run(
-        [sys.executable, "-m", "jobs", "rollout", "--deployment", "nope", "--namespace", "ml", "--reason", "x"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert p.returncode == 1 and "answered 404" in p.stdout
-    env = {**env, "KUBECONFIG": str(tmp_path / "missing")}
-    p = subprocess.run(
-        [sys.executable, "-m", "jobs", "rollout", "--deployment", "x", "--reason", "x"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert p.returncode == 1 and "no Kubernetes configuration" in p.stdout
+    code, out = rollout(env, "--reason", "x", deployment="nope")
+    assert code == 1 and "answered 404" in out["error"]
+    code, out = rollout({**env, "KUBECONFIG": str(tmp_path / "missing")}, "--reason", "x")
+    assert code == 1 and "no Kubernetes configuration" in out["error"]
