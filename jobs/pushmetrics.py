@@ -1,32 +1,56 @@
 """Batch-job metrics: pushed to a Prometheus Pushgateway at the end of a run (Prometheus cannot
-scrape a Job that has exited). Grouped by job and labels, so each shard keeps its own series."""
+scrape a Job that has exited). Grouped by job and labels, so each shard keeps its own series.
+
+The values are plain metric families, not Gauge objects: a Gauge takes its value class from
+``PROMETHEUS_MULTIPROC_DIR`` (set for the gunicorn services, and in a pod's environment
+possibly for a Job too) and in multiprocess mode writes mmap files into that directory, which
+raises FileNotFoundError when it does not exist and so failed the run after its work was done.
+A push has one process and one registry: nothing here may depend on that directory."""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
+from prometheus_client import CollectorRegistry, pushadd_to_gateway
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
+
+
+class _Values(Collector):
+    """A fixed set of gauges, collected as-is."""
+
+    def __init__(self, families: Iterable[GaugeMetricFamily]) -> None:
+        self._families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._families
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def families(job: str, values: dict[str, float], success: bool, now: float) -> list[GaugeMetricFamily]:
+    out = [
+        _gauge(f"mlplatform_job_{name}", f"{job}: {name.replace('_', ' ')} of the last run", value)
+        for name, value in values.items()
+    ]
+    out.append(_gauge("mlplatform_job_last_run_timestamp_seconds", "end of the last run", now))
+    out.append(_gauge("mlplatform_job_last_run_success", "1 if the last run succeeded", 1 if success else 0))
+    if success:
+        out.append(_gauge("mlplatform_job_last_success_timestamp_seconds", "end of the last successful run", now))
+    return out
 
 
 def push(gateway: str | None, job: str, grouping: dict[str, str], values: dict[str, float], success: bool) -> None:
     if not gateway:
         return
-    registry = CollectorRegistry()
-    for name, value in values.items():
-        Gauge(f"mlplatform_job_{name}", f"{job}: {name.replace('_', ' ')} of the last run", registry=registry).set(
-            value
-        )
-    Gauge("mlplatform_job_last_run_timestamp_seconds", "end of the last run", registry=registry).set(time.time())
-    Gauge("mlplatform_job_last_run_success", "1 if the last run succeeded", registry=registry).set(1 if success else 0)
-    if success:
-        Gauge(
-            "mlplatform_job_last_success_timestamp_seconds",
-            "end of the last successful run",
-            registry=registry,
-        ).set(time.time())
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Values(families(job, values, success, time.time())))
     try:
         # POST (pushadd): a failed run keeps the previous last_success timestamp.
         pushadd_to_gateway(gateway, job=job, grouping_key=grouping, registry=registry, timeout=5)
