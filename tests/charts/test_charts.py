@@ -329,3 +329,49 @@ def test_retrain_cronjob_has_a_least_privilege_role() -> None:
         assert argv[:3] == ["python", "-m", "jobs"]
         build_parser().parse_args(argv[3:] + (["--reason", "x"] if "rollout" in argv else []))
     assert "--deployment mlp-predict" in lines[1]
+
+
+# Environment variables read with int(): gunicorn's config and the materializer's shard count.
+INT_ENV = {"PORT", "WEB_CONCURRENCY", "GRACEFUL_TIMEOUT", "MATERIALIZE_SHARDS"}
+
+
+def int_settings_env() -> set[str]:
+    """Every environment variable the services' settings classes parse as an int."""
+    from app.featureserver.core.config import Settings as FeatureServerSettings
+    from app.predict.core.config import Settings as PredictSettings
+    from app.preprocess.core.config import Settings as PreprocessSettings
+
+    names = set(INT_ENV)
+    for cls in (PredictSettings, FeatureServerSettings, PreprocessSettings):
+        prefix = cls.model_config.get("env_prefix", "")
+        names |= {f"{prefix}{n}".upper() for n, f in cls.model_fields.items() if f.annotation is int}
+    return names
+
+
+def test_integer_values_render_as_integers() -> None:
+    """Helm reads YAML numbers as float64 and prints 1e+07-style past a million; the settings reject that."""
+    big = {
+        "multimodal.preprocess.maxImageBytes": 10485760,
+        "featurestore.featureServer.maxEntities": 5000000,
+        "predict.batching.maxBatchSize": 100000,
+        "bootstrap.users": 2000000,
+        "bootstrap.enabled": "true",
+    }
+    sets = [a for k, v in big.items() for a in ("--set", f"{k}={v}")]
+    p = helm("template", "mlp", str(CHART), *sets)
+    assert p.returncode == 0, p.stderr
+    docs = [d for d in yaml.safe_load_all(p.stdout) if d]
+    int_env = int_settings_env()
+    assert "PREPROCESS_MAX_IMAGE_BYTES" in int_env and "FEATURES_MAX_ENTITIES" in int_env
+    env = {e["name"]: e.get("value") for _, _, s in pod_specs(docs) for c in s["containers"] for e in c.get("env", [])}
+    assert env["PREPROCESS_MAX_IMAGE_BYTES"] == "10485760"
+    assert env["FEATURES_MAX_ENTITIES"] == "5000000"
+    assert env["PREDICT_MAX_BATCH_SIZE"] == "100000"
+    for profile in PROFILES:
+        for name, _, spec in pod_specs(rendered(profile) + docs):
+            for c in spec["containers"]:
+                for e in c.get("env", []):
+                    if e["name"] in int_env and "value" in e:
+                        assert e["value"].lstrip("-").isdigit(), f"{profile} {name}: {e['name']}={e['value']!r}"
+    script = next(j for j in by_kind(docs, "Job") if j["metadata"]["name"].startswith("mlp-bootstrap"))
+    assert "--users 2000000 " in script["spec"]["template"]["spec"]["containers"][0]["args"][0]
