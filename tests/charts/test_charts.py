@@ -41,11 +41,22 @@ def values_args(profile: str) -> list[str]:
 _RENDERED: dict[str, list[dict[str, Any]]] = {}
 
 
+# A cluster with kube-prometheus-stack serves this API; without it the chart renders no ServiceMonitor/PrometheusRule.
+MONITORING_API = ("--api-versions", "monitoring.coreos.com/v1")
+
+
+def render(*args: str, monitoring: bool = True) -> list[dict[str, Any]]:
+    """`helm template mlp` of the umbrella chart in namespace ml; fails the test when helm fails."""
+    extra = MONITORING_API if monitoring else ()
+    p = helm("template", "mlp", str(CHART), "--namespace", "ml", *extra, *args)
+    assert p.returncode == 0, p.stderr
+    return [d for d in yaml.safe_load_all(p.stdout) if d]
+
+
 def rendered(profile: str) -> list[dict[str, Any]]:
+    """The profile as installed next to kube-prometheus-stack (kind and EKS both run it)."""
     if profile not in _RENDERED:
-        p = helm("template", "mlp", str(CHART), "--namespace", "ml", *values_args(profile))
-        assert p.returncode == 0, p.stderr
-        _RENDERED[profile] = [d for d in yaml.safe_load_all(p.stdout) if d]
+        _RENDERED[profile] = render(*values_args(profile))
     return _RENDERED[profile]
 
 
@@ -375,3 +386,13 @@ def test_integer_values_render_as_integers() -> None:
                         assert e["value"].lstrip("-").isdigit(), f"{profile} {name}: {e['name']}={e['value']!r}"
     script = next(j for j in by_kind(docs, "Job") if j["metadata"]["name"].startswith("mlp-bootstrap"))
     assert "--users 2000000 " in script["spec"]["template"]["spec"]["containers"][0]["args"][0]
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_monitoring_crds_only_where_the_api_exists(profile: str) -> None:
+    """A plain `helm install` on a cluster without the Prometheus Operator must not fail on unknown kinds."""
+    plain = {d["kind"] for d in render(*values_args(profile), monitoring=False)}
+    assert not plain & CRD_KINDS
+    assert "Deployment" in plain and "NetworkPolicy" in plain
+    with_operator = {d["kind"] for d in rendered(profile)}
+    assert CRD_KINDS <= with_operator
