@@ -155,8 +155,14 @@ class Server(Stoppable):
     stop() sends SIGTERM, then SIGKILL to the whole group, and returns once nothing of it is left."""
 
     def __init__(
-        self, argv: Sequence[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+        self,
+        argv: Sequence[str],
+        log: Path,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        inherit_env: bool = True,
     ) -> None:
+        """``inherit_env=False``: exactly ``env``, as a container gets it (nothing of the test's own)."""
         self.log = log
         self.argv = tuple(str(a) for a in argv)
         self._fh = open(log, "wb")  # noqa: SIM115 - closed in stop()
@@ -165,7 +171,7 @@ class Server(Stoppable):
                 list(self.argv),
                 stdout=self._fh,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, **(env or {})},
+                env={**(os.environ if inherit_env else {}), **(env or {})},
                 cwd=cwd or ROOT,
                 start_new_session=True,
             )
