@@ -17,6 +17,7 @@ Outputs: ``predict_proba`` (FP64 ``[rows, n_classes]``) and ``label``
 
 from __future__ import annotations
 
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +61,7 @@ def parse_infer_request(
     body: bytes, header_length: str | None, feature_names: list[str], max_rows: int
 ) -> InferRequest:
     binary = b""
+    body_len = len(body)
     if header_length is not None:
         try:
             hlen = int(header_length)
@@ -78,7 +80,7 @@ def parse_infer_request(
     tensors: list[tuple[str, NDArray[Any]]] = []
     offset = 0
     for i, t in enumerate(inputs):
-        arr, used = _decode_tensor(i, t, binary, offset)
+        arr, used = _decode_tensor(i, t, binary, offset, body_len)
         offset += used
         tensors.append((t["name"], arr))
     if offset != len(binary):
@@ -112,7 +114,7 @@ def parse_infer_request(
     return InferRequest(x=x, id=rid if isinstance(rid, str) else None, outputs=outputs)
 
 
-def _decode_tensor(i: int, t: Any, binary: bytes, offset: int) -> tuple[NDArray[Any], int]:
+def _decode_tensor(i: int, t: Any, binary: bytes, offset: int, body_len: int) -> tuple[NDArray[Any], int]:
     if not isinstance(t, dict):
         raise bad_request(f"inputs[{i}] must be an object")
     name = t.get("name")
@@ -121,13 +123,24 @@ def _decode_tensor(i: int, t: Any, binary: bytes, offset: int) -> tuple[NDArray[
     shape = t.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or not shape:
         raise bad_request(f"input {name!r}: 'shape' must be a list of non-negative integers")
+    if len(shape) > 2:
+        raise bad_request(
+            f"input {name!r}: shape {shape} has {len(shape)} dimensions; use [rows, n_features], [rows] or [rows, 1]"
+        )
+    # Python ints: np.prod wraps around in int64 ([2**32, 2**32] -> 0). Every element of a tensor
+    # takes at least one byte of the body, so a larger count (or dimension, for empty tensors) is
+    # a malformed shape, refused before anything is allocated.
+    count = math.prod(shape)
+    if count > body_len or max(shape) > body_len:
+        raise bad_request(
+            f"input {name!r}: shape {shape} has {count} elements, more than the {body_len}-byte body can carry"
+        )
     datatype = t.get("datatype")
     dtype = NUMERIC_DTYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
         raise bad_request(
             f"input {name!r}: datatype {datatype!r} is not supported; use one of {sorted(NUMERIC_DTYPES)}"
         )
-    count = int(np.prod(shape))
     params = t.get("parameters")
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:

@@ -189,6 +189,22 @@ BAD_INPUTS = [
         400,
         "must be finite, got nan",
     ),
+    (
+        "v2 shape whose element count overflows int64",
+        V2,
+        b'{"inputs":[{"name":"input-0","shape":[4294967296,4294967296],"datatype":"FP64","data":[]}]}',
+        {},
+        400,
+        "shape [4294967296, 4294967296] has 18446744073709551616 elements",
+    ),
+    (
+        "v2 shape of 10**36 elements",
+        V2,
+        b'{"inputs":[{"name":"input-0","shape":[1000000000000000000,1000000000000000000],"datatype":"FP64","data":[]}]}',
+        {},
+        400,
+        "more than the",
+    ),
     ("v2 bad header length", V2, b"{}", {"Inference-Header-Content-Length": "abc"}, 400, "not an integer"),
     ("v2 unknown encoding", V2, b"xx", {"Content-Encoding": "br"}, 415, "Content-Encoding"),
     (

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 import struct
 
 import numpy as np
@@ -153,3 +154,28 @@ def test_string_labels_encode_as_bytes_tensor() -> None:
     content, headers = encode_infer_response("m", "v", None, [("label", True)], np.zeros((2, 2)), labels)
     blob = content[int(headers["inference-header-content-length"]) :]
     assert blob == struct.pack("<I", 3) + b"cat" + struct.pack("<I", 3) + b"dog"
+
+
+HUGE = 4294967296  # 2**32: the product of two of them wraps int64 to 0
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        ({"shape": [HUGE, HUGE], "data": []}, "more than"),
+        ({"shape": [10**18, 10**18], "data": []}, "more than"),
+        ({"shape": [0, 2**62], "data": []}, "more than"),
+        ({"shape": [HUGE, HUGE], "parameters": {"binary_data_size": 0}}, "more than"),
+        ({"shape": [1] * 40, "data": [1]}, "dimensions"),
+        ({"shape": [1, 1, 3], "data": [1, 2, 3]}, "dimensions"),
+        ({"shape": [], "data": [1]}, "non-negative integers"),
+    ],
+)
+def test_oversized_or_malformed_shapes_are_400(tensor: dict, message: str) -> None:
+    """Shapes whose element count overflows int64 used to wrap to 0 in np.prod and end in a 500."""
+    body = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP64", **tensor}]})
+    hlen = str(len(body)) if "parameters" in tensor else None
+    with pytest.raises(ApiError, match=message) as err:
+        parse_infer_request(body, hlen, FEATURES, 100)
+    assert err.value.status == 400
+    assert not re.search(r"-\d", err.value.message)  # never a wrapped, negative count
