@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -7,7 +8,35 @@ import pytest
 
 from app.modelstore import LocalModelStore
 from jobs.train import train_and_publish
+from tests import servers
 from tests.servers import S3Server
+
+# tests/test_harness.py runs inner pytest sessions to prove the session-end check below fails a run.
+pytest_plugins = ["pytester"]
+
+_SESSION_START = pytest.StashKey[int]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_SESSION_START] = servers.last_seq()
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish, which tears the session fixtures down
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fails the run if a process the tests started (the harness's registry) is still running: names
+    each one with its argv and log, and kills it. Also after Ctrl-C, which keeps its own exit status."""
+    left = servers.stop_leftovers(session.config.stash.get(_SESSION_START, 0))
+    if not left:
+        return
+    report = servers.report_leftovers("the tests", left)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_sep("=", "processes left running", red=True)
+        reporter.write_line(report)
+    else:
+        print(report, file=sys.stderr)
+    if session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")

@@ -183,6 +183,9 @@ class Server(Stoppable):
             _history.append(self.started)
             _running[self.started.seq] = self
 
+    def __repr__(self) -> str:
+        return f"Server({self.started})"
+
     @property
     def pid(self) -> int:
         return self.proc.pid
@@ -528,51 +531,24 @@ class Pushgateway(Stoppable):
         self.server.stop()
 
 
-def pytriton_dir() -> Path:
-    """Where nvidia-pytriton keeps its tritonserver build. Found, not imported: we install the package
-    with --no-deps for the binary alone (its Python side pins NumPy < 2)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("pytriton")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("nvidia-pytriton not installed: `make setup` installs it (pip install --no-deps)")
-    return Path(next(iter(spec.submodule_search_locations))) / "tritonserver"
-
-
-def triton_backends(workdir: Path) -> Path:
-    """A backend directory for the python backend: pytriton's libtriton_python.so with the stub for our
-    Python placed beside it (Triton looks for the stub next to the library)."""
-    src = pytriton_dir()
-    dst = workdir / "backends" / "python"
-    dst.mkdir(parents=True, exist_ok=True)
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for link, target in {
-        "libtriton_python.so": src / "backends" / "python" / "libtriton_python.so",
-        "triton_python_backend_utils.py": src / "backends" / "python" / "triton_python_backend_utils.py",
-        "triton_python_backend_stub": src / "python_backend_stubs" / version / "triton_python_backend_stub",
-    }.items():
-        path = dst / link
-        if not path.exists():
-            path.symlink_to(target)
-    return dst.parent
+# The CPU Triton image's entry point (nvidia-pytriton's tritonserver with the python backend): the tests
+# run the same script, with our virtualenv's python first on PATH.
+TRITON_CPU_ENTRYPOINT = ROOT / "images" / "triton-cpu" / "entrypoint.sh"
 
 
 class TritonServer(Stoppable):
     """NVIDIA Triton (tritonserver 2.x from nvidia-pytriton) on CPU, serving a model repository."""
 
     def __init__(self, workdir: Path, repository: Path, http_port: int | None = None) -> None:
-        import site
-
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir, self.repository = workdir, repository
         self.http_port = http_port or free_port()
         self.grpc_port, self.metrics_port = free_port(), free_port()
         self.url = f"127.0.0.1:{self.http_port}"
-        binary = pytriton_dir() / "bin" / "tritonserver"
         argv = [
-            str(binary),
+            "sh",
+            str(TRITON_CPU_ENTRYPOINT),
             f"--model-repository={repository}",
-            f"--backend-directory={triton_backends(workdir)}",
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
@@ -583,8 +559,12 @@ class TritonServer(Stoppable):
             "--exit-on-error=true",
             "--strict-readiness=true",
         ]
-        # The python backend's stub imports torch from our virtualenv.
-        env = {"PYTHONPATH": os.pathsep.join([*site.getsitepackages(), str(ROOT)])}
+        # The script finds tritonserver and torch through the python first on PATH: ours.
+        env = {
+            "PATH": os.pathsep.join([str(VENV_BIN), os.environ.get("PATH", "")]),
+            "TRITON_BACKEND_DIR": str(workdir / "backends"),
+            "PYTHONPATH": str(ROOT),
+        }
         self.server = Server(argv, workdir / f"triton-{self.http_port}.log", env=env)
         try:
             wait_until(

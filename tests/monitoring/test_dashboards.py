@@ -13,6 +13,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ import numpy as np
 import pytest
 import yaml
 
+from tests import servers
 from tests.multimodal.conftest import Trained, trained, triton  # noqa: F401 - fixtures
 from tests.servers import (
     ROOT,
@@ -29,6 +31,7 @@ from tests.servers import (
     Pushgateway,
     RedisServer,
     Server,
+    Stoppable,
     TritonServer,
     debian_binary,
     free_port,
@@ -50,7 +53,7 @@ def dashboards() -> dict[str, Any]:
 PANELS = [(uid, title, expr) for uid, (_, panels) in dashboards().items() for title, _, expr in panels]
 
 
-class Prometheus:
+class Prometheus(Stoppable):
     def __init__(self, workdir: Path, targets: dict[str, str]) -> None:
         binary = debian_binary("prometheus", "prometheus")
         workdir.mkdir(parents=True, exist_ok=True)
@@ -89,21 +92,18 @@ class Prometheus:
         self.server.stop()
 
 
-@pytest.fixture(scope="module")
-def prometheus(
-    trained_store: Path,
-    triton: TritonServer,  # noqa: F811
-    trained: Trained,  # noqa: F811
-    tmp_path_factory: pytest.TempPathFactory,
+@contextmanager
+def monitored_platform(
+    work: Path, trained_store: Path, triton_url: str, triton_metrics: str, image: bytes, title: str
 ) -> Iterator[Prometheus]:
-
+    """Redis, the Pushgateway, the three services and Prometheus scraping them all, after traffic on every
+    path a panel looks at. Each server joins the ExitStack as it starts: whatever stops the setup (a failure,
+    the skip for a missing binary, Ctrl-C) stops every one started before it."""
     from tests.features.conftest import T0
 
-    work = tmp_path_factory.mktemp("monitoring")
-    rs = RedisServer(work / "redis")
-    gw = Pushgateway(work / "pgw")
-    started: list[Any] = [rs, gw]
-    try:
+    with ExitStack() as started:
+        rs = started.enter_context(RedisServer(work / "redis"))
+        gw = started.enter_context(Pushgateway(work / "pgw"))
         env = {
             "FEATURES_REDIS_URL": rs.url,
             "FEATURES_OFFLINE_URL": str(work / "offline"),
@@ -122,29 +122,30 @@ def prometheus(
                 check=True,
                 capture_output=True,
             )
-        predict = GunicornService(work / "predict", {"PREDICT_MODEL_STORE_URL": str(trained_store)})
-        started.append(predict)
-        features = GunicornService(work / "features", {"FEATURES_REDIS_URL": rs.url}, app="app.featureserver.main:app")
-        started.append(features)
-        preprocess = GunicornService(
-            work / "preprocess", {"PREPROCESS_TRITON_URL": triton.url}, app="app.preprocess.main:app"
+        predict = started.enter_context(
+            GunicornService(work / "predict", {"PREDICT_MODEL_STORE_URL": str(trained_store)})
         )
-        started.append(preprocess)
+        features = started.enter_context(
+            GunicornService(work / "features", {"FEATURES_REDIS_URL": rs.url}, app="app.featureserver.main:app")
+        )
+        preprocess = started.enter_context(
+            GunicornService(work / "preprocess", {"PREPROCESS_TRITON_URL": triton_url}, app="app.preprocess.main:app")
+        )
         for s in (predict, features, preprocess):
             s.wait_ready()
-        prom = Prometheus(
-            work / "prometheus",
-            {
-                "predict": predict.url.removeprefix("http://"),
-                "featureserver": features.url.removeprefix("http://"),
-                "preprocess": preprocess.url.removeprefix("http://"),
-                "triton": f"127.0.0.1:{triton.metrics_port}",
-                "pushgateway": gw.url.removeprefix("http://"),
-            },
+        prom = started.enter_context(
+            Prometheus(
+                work / "prometheus",
+                {
+                    "predict": predict.url.removeprefix("http://"),
+                    "featureserver": features.url.removeprefix("http://"),
+                    "preprocess": preprocess.url.removeprefix("http://"),
+                    "triton": triton_metrics,
+                    "pushgateway": gw.url.removeprefix("http://"),
+                },
+            )
         )
-        started.append(prom)
         # Traffic on every path a panel looks at, spread over several scrapes.
-        listing = trained.held_out[0]
         names = httpx.get(predict.url + "/v1/models/iris").json()["features"]
         row = {f["name"]: 1.0 for f in names}
         for _ in range(6):
@@ -157,16 +158,55 @@ def prometheus(
                 features.url + "/v1/features",
                 json={"entities": {"user_id": [1, 2, 999]}, "features": ["user_stats:txn_count_7d"]},
             )
-            httpx.post(
-                preprocess.url + "/v1/classify", files={"image": ("a.jpg", listing.image)}, data={"text": listing.title}
-            )
+            httpx.post(preprocess.url + "/v1/classify", files={"image": ("a.jpg", image)}, data={"text": title})
             httpx.post(preprocess.url + "/v1/classify", files={"image": ("a.jpg", b"nope")}, data={"text": "x"})
             time.sleep(1.0)
         time.sleep(3.0)
         yield prom
-    finally:
-        for s in reversed(started):
-            s.stop()
+
+
+@pytest.fixture(scope="session")
+def monitoring_binaries() -> None:
+    """Skips (fails under CI) before a model is trained or a server started, when Debian's binaries are missing."""
+    debian_binary("prometheus", "prometheus")
+    debian_binary("prometheus-pushgateway", "prometheus-pushgateway")
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    monitoring_binaries: None,
+    trained_store: Path,
+    triton: TritonServer,  # noqa: F811
+    trained: Trained,  # noqa: F811
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Prometheus]:
+    listing = trained.held_out[0]
+    with monitored_platform(
+        tmp_path_factory.mktemp("monitoring"),
+        trained_store,
+        triton.url,
+        f"127.0.0.1:{triton.metrics_port}",
+        listing.image,
+        listing.title,
+    ) as prom:
+        yield prom
+
+
+def test_missing_pushgateway_skips_and_leaves_nothing_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 16: Redis starts first, then the missing Pushgateway skips; the Redis must not outlive the skip."""
+    monkeypatch.delenv("CI", raising=False)  # under CI a missing binary fails instead of skipping
+    path = os.environ["PATH"].split(os.pathsep)
+    monkeypatch.setenv("PATH", os.pathsep.join(d for d in path if not (Path(d) / "prometheus-pushgateway").exists()))
+    since = servers.last_seq()
+    with (
+        pytest.raises(pytest.skip.Exception, match="prometheus-pushgateway not installed"),
+        monitored_platform(tmp_path, tmp_path / "store", "127.0.0.1:1", "127.0.0.1:1", b"", ""),
+    ):
+        pytest.fail("the platform started without a Pushgateway")
+    started = servers.history(since)
+    assert [Path(s.argv[0]).name for s in started] == ["valkey-server"], started  # the issue's path, taken
+    assert servers.registered(since) == []
+    assert [s for s in started if servers.group_members(s.pid)] == []
 
 
 @pytest.mark.parametrize(("dashboard", "panel", "expr"), PANELS, ids=[f"{d}:{t}" for d, t, _ in PANELS])
