@@ -511,12 +511,14 @@ def debian_binary(name: str, package: str) -> str:
 
 
 class Pushgateway(Stoppable):
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, listen: str | None = None) -> None:
+        """``listen``: host:port (default: a free loopback port)."""
         workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        listen = listen or f"127.0.0.1:{free_port()}"
+        self.port = int(listen.rsplit(":", 1)[1])
+        self.url = f"http://{listen}"
         binary = debian_binary("prometheus-pushgateway", "prometheus-pushgateway")
-        self.server = Server([binary, f"--web.listen-address=127.0.0.1:{self.port}"], workdir / "pushgateway.log")
+        self.server = Server([binary, f"--web.listen-address={listen}"], workdir / "pushgateway.log")
         try:
             wait_until(lambda: http_ok(self.url + "/-/ready"), 20, "pushgateway", self.server.proc, self.server.log)
         except BaseException:
