@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import io
+import random
+import time
 
 import numpy as np
 import pytest
@@ -55,3 +57,68 @@ def test_tokenizer() -> None:
     assert (ids[:4] > 1).all() and (ids[4:] == 0).all()
     assert tokenize("zzz unknownword")[:2].tolist() == [UNK, UNK]
     assert (tokenize("wool " * 40) > 0).sum() == MAX_TOKENS
+
+
+def _seed_images() -> dict[str, bytes]:
+    """Small valid files of every format a hostile client might mutate, with real pixel content."""
+    gradient = Image.linear_gradient("L").resize((48, 32))
+    rgb = Image.merge("RGB", (gradient, gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT), gradient))
+    return {
+        "jpeg": _encode(rgb, "JPEG", quality=80),
+        "png": _encode(rgb.convert("RGBA"), "PNG"),
+        "gif": _encode(rgb.convert("P"), "GIF"),
+        "bmp": _encode(rgb, "BMP"),
+        "dds": _encode(rgb.convert("RGBA"), "DDS"),
+        "tiff": _encode(rgb, "TIFF", compression="tiff_lzw"),
+        "webp": _encode(rgb, "WEBP"),
+    }
+
+
+def _mutate(rng: random.Random, data: bytes) -> bytes:
+    """Byte flips, boundary integers (sizes, offsets, counts), deletions and insertions."""
+    b = bytearray(data)
+    for _ in range(rng.randint(1, 8)):
+        i, op = rng.randrange(len(b)), rng.random()
+        if op < 0.5:
+            b[i] = rng.randrange(256)
+        elif op < 0.7:
+            b[i : i + 4] = rng.choice(
+                [b"\xff\xff\xff\xff", b"\x00\x00\x00\x00", b"\x7f\xff\xff\xff", b"\x80\x00\x00\x01"]
+            )
+        elif op < 0.85:
+            del b[i : i + rng.randint(1, 16)]
+        else:
+            b[i:i] = rng.randbytes(rng.randint(1, 16))
+    return bytes(b)
+
+
+def test_fuzzed_images_only_ever_raise_image_error() -> None:
+    """Whatever a decoder raises on mutated bytes (NotImplementedError from a DDS header, struct.error,
+    IndexError, ...) leaves decode_and_resize as ImageError, which the service answers with a 400.
+    Seeded, so a failure reproduces; bounded by cases and by time, so it stays a unit test."""
+    rng = random.Random(20260901)
+    seeds = _seed_images()
+    escaped: dict[str, str] = {}
+    cases, deadline = 0, time.monotonic() + 20
+    while cases < 8000 and time.monotonic() < deadline:
+        for fmt, data in seeds.items():
+            mutated = _mutate(rng, data)
+            cases += 1
+            try:
+                out = decode_and_resize(mutated)
+            except ImageError:
+                continue
+            except Exception as exc:
+                escaped.setdefault(f"{fmt}: {type(exc).__name__}: {exc}", mutated.hex()[:200])
+                continue
+            assert out.shape == (64, 64, 3) and out.dtype == np.uint8
+    assert cases >= 2000, f"only {cases} cases ran in the time budget"
+    assert not escaped, escaped
+
+
+def test_formats_outside_the_accepted_set_are_refused() -> None:
+    for fmt in ("DDS", "TGA", "PPM"):
+        with pytest.raises(ImageError, match="not an image in an accepted format"):
+            decode_and_resize(_encode(Image.new("RGB", (32, 32), (1, 2, 3)), fmt))
+    for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"):
+        assert decode_and_resize(_encode(Image.new("RGB", (32, 32), (1, 2, 3)), fmt)).shape == (64, 64, 3)

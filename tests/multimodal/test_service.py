@@ -67,7 +67,18 @@ def _jpeg(size: tuple[int, int] = (320, 240)) -> bytes:
     return buf.getvalue()
 
 
+def _dds(flags: int, fourcc: bytes = b"\0\0\0\0") -> bytes:
+    """A DDS whose pixel format Pillow's decoder refuses with NotImplementedError (once a 500)."""
+    buf = io.BytesIO()
+    Image.new("RGBA", (8, 8)).save(buf, "DDS")
+    data = bytearray(buf.getvalue())
+    data[80:84], data[84:88] = flags.to_bytes(4, "little"), fourcc  # DDS_PIXELFORMAT.dwFlags, .dwFourCC
+    return bytes(data)
+
+
 BAD = [
+    ("dds unknown pixel format flags", lambda: classify_args(_dds(0), "wool set"), 400, "not an image"),
+    ("dds unknown fourcc", lambda: classify_args(_dds(4, b"ZZZZ"), "wool set"), 400, "not an image"),
     ("not an image", lambda: classify_args(b"hello world", "wool set"), 400, "not an image"),
     ("truncated", lambda: classify_args(_jpeg()[:300], "wool set"), 400, "cannot be decoded"),
     ("too many pixels", lambda: classify_args(_png_bomb(), "wool set"), 413, "above the limit"),
