@@ -29,8 +29,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     if not left:
         return
     report = servers.report_leftovers("the tests", left)
+    report += "\nThis fails the run: a fixture or test must stop what it starts on every path (see tests/servers.py)."
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
+        reporter.line("")  # the progress line may still be open
         reporter.write_sep("=", "processes left running", red=True)
         reporter.write_line(report)
     else:
