@@ -79,14 +79,15 @@ def test_per_feature_inputs_in_any_order() -> None:
             {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, "a", 3]}]},
             "must be numbers",
         ),
-        ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, True, 3]}]}, "booleans"),
+        ({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, True, 3]}]}, "got boolean"),
         (
             {"inputs": [{"name": "x", "shape": [-1, 3], "datatype": "FP64", "data": [1, 2, 3]}]},
             "non-negative",
         ),
         (
+            # orjson writes infinity as null, which is not a number
             {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "data": [1, 2, 1e308 * 10]}]},
-            "finite",
+            "must be numbers, got null",
         ),
         (
             {
@@ -179,3 +180,57 @@ def test_oversized_or_malformed_shapes_are_400(tensor: dict, message: str) -> No
         parse_infer_request(body, hlen, FEATURES, 100)
     assert err.value.status == 400
     assert not re.search(r"-\d", err.value.message)  # never a wrapped, negative count
+
+
+def _per_feature(c: dict) -> bytes:
+    return orjson.dumps(
+        {
+            "inputs": [
+                {"name": "a", "shape": [1], "datatype": "FP64", "data": [1]},
+                {"name": "b", "shape": [1], "datatype": "FP64", "data": [2]},
+                {"name": "c", "shape": [1], "datatype": "FP64", **c},
+            ]
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("tensor", "message"),
+    [
+        ({"data": "1"}, "input 'c': 'data' must be a list, got string"),
+        ({"data": 1}, "input 'c': 'data' must be a list, got int"),
+        ({"data": ["1"]}, "input 'c': 'data' must be numbers, got string"),
+        ({"data": [True]}, "input 'c': 'data' must be numbers, got boolean"),
+        ({"data": [None]}, "input 'c': 'data' must be numbers, got null"),
+        ({"data": [{"v": 1}]}, "input 'c': 'data' must be numbers, got object"),
+        ({"data": [[1]]}, "input 'c': 'data' is nested 2 deep; shape [1] has 1 dimension(s)"),
+        ({"data": [[[1]]], "shape": [1, 1]}, "nested 3 deep"),
+        ({"data": [[1, 2]], "shape": [2, 1]}, "nested as [1, 2]"),
+        ({"data": [[1], 2], "shape": [2, 1]}, "must be numbers, got array"),
+        ({"data": [1], "datatype": "BOOL"}, "datatype 'BOOL' is not supported"),
+        ({"data": [True], "datatype": "BOOL"}, "datatype 'BOOL' is not supported"),
+    ],
+)
+def test_per_feature_tensor_type_errors_name_the_input(tensor: dict, message: str) -> None:
+    """A JSON string was once read as a number ("1" -> 1.0); every non-number is a 400 naming the input."""
+    body = _per_feature(tensor)
+    with pytest.raises(ApiError, match=re.escape(message)) as err:
+        parse_infer_request(body, None, FEATURES, 100)
+    assert err.value.status == 400
+
+
+def test_matrix_tensor_nesting_must_match_shape_or_be_flat() -> None:
+    ok = [[1, 2, 3], [4, 5, 6]]
+    for data in (ok, [1, 2, 3, 4, 5, 6], [1.5, 2, 3, 4, 5, 6]):
+        body = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": data}]})
+        assert parse_infer_request(body, None, FEATURES, 100).x.shape == (2, 3)
+    for data, message in (
+        ([[1, 2], [3, 4], [5, 6]], "nested as [3, 2]"),
+        ([[1, 2, 3], [4, 5]], "nested as"),
+        ([[1, 2, 3], [4, 5, "6"]], "got string"),
+        ([[1, 2, 3], [4, 5, False]], "got boolean"),
+    ):
+        body = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": data}]})
+        with pytest.raises(ApiError, match=re.escape(message)) as err:
+            parse_infer_request(body, None, FEATURES, 100)
+        assert err.value.status == 400
