@@ -26,11 +26,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the local servers live in tests/servers.py
+
+from tests.servers import leaves_nothing_running  # noqa: E402 - needs the path above
+
 WORK = ROOT / "var" / "demo"
 SHOWN_METRICS = ("http_requests_total", "model_predictions_total", "model_info", "models_ready")
 
@@ -98,20 +103,31 @@ def jobs(env: dict[str, str], *args: str) -> dict[str, Any]:
     return result
 
 
+def stop_services(services: list[Any]) -> None:
+    say("stop: SIGTERM, as a rolling update sends it; in-flight requests finish")
+    with ExitStack() as stack:
+        for srv in services:
+            stack.callback(srv.stop)  # whatever happens below, each one is stopped (a no-op once it exited)
+        for srv in services:
+            srv.server.signal(signal.SIGTERM)
+            print(f"    {srv.url} exited with {srv.server.wait(60)}; log: {srv.server.log}")
+
+
+@leaves_nothing_running("make demo")
 def main() -> int:
-    sys.path.insert(0, str(ROOT))
     from tests.servers import GunicornService, RedisServer, TritonServer
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
-    redis_server = RedisServer(WORK / "redis")
-    env = {
-        "MODEL_STORE_URL": str(WORK / "model-store"),
-        "FEATURES_OFFLINE_URL": str(WORK / "offline"),
-        "FEATURES_REDIS_URL": redis_server.url,
-    }
-    services: list[Any] = []
-    try:
+    with ExitStack() as stack:
+        redis_server = stack.enter_context(RedisServer(WORK / "redis"))
+        services: list[Any] = []
+        stack.callback(stop_services, services)  # before Redis stops: the services' last requests may need it
+        env = {
+            "MODEL_STORE_URL": str(WORK / "model-store"),
+            "FEATURES_OFFLINE_URL": str(WORK / "offline"),
+            "FEATURES_REDIS_URL": redis_server.url,
+        }
         say(f"model store: train and publish scikit-learn pipelines ({env['MODEL_STORE_URL']})")
         jobs(env, "train", "--dataset", "breast-cancer")
         jobs(env, "train", "--dataset", "reference")
@@ -235,12 +251,6 @@ def main() -> int:
         for line in str(http("GET", url + "/metrics")[1]).splitlines():
             if line.startswith(SHOWN_METRICS):
                 print("   ", line)
-    finally:
-        say("stop: SIGTERM, as a rolling update sends it; in-flight requests finish")
-        for srv in services:
-            srv.server.signal(signal.SIGTERM)
-            print(f"    {srv.url} exited with {srv.server.wait(60)}; log: {srv.server.log}")
-        redis_server.stop()
     say("demo complete")
     return 0
 

@@ -37,8 +37,8 @@ import pyarrow.parquet as pq
 import redis
 
 from bench.loadgen import wrk_post
-from bench.serving import free_port, wait_http
-from tests.servers import RedisServer
+from bench.serving import wait_http
+from tests.servers import RedisServer, Server, free_port, leaves_nothing_running
 
 ROOT = Path(__file__).resolve().parent.parent
 FEAST_VENV = ROOT / "bench" / ".venvs" / "feast"
@@ -143,6 +143,7 @@ def http_points(label: str, url: str, seconds: int, results: dict[str, Any]) -> 
         )
 
 
+@leaves_nothing_running("bench.features")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -211,21 +212,11 @@ def main() -> int:
 
         # -- HTTP ------------------------------------------------------------------
         port = free_port()
-        log = open(work / "featureserver.log", "wb")  # noqa: SIM115
-        srv = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:app.common.gunicorn_conf", "app.featureserver.main:app"],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2"},
-        )
-        try:
+        argv = [sys.executable, "-m", "gunicorn", "-c", "python:app.common.gunicorn_conf", "app.featureserver.main:app"]
+        server_env = {**env, "BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2"}
+        with Server(argv, work / "featureserver.log", env=server_env, cwd=ROOT) as srv:
             wait_http(f"http://127.0.0.1:{port}/readyz", srv)
             http_points("ours", f"http://127.0.0.1:{port}/v1/features", args.http_seconds, results)
-        finally:
-            srv.terminate()
-            srv.wait(30)
-            log.close()
 
         if not args.skip_feast:
             run_feast(args, work, rs, client, end, results)
@@ -287,20 +278,10 @@ def run_feast(
         results[f"feast_read_{n}"] = {"p50_ms": p50, "p99_ms": p99}
         print(f"feast: online read {int(n):>3} entities in-process p50 {p50:.3f} ms, p99 {p99:.3f} ms", flush=True)
     port = free_port()
-    log = open(work / "feast-serve.log", "wb")  # noqa: SIM115
-    srv = subprocess.Popen(
-        [str(fbin / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "-w", "2"],
-        cwd=repo,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
+    argv = [str(fbin / "feast"), "serve", "-h", "127.0.0.1", "-p", str(port), "-w", "2"]
+    with Server(argv, work / "feast-serve.log", cwd=repo) as srv:
         wait_http(f"http://127.0.0.1:{port}/health", srv)
         http_points("feast", f"http://127.0.0.1:{port}/get-online-features", args.http_seconds, results)
-    finally:
-        srv.terminate()
-        srv.wait(30)
-        log.close()
 
 
 if __name__ == "__main__":

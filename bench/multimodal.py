@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from PIL import Image
 from app.multimodal.dataset import draw
 from app.multimodal.preprocessing import decode_and_resize, naive_decode_and_resize
 from bench.loadgen import wrk_post
+from tests.servers import leaves_nothing_running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,6 +100,7 @@ def triton_batch_size(metrics_url: str) -> float:
     return count / execs if execs else 0.0
 
 
+@leaves_nothing_running("bench.multimodal")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=int, default=20)
@@ -131,13 +134,15 @@ def main() -> int:
     for batching in (True, False):
         repo = work / f"repo-{'dyn' if batching else 'nodyn'}"
         export(model, str(repo), dynamic_batching=batching)
-        triton = TritonServer(work / f"triton-{batching}", repo)
-        svc = GunicornService(
-            work / f"svc-{batching}",
-            {"PREPROCESS_TRITON_URL": triton.url, "PREPROCESS_ACCESS_LOG": "false"},
-            app="app.preprocess.main:app",
-        )
-        try:
+        with ExitStack() as started:  # a failure or Ctrl-C while starting the service still stops Triton
+            triton = started.enter_context(TritonServer(work / f"triton-{batching}", repo))
+            svc = started.enter_context(
+                GunicornService(
+                    work / f"svc-{batching}",
+                    {"PREPROCESS_TRITON_URL": triton.url, "PREPROCESS_ACCESS_LOG": "false"},
+                    app="app.preprocess.main:app",
+                )
+            )
             import asyncio
 
             from app.multimodal.tokenizer import tokenize
@@ -172,9 +177,6 @@ def main() -> int:
                     f"{r.rps:7.1f} rps, p50 {r.p50_ms:6.2f} ms, p99 {r.p99_ms:6.2f} ms, errors {r.errors}",
                     flush=True,
                 )
-        finally:
-            svc.stop()
-            triton.stop()
     out = ROOT / "bench" / "results" / f"multimodal-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

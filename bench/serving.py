@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 
 from bench.loadgen import wrk_post
+from tests.servers import Server, free_port, http_ok, leaves_nothing_running, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -45,25 +42,8 @@ class Point:
     errors: int
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(url)
+def wait_http(url: str, srv: Server, timeout: float = 120) -> None:
+    wait_until(lambda: http_ok(url), timeout, url, srv.proc, srv.log)
 
 
 def measure(name: str, url: str, body: bytes, conns: list[int], duration: int, runs: int) -> list[Point]:
@@ -80,14 +60,6 @@ def measure(name: str, url: str, body: bytes, conns: list[int], duration: int, r
         )
         points.append(p)
     return points
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
 
 
 def ensure_mlserver() -> Path:
@@ -115,22 +87,14 @@ def run_ours(
 ) -> list[Point]:
     port = free_port()
     env = {
-        **os.environ,
         "PREDICT_MODEL_STORE_URL": str(store),
         "BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": "2",
         **extra_env,
     }
-    log = open(work / f"ours-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:app.common.gunicorn_conf", "app.predict.main:app"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-    try:
-        wait_http(f"http://127.0.0.1:{port}/readyz", proc)
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:app.common.gunicorn_conf", "app.predict.main:app"]
+    with Server(argv, work / f"ours-{port}.log", env=env, cwd=ROOT) as srv:
+        wait_http(f"http://127.0.0.1:{port}/readyz", srv)
         base = f"http://127.0.0.1:{port}"
         v1 = json.dumps({"instances": [dict(zip(features, row, strict=True))]}).encode()
         v2 = json.dumps(
@@ -154,9 +118,6 @@ def run_ours(
                 args.runs,
             )
         return points
-    finally:
-        stop(proc)
-        log.close()
 
 
 def run_mlserver(
@@ -188,10 +149,8 @@ def run_mlserver(
             }
         )
     )
-    log = open(work / f"mlserver-{port}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen([str(mlserver), "start", str(mdir)], stdout=log, stderr=subprocess.STDOUT, cwd=mdir)
-    try:
-        wait_http(f"http://127.0.0.1:{port}/v2/models/reference/ready", proc)
+    with Server([str(mlserver), "start", str(mdir)], work / f"mlserver-{port}.log", cwd=mdir) as srv:
+        wait_http(f"http://127.0.0.1:{port}/v2/models/reference/ready", srv)
         body = json.dumps(
             {
                 "inputs": [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}],
@@ -207,11 +166,9 @@ def run_mlserver(
             args.duration,
             args.runs,
         )
-    finally:
-        stop(proc)
-        log.close()
 
 
+@leaves_nothing_running("bench.serving")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=15)
