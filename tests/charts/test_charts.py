@@ -16,7 +16,10 @@ from jobs.__main__ import build_parser
 from tests.servers import ROOT, VENV_BIN
 
 CHART = ROOT / "charts" / "ml-platform"
-PROFILES = {"default": None, "kind": CHART / "ci" / "kind-values.yaml", "eks": CHART / "ci" / "eks-values.yaml"}
+PROFILES = {
+    "default": None,
+    **{f.name.removesuffix("-values.yaml"): f for f in sorted((CHART / "ci").glob("*-values.yaml"))},
+}
 K8S_VERSIONS = ["1.29.0", "1.35.0"]  # oldest and newest minor we support
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 WORKLOADS = {"Deployment", "StatefulSet"}
@@ -62,6 +65,11 @@ def rendered(profile: str) -> list[dict[str, Any]]:
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d["kind"] == kind]
+
+
+def jobs_of(docs: list[dict[str, Any]], component: str) -> list[dict[str, Any]]:
+    """The Jobs of one component (their names carry a hash of the pod template)."""
+    return [j for j in by_kind(docs, "Job") if j["metadata"]["labels"]["app.kubernetes.io/name"] == component]
 
 
 def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
@@ -200,27 +208,39 @@ def test_rolling_updates_drop_nothing(profile: str) -> None:
         assert c["readinessProbe"]["httpGet"]["path"] in ("/readyz", "/v2/health/ready")
 
 
+def env_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for _, _, s in pod_specs(docs) for c in s["containers"] for e in c.get("env", [])}
+
+
 def test_profiles_differ_where_they_should() -> None:
     kind = rendered("kind")
     eks = rendered("eks")
-    env = {e["name"]: e for _, _, s in pod_specs(eks) for c in s["containers"] for e in c.get("env", [])}
-    assert env["FEATURES_REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "elasticache-url"
+    for name in ("FEATURES_REDIS_URL", "PREDICT_FEATURES_REDIS_URL"):
+        assert env_of(eks)[name]["valueFrom"]["secretKeyRef"] == {"name": "elasticache-redis", "key": "redis-url"}
+        assert env_of(kind)[name]["valueFrom"]["secretKeyRef"] == {"name": "mlp-redis", "key": "redis-url"}
     assert not by_kind(eks, "StatefulSet") and by_kind(kind, "StatefulSet")
+    assert not [s for s in by_kind(eks, "Secret")]  # ElastiCache's URL is in the operator's Secret
     sas = {d["metadata"]["name"]: d for d in by_kind(eks, "ServiceAccount")}
     assert all("eks.amazonaws.com/role-arn" in sa["metadata"]["annotations"] for sa in sas.values())
-    kind_env = {e["name"]: e for _, _, s in pod_specs(kind) for c in s["containers"] for e in c.get("env", [])}
-    assert kind_env["PREDICT_FEATURES_REDIS_URL"]["value"] == "redis://mlp-featurestore-redis:6379/0"
     assert "nvidia.com/gpu" not in yaml.safe_dump_all(kind)  # no GPU resources on the CPU profile
     # credentials only ever come from Secrets or IRSA, never from values
-    text = yaml.safe_dump_all(kind + eks)
-    assert "AWS_SECRET_ACCESS_KEY" not in text and "password" not in text.lower()
+    for docs in (kind, eks):
+        for _, _, spec in pod_specs(docs):
+            for c in spec["containers"]:
+                for e in c.get("env", []):
+                    assert "@" not in str(e.get("value", "")), e
+                    assert not e["name"].startswith("AWS_SECRET"), e
 
 
 def test_disabling_a_subchart_removes_it() -> None:
-    p = helm("template", "mlp", str(CHART), "--set", "featurestore.enabled=false")
-    assert p.returncode == 0, p.stderr
-    kinds = [d["kind"] for d in yaml.safe_load_all(p.stdout) if d]
+    kinds = [
+        d["kind"]
+        for d in render("--set", "featurestore.enabled=false", "--set", "predict.onlineFeatures.enabled=false")
+    ]
     assert "CronJob" not in kinds and "StatefulSet" not in kinds and "Deployment" in kinds
+    # predict without an online store would install and never serve feature models: refused, naming the fix
+    p = helm("template", "mlp", str(CHART), "--set", "featurestore.enabled=false")
+    assert p.returncode != 0 and "predict.onlineFeatures.enabled" in p.stderr
 
 
 def test_dockerfiles_pass_hadolint() -> None:
@@ -250,8 +270,8 @@ def test_alert_rules_pass_promtool(profile: str, tmp_path: Path) -> None:
 
 
 def test_bootstrap_job_only_where_enabled_and_runs_real_subcommands() -> None:
-    assert not [j for j in by_kind(rendered("eks"), "Job") if j["metadata"]["name"].endswith("bootstrap")]
-    (job,) = [j for j in by_kind(rendered("kind"), "Job") if j["metadata"]["name"].endswith("bootstrap")]
+    assert not jobs_of(rendered("eks"), "bootstrap")
+    (job,) = jobs_of(rendered("kind"), "bootstrap")
     script = job["spec"]["template"]["spec"]["containers"][0]["args"][0]
     lines = [ln.strip() for ln in script.splitlines() if ln.strip()]
     assert len(lines) == 6
@@ -278,12 +298,12 @@ def test_gpu_settings_only_in_the_gpu_profile() -> None:
         return next(d for d in by_kind(rendered(profile), "Deployment") if d["metadata"]["name"].endswith("-triton"))
 
     def export_script(profile: str) -> str:
-        job = next(j for j in by_kind(rendered(profile), "Job") if j["metadata"]["name"].endswith("-export"))
+        (job,) = jobs_of(rendered(profile), "export")
         return str(job["spec"]["template"]["spec"]["containers"][0]["args"][0])
 
     gpu, cpu = triton("eks")["spec"]["template"]["spec"], triton("kind")["spec"]["template"]["spec"]
     assert gpu["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert gpu["nodeSelector"] == {"ml-platform.io/pool": "gpu"}
+    assert gpu["nodeSelector"] == {"ml-platform.io/pool": "gpu", "eks.amazonaws.com/capacityType": "ON_DEMAND"}
     assert any(t["key"] == "nvidia.com/gpu" for t in gpu["tolerations"])
     assert "nvidia.com/gpu" not in yaml.safe_dump(cpu) and "tolerations" not in cpu
     assert cpu["nodeSelector"] == {"ml-platform.io/pool": "inference"}
@@ -297,7 +317,7 @@ def test_gpu_settings_only_in_the_gpu_profile() -> None:
 
 
 def test_export_job_runs_real_subcommands() -> None:
-    job = next(j for j in by_kind(rendered("eks"), "Job") if j["metadata"]["name"].endswith("-export"))
+    (job,) = jobs_of(rendered("eks"), "export")
     for line in [ln.strip() for ln in job["spec"]["template"]["spec"]["containers"][0]["args"][0].splitlines() if ln]:
         argv = shlex.split(line)
         assert argv[:3] == ["python", "-m", "jobs"]
@@ -384,7 +404,7 @@ def test_integer_values_render_as_integers() -> None:
                 for e in c.get("env", []):
                     if e["name"] in int_env and "value" in e:
                         assert e["value"].lstrip("-").isdigit(), f"{profile} {name}: {e['name']}={e['value']!r}"
-    script = next(j for j in by_kind(docs, "Job") if j["metadata"]["name"].startswith("mlp-bootstrap"))
+    (script,) = jobs_of(docs, "bootstrap")
     assert "--users 2000000 " in script["spec"]["template"]["spec"]["containers"][0]["args"][0]
 
 

@@ -1,25 +1,3 @@
-{{- define "multimodal.fullname" -}}
-{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{- define "multimodal.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: ml-platform
-{{- end }}
-
-{{- define "multimodal.selectorLabels" -}}
-app.kubernetes.io/name: {{ .component }}
-app.kubernetes.io/instance: {{ .root.Release.Name }}
-{{- end }}
-
-{{- define "multimodal.image" -}}
-{{- $g := .root.Values.global.image -}}
-{{- printf "%s/%s:%s" $g.registry .image.repository (default (default .root.Chart.AppVersion $g.tag) .image.tag) }}
-{{- end }}
-
 {{/* Triton's S3 syntax for a custom endpoint is s3://host:port/bucket/path */}}
 {{- define "multimodal.tritonRepository" -}}
 {{- $url := .Values.modelRepository.url -}}
@@ -30,23 +8,9 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 {{- end }}
 {{- end }}
 
-{{- define "multimodal.awsEnv" -}}
-- name: AWS_DEFAULT_REGION
-  value: {{ .Values.global.s3.region | quote }}
-{{- end }}
-
-{{- define "multimodal.containerSecurityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-capabilities:
-  drop: ["ALL"]
-{{- end }}
-
-{{- define "multimodal.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 10001
-runAsGroup: 10001
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
+{{/* GPU: the NGC-based image; CPU fallback: the slim triton-cpu image. Same tritonserver flags. */}}
+{{- define "multimodal.tritonImage" -}}
+{{- $t := .Values.triton.image -}}
+{{- $repo := ternary $t.repository $t.cpuRepository .Values.gpu.enabled -}}
+{{- include "common.image" (dict "root" . "image" (dict "repository" $repo "tag" $t.tag)) }}
 {{- end }}
