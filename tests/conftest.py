@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         print(report, file=sys.stderr)
     if session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def started() -> Iterator[ExitStack]:
+    """Servers a test starts itself: ``started.enter_context(RedisServer(...))`` stops it when the test ends,
+    whichever way it ends, without a try/finally around the test's body."""
+    with ExitStack() as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")

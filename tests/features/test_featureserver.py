@@ -37,19 +37,15 @@ def _user_rows() -> object:
 @pytest.fixture(scope="module")
 def feature_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GunicornService, RedisServer]]:
     work = tmp_path_factory.mktemp("fsrv")
-    rs = RedisServer(work / "redis")
-    store = OnlineStore(redis.Redis.from_url(rs.url), expiry_grace=timedelta(days=30))
-    store.write_latest(user_stats, _user_rows())  # type: ignore[arg-type]
-    srv = GunicornService(
-        work / "svc",
-        {"FEATURES_REDIS_URL": rs.url, "FEATURES_MAX_ENTITIES": "100", "FEATURES_EXPIRY_GRACE_HOURS": "720"},
-        app="app.featureserver.main:app",
-    )
-    try:
-        yield srv.wait_ready(), rs
-    finally:
-        srv.stop()
-        rs.stop()
+    with RedisServer(work / "redis") as rs:  # stopped even if the writes or the service fail
+        store = OnlineStore(redis.Redis.from_url(rs.url), expiry_grace=timedelta(days=30))
+        store.write_latest(user_stats, _user_rows())  # type: ignore[arg-type]
+        with GunicornService(
+            work / "svc",
+            {"FEATURES_REDIS_URL": rs.url, "FEATURES_MAX_ENTITIES": "100", "FEATURES_EXPIRY_GRACE_HOURS": "720"},
+            app="app.featureserver.main:app",
+        ) as srv:
+            yield srv.wait_ready(), rs
 
 
 def test_values_statuses_and_timestamps(feature_server: tuple[GunicornService, RedisServer]) -> None:

@@ -45,24 +45,20 @@ def jobs(env: dict[str, str], *args: str) -> str:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]]:
     work = tmp_path_factory.mktemp("fraud")
-    rs = RedisServer(work / "redis")
-    env = {
-        "FEATURES_OFFLINE_URL": str(work / "offline"),
-        "FEATURES_REDIS_URL": rs.url,
-        "MODEL_STORE_URL": str(work / "models"),
-    }
-    jobs(env, "seed", "--users", "400", "--days", str(DAYS), "--start", START)
-    jobs(env, "features", "--users", "400", "--days", str(DAYS), "--start", START)
-    jobs(env, "train", "--dataset", "fraud", "--name", "fraud", "--n-estimators", "30")
-    jobs(env, "materialize-incremental")
-    srv = GunicornService(
-        work / "svc", {"PREDICT_MODEL_STORE_URL": str(work / "models"), "PREDICT_FEATURES_REDIS_URL": rs.url}
-    ).wait_ready()
-    try:
-        yield {"srv": srv, "env": env, "work": work, "redis": rs}
-    finally:
-        srv.stop()
-        rs.stop()
+    with RedisServer(work / "redis") as rs:  # stopped even if a job or the service fails
+        env = {
+            "FEATURES_OFFLINE_URL": str(work / "offline"),
+            "FEATURES_REDIS_URL": rs.url,
+            "MODEL_STORE_URL": str(work / "models"),
+        }
+        jobs(env, "seed", "--users", "400", "--days", str(DAYS), "--start", START)
+        jobs(env, "features", "--users", "400", "--days", str(DAYS), "--start", START)
+        jobs(env, "train", "--dataset", "fraud", "--name", "fraud", "--n-estimators", "30")
+        jobs(env, "materialize-incremental")
+        with GunicornService(
+            work / "svc", {"PREDICT_MODEL_STORE_URL": str(work / "models"), "PREDICT_FEATURES_REDIS_URL": rs.url}
+        ).wait_ready() as srv:
+            yield {"srv": srv, "env": env, "work": work, "redis": rs}
 
 
 def test_model_learned_from_point_in_time_features(platform: dict) -> None:

@@ -7,6 +7,7 @@ import base64
 import io
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -128,8 +129,8 @@ def test_triton_down_is_a_fast_503_and_unready(tmp_path: Path) -> None:
         srv.stop()
 
 
-def test_triton_restart_mid_load(trained: Trained, tmp_path: Path) -> None:
-    triton = TritonServer(tmp_path / "triton", trained.repository)
+def test_triton_restart_mid_load(trained: Trained, tmp_path: Path, started: ExitStack) -> None:
+    triton = started.enter_context(TritonServer(tmp_path / "triton", trained.repository))  # stopped if the next fails
     srv = GunicornService(
         tmp_path / "svc",
         {"PREPROCESS_TRITON_URL": triton.url, "PREPROCESS_TRITON_TIMEOUT_MS": "500"},

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -106,8 +107,12 @@ class Load:
             t.join()
 
 
-def test_hot_reload_under_load_and_broken_artifacts(store_copy: LocalModelStore, tmp_path: Path) -> None:
-    srv = GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+def test_hot_reload_under_load_and_broken_artifacts(
+    store_copy: LocalModelStore, tmp_path: Path, started: ExitStack
+) -> None:
+    srv = started.enter_context(
+        GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+    )
     ref = reference(store_copy, "breast-cancer")
     load = Load(
         srv.url + "/v1/models/breast-cancer/predict",
@@ -181,8 +186,10 @@ def _read_response(s: socket.socket) -> tuple[int, bytes]:
     return int(head.split()[1]), rest
 
 
-def test_sigterm_drains_in_flight_requests(store_copy: LocalModelStore, tmp_path: Path) -> None:
-    srv = GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+def test_sigterm_drains_in_flight_requests(store_copy: LocalModelStore, tmp_path: Path, started: ExitStack) -> None:
+    srv = started.enter_context(
+        GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+    )
     ref = reference(store_copy, "breast-cancer")
     body = orjson.dumps({"instances": instances(ref, np.asarray(ref.meta.verification.inputs))})
     # Requests whose bodies are still arriving when SIGTERM lands: in flight by any definition.
