@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .PHONY: help setup demo test lint typecheck bench-serving bench-features clean \
-	kind-up images kind-load deploy port-forward smoke test-e2e kind-down
+	kind-up images print-images kind-load deploy port-forward smoke test-e2e kind-down
 
 help:
 	@echo "make demo    set up, then train, publish, serve, query and show metrics end to end"
@@ -22,7 +22,7 @@ $(STAMP):
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
 	# tritonserver for the tests, from nvidia-pytriton: --no-deps, because its Python side pins numpy<2
-	$(BIN)/python -m pip install -q --no-deps nvidia-pytriton==0.7.0
+	$(BIN)/python -m pip install -q --no-deps nvidia-pytriton==$(PYTRITON_VERSION)
 	$(BIN)/python k8s/install_tools.py $(BIN)
 	# checkov has its own virtualenv: its pins clash with ours
 	$(PYTHON) -m venv .venv-checkov
@@ -58,7 +58,25 @@ NS ?= ml-platform
 RELEASE ?= mlp
 REGISTRY ?= localhost/ml-platform
 TAG ?= dev
-IMAGES := predict featureserver jobs preprocess triton
+# The images, one list: `make images` builds IMAGES, `make kind-load` loads them into kind, the README
+# names them and the tests read them (`make -s print-images`, tests/deploy/images.py). GPU_IMAGES are
+# for GPU nodes (EKS), never kind: `make image-triton` builds NGC's Triton (~20 GB).
+IMAGES := predict featureserver preprocess jobs jobs-multimodal triton-cpu
+GPU_IMAGES := triton
+# How each is built: its Dockerfile, stage and build args. The Python images install ml-platform with a
+# pyproject extra (EXTRAS); the CPU Triton gets the multimodal extra's torch, the export job's.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
+TORCH_VERSION := $(shell sed -n 's/^ *"torch==\([^"]*\)",*$$/\1/p' pyproject.toml)
+PYTRITON_VERSION := 0.7.0
+predict.build := -f images/python/Dockerfile --target predict
+featureserver.build := -f images/python/Dockerfile --target featureserver
+preprocess.build := -f images/python/Dockerfile --target preprocess --build-arg EXTRAS=preprocess
+jobs.build := -f images/python/Dockerfile --target jobs
+jobs-multimodal.build := -f images/python/Dockerfile --target jobs --build-arg EXTRAS=multimodal
+triton-cpu.build := -f images/triton-cpu/Dockerfile --build-arg PYTRITON_VERSION=$(PYTRITON_VERSION) \
+	--build-arg TORCH_VERSION=$(TORCH_VERSION)
+triton.build := -f images/triton/Dockerfile
+image-build = docker build $($(1).build) --build-arg VERSION=$(VERSION) -t $(REGISTRY)/$(1):$(TAG) .
 HELM := $(BIN)/helm
 KUBECTL := $(BIN)/kubectl
 
@@ -73,12 +91,16 @@ kind-up: setup
 	$(HELM) upgrade --install prometheus-pushgateway prometheus-community/prometheus-pushgateway -n monitoring \
 	  --set serviceMonitor.enabled=true --set serviceMonitor.additionalLabels.release=kube-prometheus-stack
 
-images:
-	for img in $(IMAGES); do docker build -f images/$$img/Dockerfile -t $(REGISTRY)/$$img:$(TAG) . || exit 1; done
-	docker build -f images/jobs/Dockerfile --build-arg EXTRAS=multimodal -t $(REGISTRY)/jobs-multimodal:$(TAG) .
+images: $(addprefix image-,$(IMAGES))
+
+image-%:
+	$(call image-build,$*)
+
+print-images:
+	@$(foreach img,$(IMAGES) $(GPU_IMAGES),echo '$(img): $(call image-build,$(img))';)
 
 kind-load:
-	for img in $(IMAGES) jobs-multimodal; do kind load docker-image $(REGISTRY)/$$img:$(TAG) --name $(CLUSTER) || exit 1; done
+	for img in $(IMAGES); do kind load docker-image $(REGISTRY)/$$img:$(TAG) --name $(CLUSTER) || exit 1; done
 
 deploy: setup
 	$(KUBECTL) apply -f k8s/namespace.yaml
@@ -86,13 +108,17 @@ deploy: setup
 	  s3-credentials --from-literal=AWS_ACCESS_KEY_ID=dev-$$(openssl rand -hex 6) \
 	  --from-literal=AWS_SECRET_ACCESS_KEY=$$(openssl rand -hex 24)
 	$(KUBECTL) apply -f k8s/s3.yaml
-	$(KUBECTL) -n $(NS) rollout status deploy/s3 --timeout=180s
+	# ready once SeaweedFS answers and the models/features buckets exist (its "buckets" container)
+	$(KUBECTL) -n $(NS) rollout status deploy/s3 --timeout=300s
+	# No hooks: the bootstrap and export Jobs run alongside the services, whose readiness follows
+	# what the Jobs publish; --wait-for-jobs waits for both.
 	$(HELM) upgrade --install $(RELEASE) charts/ml-platform -n $(NS) -f charts/ml-platform/ci/kind-values.yaml \
-	  --set global.image.registry=$(REGISTRY) --set global.image.tag=$(TAG) --wait --timeout 15m
+	  --set global.image.registry=$(REGISTRY) --set global.image.tag=$(TAG) --wait --wait-for-jobs --timeout 20m
 
 port-forward:
 	$(KUBECTL) -n $(NS) port-forward svc/$(RELEASE)-predict 8080:8080 & \
 	$(KUBECTL) -n $(NS) port-forward svc/$(RELEASE)-featurestore-featureserver 8081:8080 & \
+	$(KUBECTL) -n $(NS) port-forward svc/$(RELEASE)-multimodal-preprocess 8082:8080 & \
 	$(KUBECTL) -n monitoring port-forward svc/kube-prometheus-stack-grafana 3000:80 & \
 	wait
 

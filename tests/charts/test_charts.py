@@ -243,18 +243,6 @@ def test_disabling_a_subchart_removes_it() -> None:
     assert p.returncode != 0 and "predict.onlineFeatures.enabled" in p.stderr
 
 
-def test_dockerfiles_pass_hadolint() -> None:
-    files = sorted((ROOT / "images").glob("*/Dockerfile"))
-    assert {f.parent.name for f in files} == {"predict", "jobs", "featureserver", "preprocess", "triton"}
-    p = subprocess.run([tool("hadolint"), *map(str, files)], capture_output=True, text=True, check=False)
-    assert p.returncode == 0, p.stdout + p.stderr
-    for f in files:
-        text = f.read_text()
-        assert "USER 10001" in text and "org.opencontainers.image.title" in text, f
-        if f.parent.name != "triton":  # ours: multi-stage, the runtime stage without build tools
-            assert "FROM ${PYTHON_IMAGE} AS build" in text and text.count("FROM ") == 2, f
-
-
 @pytest.mark.parametrize("profile", ["kind", "eks"])
 def test_alert_rules_pass_promtool(profile: str, tmp_path: Path) -> None:
     from tests.servers import debian_binary
