@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import io
+import select
+import socket
 import threading
 import time
 from contextlib import ExitStack
@@ -165,3 +167,53 @@ def test_triton_restart_mid_load(trained: Trained, tmp_path: Path, started: Exit
     assert set(outcomes) <= {200, 503}, set(outcomes)  # never a 500, never a hang
     assert 503 in outcomes[down_at - 5 :]  # requests while Triton was away got a clean 503
     assert outcomes[-5:] == [200] * 5  # recovered without restarting the service
+
+
+def _upload_50mb(url: str, *, chunked: bool, multipart: bool) -> tuple[int, str, int]:
+    """POST a 50 MB body over a raw socket, stopping as soon as the server answers.
+
+    Returns (status, body, bytes sent). httpx would hide whether the server stopped reading."""
+    total, piece = 50 * 1024 * 1024, b"\xff" * 65536
+    if multipart:
+        ctype = "multipart/form-data; boundary=xx"
+        head = b'--xx\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n\r\n'
+    else:
+        ctype, head = "application/json", b'{"text": "wool", "image_b64": "'
+    host, port = url.removeprefix("http://").split(":")
+    framing = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(head) + total}"
+    sent = 0
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"POST /v1/classify HTTP/1.1\r\nHost: x\r\nContent-Type: {ctype}\r\n{framing}\r\n\r\n".encode())
+        try:
+            for part in [head] + [piece] * (total // len(piece)):
+                if select.select([s], [], [], 0)[0]:
+                    break  # the answer is there: the server stopped reading
+                s.sendall(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
+                sent += len(part)
+            else:
+                if chunked:
+                    s.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed after answering; the answer is still in our receive buffer
+        raw = b""
+        while b"\r\n\r\n" not in raw or len(raw) < raw.index(b"\r\n\r\n") + 30:
+            data = s.recv(65536)
+            if not data:
+                break
+            raw += data
+    status = int(raw.split(b" ", 2)[1])
+    return status, raw.split(b"\r\n\r\n", 1)[1].decode(errors="replace"), sent
+
+
+@pytest.mark.parametrize("multipart", [True, False], ids=["multipart", "json"])
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "content-length"])
+def test_50mb_upload_is_413_with_or_without_content_length(
+    preprocess: GunicornService, chunked: bool, multipart: bool
+) -> None:
+    t = time.monotonic()
+    status, body, sent = _upload_50mb(preprocess.url, chunked=chunked, multipart=multipart)
+    assert status == 413, body
+    assert "exceeds the limit" in body
+    # The body is counted as it streams and reading stops at the limit (4 MB here), far from 50 MB.
+    assert sent < 20 * 1024 * 1024, sent
+    assert time.monotonic() - t < 10

@@ -33,6 +33,11 @@ async def read_input(request: Request, max_bytes: int) -> tuple[bytes, str]:
     if ctype == "multipart/form-data":
         try:
             form = await request.form(max_files=1, max_fields=4, max_part_size=max_bytes)
+        except ApiError:
+            # The body limit, counted as the body streams in (chunked uploads have no Content-Length):
+            # a 413, not a malformed body.
+            metrics.REJECTED_INPUTS.labels("too_large").inc()
+            raise
         except Exception as exc:  # malformed multipart, parts over the limit
             raise reject(400, "multipart", f"cannot read the multipart body: {exc}") from None
         upload, text = form.get("image"), form.get("text")
