@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from app.multimodal.dataset import CLASSES
-from app.multimodal.model import ProductClassifier
 from app.multimodal.preprocessing import IMAGE_SIZE
 from app.multimodal.tokenizer import MAX_TOKENS
+
+if TYPE_CHECKING:
+    from app.multimodal.model import ProductClassifier
 
 MODEL_NAME = "product_classifier"
 INPUT_IMAGE, INPUT_TOKENS, OUTPUT = "IMAGE", "TOKENS", "PROBS"
@@ -105,6 +105,10 @@ def config_pbtxt(
 
 
 def torchscript(model: ProductClassifier) -> bytes:
+    # torch here, not at the top: the preprocessing service imports this module's tensor names and
+    # its image has no torch (tests/images/test_image_imports.py).
+    import torch
+
     model.eval()
     example = (
         torch.zeros(1, IMAGE_SIZE, IMAGE_SIZE, 3, dtype=torch.uint8),
