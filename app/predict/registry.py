@@ -4,17 +4,21 @@ Each gunicorn worker has its own registry. A poll task checks every model's
 ``latest`` pointer; a changed version is loaded and verified in a thread and
 then swapped in with one reference assignment. Requests already queued on the
 old version finish on it; new requests see the new one. A version that fails
-to load is reported (log + ``model_load_failures_total``) and the working
-version keeps serving.
+to load is reported (log + ``model_load_failures_total``) and the newest older
+version that loads is served instead: the one running workers kept, and the one
+a freshly started worker picks too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,7 +26,7 @@ from prometheus_client import Counter
 
 from app.features.definitions import load_repo
 from app.features.online import AsyncOnlineReader
-from app.modelstore import ModelStore, ModelStoreError
+from app.modelstore import ModelMetadata, ModelStore, ModelStoreError
 from app.predict import metrics
 from app.predict.batcher import MicroBatcher
 from app.predict.core.config import Settings
@@ -32,6 +36,13 @@ from app.predict.online_inputs import OnlineInputs, OnlineInputsError
 log = logging.getLogger(__name__)
 
 RETRY_FAILED_AFTER_S = 60.0
+_KEEP = object()  # _select's answer when the version already served is the one to serve
+
+
+def _created(meta: ModelMetadata) -> datetime:
+    """A version's publication time (ValueError if unparseable); naive times are UTC."""
+    t = datetime.fromisoformat(meta.created_at)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 class UnknownModelError(Exception):
@@ -88,7 +99,10 @@ class ModelRegistry:
         self.store = store
         self.models: dict[str, LoadedModel] = {}
         self.expected: list[str] = list(settings.models)
-        self._failed: dict[str, tuple[str, float]] = {}
+        # (model, version) -> when it was rejected: not retried for RETRY_FAILED_AFTER_S.
+        self._rejected: dict[tuple[str, str], float] = {}
+        # model -> (latest, when) once a selection ended elsewhere than at latest.
+        self._settled: dict[str, tuple[str, float]] = {}
         self._task: asyncio.Task[None] | None = None
         self._hmac_key = settings.artifact_hmac_key.get_secret_value().encode() if settings.artifact_hmac_key else None
         self.reader: AsyncOnlineReader | None = None
@@ -163,40 +177,93 @@ class ModelRegistry:
 
     async def _refresh_one(self, name: str) -> None:
         try:
-            version = await asyncio.to_thread(self.store.latest, name)
+            latest = await asyncio.to_thread(self.store.latest, name)
         except ModelStoreError as exc:
             log.warning("cannot read latest pointer", extra={"model": name, "error": str(exc)})
             return
-        if version is None:
+        if latest is None:
             return
         current = self.models.get(name)
-        if current is not None and current.version == version:
+        if current is not None and current.version == latest:
             return
-        failed = self._failed.get(name)
-        if failed and failed[0] == version and time.monotonic() - failed[1] < RETRY_FAILED_AFTER_S:
+        settled = self._settled.get(name)
+        if settled and settled[0] == latest and time.monotonic() - settled[1] < RETRY_FAILED_AFTER_S:
+            return  # latest was rejected recently and the fallback is already decided
+        chosen = await asyncio.to_thread(self._select, name, latest, current.version if current else None)
+        if chosen is None or chosen is _KEEP:
+            self._settled[name] = (latest, time.monotonic())
             return
-        try:
-            loaded = await asyncio.to_thread(self._load, name, version)
-        except (ModelStoreError, ModelLoadError) as exc:
-            self._failed[name] = (version, time.monotonic())
-            metrics.MODEL_LOAD_FAILURES.labels(name, version).inc()
-            log.error(
-                "model version rejected; keeping the version being served",
-                extra={
-                    "model": name,
-                    "version": version,
-                    "serving": current.version if current else None,
-                    "error": str(exc),
-                },
+        assert isinstance(chosen, LoadedModel)
+        if chosen.version == latest:
+            self._settled.pop(name, None)
+        else:
+            self._settled[name] = (latest, time.monotonic())
+            log.warning(
+                "latest version rejected; serving the newest older version that loads",
+                extra={"model": name, "latest": latest, "serving": chosen.version},
             )
-            return
-        self._failed.pop(name, None)
-        self.models[name] = loaded  # the swap: one reference assignment
-        metrics.MODEL_LOADS.labels(name, version).inc()
-        metrics.MODEL_INFO.labels(name, version, loaded.model.engine).set(1)
+        self.models[name] = chosen  # the swap: one reference assignment
+        metrics.MODEL_LOADS.labels(name, chosen.version).inc()
+        metrics.MODEL_INFO.labels(name, chosen.version, chosen.model.engine).set(1)
         if current is not None:
             metrics.MODEL_INFO.labels(name, current.version, current.model.engine).set(0)
-            log.info("model swapped", extra={"model": name, "from": current.version, "to": version})
+            log.info("model swapped", extra={"model": name, "from": current.version, "to": chosen.version})
+
+    def _select(self, name: str, latest: str, serving: str | None) -> LoadedModel | object | None:
+        """The version to serve: ``latest`` if it loads and verifies, else the newest older one that does.
+
+        Every worker applies the same rule to the same store, so a worker that starts while
+        ``latest`` is bad serves what the running ones kept, and readiness is one answer per pod.
+        "Older" is by ``created_at`` up to latest's own: a newer version published with
+        ``--no-latest`` (or one rolled back from) is never served this way. Returns ``_KEEP`` when
+        the choice is the version already being served, None when nothing loads."""
+        for version in itertools.chain([latest], self._older_versions(name, latest)):
+            if version == serving:
+                return _KEEP
+            rejected_at = self._rejected.get((name, version))
+            if rejected_at is not None and time.monotonic() - rejected_at < RETRY_FAILED_AFTER_S:
+                continue
+            try:
+                loaded = self._load(name, version)
+            except (ModelStoreError, ModelLoadError) as exc:
+                self._reject(name, version, serving, exc)
+                continue
+            self._rejected.pop((name, version), None)
+            return loaded
+        return None
+
+    def _older_versions(self, name: str, latest: str) -> Iterator[str]:
+        """Versions other than ``latest``, newest first (only listed once latest has failed)."""
+        try:
+            versions = [v for v in self.store.list_versions(name) if v != latest]
+        except ModelStoreError as exc:
+            log.warning("cannot list versions to fall back to", extra={"model": name, "error": str(exc)})
+            return
+        cutoff: datetime | None
+        try:
+            cutoff = _created(self.store.read_metadata(name, latest))
+        except (ModelStoreError, ValueError):
+            cutoff = None  # latest's own metadata is unreadable: any version may stand in
+        dated: list[tuple[datetime, str]] = []
+        for v in versions:
+            try:
+                created = _created(self.store.read_metadata(name, v))
+            except (ModelStoreError, ValueError) as exc:
+                if (name, v) not in self._rejected:
+                    self._reject(name, v, None, exc)
+                continue
+            if cutoff is None or created <= cutoff:
+                dated.append((created, v))
+        for _, v in sorted(dated, reverse=True):
+            yield v
+
+    def _reject(self, name: str, version: str, serving: str | None, exc: Exception) -> None:
+        self._rejected[(name, version)] = time.monotonic()
+        metrics.MODEL_LOAD_FAILURES.labels(name, version).inc()
+        log.error(
+            "model version rejected; keeping the version being served",
+            extra={"model": name, "version": version, "serving": serving, "error": str(exc)},
+        )
 
     def _load(self, name: str, version: str) -> LoadedModel:
         meta, artifact = self.store.read_version(name, version)
