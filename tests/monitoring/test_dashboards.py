@@ -245,3 +245,15 @@ def test_alert_rules_evaluate(prometheus: Prometheus) -> None:
     for rule in rules:
         out = prometheus.query(rule["expr"])
         assert out["status"] == "success", (rule["alert"], out)
+
+
+def test_ctrl_c_while_prometheus_starts_stops_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sys.modules[__name__], "wait_until", interrupted)
+    since = servers.last_seq()
+    with pytest.raises(KeyboardInterrupt):
+        Prometheus(tmp_path / "prometheus", {})
+    [started] = servers.history(since)  # it did start ...
+    assert servers.registered(since) == [] and servers.group_members(started.pid) == []  # ... and stopped
