@@ -3,6 +3,7 @@ schemas cannot see (selectors, ports, probes, targets, commands, security)."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import subprocess
@@ -533,7 +534,7 @@ def _service_hosts(docs: list[dict[str, Any]]) -> set[str]:
                 elif e["name"] == "PREPROCESS_TRITON_URL":
                     hosts.add(value.split(":")[0])
             for arg in c.get("args", []):
-                hosts |= {h.split(":")[0] for h in __import__("re").findall(r"http://([\w.-]+:\d+)", arg)}
+                hosts |= {h.split(":")[0] for h in re.findall(r"http://([\w.-]+:\d+)", arg)}
     return hosts
 
 
@@ -651,3 +652,78 @@ def test_s3_setup_creates_the_charts_buckets_idempotently(tmp_path: Path) -> Non
     finally:
         weed.kill()
         weed.wait(10)
+
+
+def _objects(schema: dict[str, Any], path: str = "") -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    if schema.get("properties"):
+        out.append((path, schema))
+        for k, v in schema["properties"].items():
+            out += _objects(v, f"{path}.{k}")
+    return out
+
+
+def test_values_schemas_reject_unknown_keys() -> None:
+    p = subprocess.run(
+        [str(VENV_BIN / "python"), str(ROOT / "charts" / "build_schemas.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr  # committed schemas are what the generator writes
+    import json
+
+    files = [CHART / "values.schema.json", *sorted((CHART / "charts").glob("*/values.schema.json"))]
+    assert len(files) == 4
+    for f in files:
+        for path, node in _objects(json.loads(f.read_text())):
+            # the umbrella leaves a subchart's section to that subchart's own schema
+            if f.parent == CHART and path in ("", ".predict", ".featurestore", ".multimodal"):
+                continue
+            assert node.get("additionalProperties") is False, f"{f.relative_to(ROOT)}{path or ' (root)'}"
+    for typo, word in (
+        ("predict.replicaCont=3", "replicaCont"),
+        ("global.imge.tag=x", "imge"),
+        ("featurestore.featureServer.autoscaling.maxReplica=3", "maxReplica"),
+        ("multimodal.triton.image.repo=x", "repo"),
+        ("bootstrap.user=3", "user"),
+    ):
+        p = helm("template", "mlp", str(CHART), "--set", typo)
+        assert p.returncode != 0 and f"additional properties '{word}' not allowed" in p.stderr, p.stderr
+
+
+def test_default_images_are_what_make_images_builds() -> None:
+    p = subprocess.run(["make", "-s", "print-images"], cwd=ROOT, capture_output=True, text=True, check=False)
+    assert p.returncode == 0, p.stderr
+    built = {t for line in p.stdout.splitlines() for t in shlex.split(line.split(":", 1)[1]) if "/" in t and ":" in t}
+    built = {t for t in built if not t.startswith("-")}
+    assert "localhost/ml-platform/predict:dev" in built, built
+
+    def ours(docs: list[dict[str, Any]]) -> set[str]:
+        third_party = ("valkey/", "chrislusf/")
+        return {
+            c["image"] for _, _, s in pod_specs(docs) for c in s["containers"] if not c["image"].startswith(third_party)
+        }
+
+    for profile in ("default", "kind", "plain"):
+        images = ours(rendered(profile))
+        assert images and images <= built, images - built
+        assert "localhost/ml-platform/triton-cpu:dev" in images  # the CPU fallback, no NGC image on kind
+    gpu = ours(render("--set", "multimodal.gpu.enabled=true"))
+    assert "localhost/ml-platform/triton:dev" in gpu and gpu <= built
+    # EKS: every image from the ECR registry the profile names, nothing from elsewhere
+    assert all(i.startswith("123456789012.dkr.ecr.") for i in ours(rendered("eks")))
+    p = helm("template", "mlp", str(CHART), "--set", "global.image.registry=")
+    assert p.returncode != 0 and "/global/image/registry" in p.stderr
+
+
+def test_default_buckets_are_the_ones_k8s_s3_creates() -> None:
+    (deploy,) = [d for d in yaml.safe_load_all((ROOT / "k8s" / "s3.yaml").read_text()) if d["kind"] == "Deployment"]
+    (c,) = [c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == "buckets"]
+    buckets = set(next(e["value"] for e in c["env"] if e["name"] == "BUCKETS").split())
+    for profile in ("default", "kind", "plain"):
+        text = yaml.safe_dump_all(rendered(profile), width=10000)
+        used = set(re.findall(r"s3://(?:s3\.[\w.-]+:\d+/)?([a-z0-9][a-z0-9.-]+)/", text))
+        assert used and used <= buckets, (profile, used)
+    eks = yaml.safe_dump_all(rendered("eks"), width=10000)
+    assert "acme" not in eks and "s3://123456789012-ml-platform-models/" in eks
