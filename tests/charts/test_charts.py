@@ -727,3 +727,27 @@ def test_default_buckets_are_the_ones_k8s_s3_creates() -> None:
         assert used and used <= buckets, (profile, used)
     eks = yaml.safe_dump_all(rendered("eks"), width=10000)
     assert "acme" not in eks and "s3://123456789012-ml-platform-models/" in eks
+
+
+def test_custom_metric_autoscalers_are_off_by_default_and_the_adapter_serves_their_metrics() -> None:
+    for profile in PROFILES:
+        for hpa in by_kind(rendered(profile), "HorizontalPodAutoscaler"):
+            assert {m["type"] for m in hpa["spec"]["metrics"]} == {"Resource"}, (profile, hpa["metadata"]["name"])
+    docs = render(
+        "--set",
+        "predict.autoscaling.requestsPerSecond.enabled=true",
+        "--set",
+        "multimodal.triton.autoscaling.queueTime.enabled=true",
+    )
+    wanted = {
+        m["pods"]["metric"]["name"]
+        for h in by_kind(docs, "HorizontalPodAutoscaler")
+        for m in h["spec"]["metrics"]
+        if m["type"] == "Pods"
+    }
+    adapter = yaml.safe_load((ROOT / "k8s" / "prometheus-adapter-values.yaml").read_text())
+    served = {r["name"]["as"]: r for r in adapter["rules"]["custom"]}
+    assert wanted == {"http_requests_per_second", "triton_queue_time_us"} and wanted <= served.keys()
+    for rule in served.values():
+        assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}  # per-pod: the HPA's Pods metrics
+        assert "<<.LabelMatchers>>" in rule["metricsQuery"] and "<<.GroupBy>>" in rule["metricsQuery"]

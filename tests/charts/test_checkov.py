@@ -17,8 +17,8 @@ EXPLAINED = {
     "CKV_K8S_21": "default namespace: Helm sets the namespace at install time (-n), manifests carry none",
     "CKV_K8S_43": "image digests: releases pin immutable tags; set <image>.tag to a digest to pin harder",
     "CKV_K8S_15": "pullPolicy Always: with immutable tags IfNotPresent is equivalent and survives registry outages",
-    "CKV2_K8S_6": "NetworkPolicy per pod: services carry ingress policies (predict, Redis, Triton); batch and test "
-    "pods accept no connections",
+    "CKV2_K8S_6": "NetworkPolicy per pod: every service carries an ingress policy (predict, feature server, Redis, "
+    "Triton, preprocessing); batch and test pods accept no connections",
     "CKV_K8S_35": "secrets as env: boto3 and pyarrow read AWS keys from env; on EKS there are no keys (IRSA)",
     "CKV_K8S_8": "liveness probe: Jobs, CronJobs and helm-test pods run to completion, nothing to probe",
     "CKV_K8S_9": "readiness probe: same pods as CKV_K8S_8",
@@ -27,7 +27,7 @@ EXPLAINED = {
 }
 
 
-@pytest.mark.parametrize("profile", ["kind", "eks"])
+@pytest.mark.parametrize("profile", ["kind", "eks", "plain"])
 def test_checkov_has_no_unexplained_failures(profile: str, tmp_path: Path) -> None:
     if not CHECKOV.exists():
         pytest.fail("checkov not installed: `make setup` creates .venv-checkov")
