@@ -29,10 +29,14 @@ IMAGE_SIZE = 64
 # more code fed with hostile bytes, and fuzzing found decoders raising outside OSError/ValueError.
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 
-# The model sees 64x64 = 4,096 pixels. 16 MP still takes every common camera and phone photo
-# whole (4032x3024 = 12.2 MP, 4608x3456 = 15.9 MP) and bounds the cost of formats decoded at full
-# size (docs/operations.md: "Guarantees: HTTP limits and worst cases" has the measured figures).
-MAX_PIXELS = 40_000_000
+# The model sees 64x64 = 4,096 pixels; the limits below are the margin for real uploads, sized
+# by what a decode costs (docs/operations.md, "Guarantees: HTTP limits and worst cases").
+# JPEG is decoded at 1/8 scale (draft mode), so 16 MP takes every common phone and camera photo
+# (4032x3024 = 12.2 MP, 4608x3456 = 15.9 MP) for a few MB of memory.
+MAX_PIXELS = 16_000_000
+# Every other format is decoded whole, 3-4 bytes and ~20 ns of CPU per pixel and more for WebP:
+# 4 MP takes 2000x2000 product shots and 2560x1440 screenshots.
+MAX_FULL_DECODE_PIXELS = 4_000_000
 
 # Modes ``reduce`` averages correctly; palette and bilevel images are converted to RGB first.
 _REDUCIBLE = frozenset({"RGB", "L"})
@@ -42,7 +46,7 @@ class ImageError(ValueError):
     """The upload is not a usable image; the message says why."""
 
 
-def _open(data: bytes, size: int, max_pixels: int) -> Image.Image:
+def _open(data: bytes, size: int, max_pixels: int, max_full_decode_pixels: int) -> Image.Image:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # corrupt-metadata chatter from the TIFF/EXIF readers
@@ -51,6 +55,11 @@ def _open(data: bytes, size: int, max_pixels: int) -> Image.Image:
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(f"image is {w}x{h} = {w * h} pixels, above the limit of {max_pixels}")
+            if img.format != "JPEG" and w * h > max_full_decode_pixels:
+                raise ImageError(
+                    f"{img.format} image is {w}x{h} = {w * h} pixels, above the limit of {max_full_decode_pixels}"
+                    f" for formats decoded at full size (JPEG is decoded at reduced scale: up to {max_pixels})"
+                )
             # JPEG: DCT scaling, decode at >= 2x the target. Every other format ignores it.
             img.draft("RGB", (size * 2, size * 2))
             img.load()  # raises on truncated data instead of padding with grey
@@ -79,13 +88,19 @@ def _shrink(img: Image.Image, size: int) -> Image.Image:
 
 
 def decode_and_resize(
-    data: bytes, size: int = IMAGE_SIZE, max_pixels: int = MAX_PIXELS, timings: dict[str, float] | None = None
+    data: bytes,
+    size: int = IMAGE_SIZE,
+    max_pixels: int = MAX_PIXELS,
+    timings: dict[str, float] | None = None,
+    max_full_decode_pixels: int = MAX_FULL_DECODE_PIXELS,
 ) -> NDArray[np.uint8]:
-    """``timings``, when given, receives ``decode_ms`` and ``resize_ms``."""
+    """``max_pixels`` bounds every image, ``max_full_decode_pixels`` the formats without a reduced-scale
+    decoder (all but JPEG); both are checked from the header, before decoding. ``timings``, when
+    given, receives ``decode_ms`` and ``resize_ms``."""
     t0 = time.perf_counter()
     if not data:
         raise ImageError("image is empty")
-    img = _open(data, size, max_pixels)
+    img = _open(data, size, max_pixels, max_full_decode_pixels)
     t1 = time.perf_counter()
     try:
         out = np.asarray(_shrink(img, size), dtype=np.uint8)

@@ -122,3 +122,32 @@ def test_formats_outside_the_accepted_set_are_refused() -> None:
             decode_and_resize(_encode(Image.new("RGB", (32, 32), (1, 2, 3)), fmt))
     for fmt in ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP"):
         assert decode_and_resize(_encode(Image.new("RGB", (32, 32), (1, 2, 3)), fmt)).shape == (64, 64, 3)
+
+
+def _header_only(img: Image.Image, fmt: str, keep: int) -> bytes:
+    """The first ``keep`` bytes of a file: a header announcing the size, and too little data to decode."""
+    return _encode(img, fmt)[:keep]
+
+
+def test_pixel_limits_are_checked_from_the_header_before_decoding() -> None:
+    # Both files are cut after their header: any decode attempt would fail as "cannot be decoded",
+    # so the limit message proves nothing was decoded.
+    png_5mp = _header_only(Image.new("1", (2500, 2000)), "PNG", 200)
+    with pytest.raises(ImageError, match="PNG image is 2500x2000 = 5000000 pixels, above the limit of 4000000"):
+        decode_and_resize(png_5mp)
+    jpeg_20mp = _header_only(Image.new("L", (5000, 4000)), "JPEG", 2000)
+    with pytest.raises(ImageError, match="= 20000000 pixels, above the limit of 16000000"):
+        decode_and_resize(jpeg_20mp)
+
+
+def test_a_phone_photo_is_cheap_and_the_limits_are_the_service_defaults() -> None:
+    from app.preprocess.core.config import Settings
+
+    photo = _encode(Image.linear_gradient("L").resize((4032, 3024)).convert("RGB"), "JPEG", quality=90)
+    cpu = time.thread_time()
+    assert decode_and_resize(photo).shape == (64, 64, 3)  # 12.2 MP: under the JPEG limit
+    assert time.thread_time() - cpu < 0.25  # decoded at 1/8 scale: ~10 ms of CPU, not ~0.3 s
+    png = _encode(Image.new("RGB", (2000, 2000), (5, 6, 7)), "PNG")
+    assert decode_and_resize(png)[0, 0].tolist() == [5, 6, 7]  # 4 MP product shot: at the limit, accepted
+    settings = Settings()
+    assert (settings.max_pixels, settings.max_full_decode_pixels) == (16_000_000, 4_000_000)

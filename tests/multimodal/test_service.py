@@ -64,6 +64,12 @@ def _png_bomb() -> bytes:
     return buf.getvalue()
 
 
+def _png_5mp() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (2500, 2000)).save(buf, "PNG")  # 5M pixels: under PREPROCESS_MAX_PIXELS, over the 4M for PNG
+    return buf.getvalue()
+
+
 def _jpeg(size: tuple[int, int] = (320, 240)) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", size, (90, 10, 10)).save(buf, "JPEG")
@@ -85,6 +91,7 @@ BAD = [
     ("not an image", lambda: classify_args(b"hello world", "wool set"), 400, "not an image"),
     ("truncated", lambda: classify_args(_jpeg()[:300], "wool set"), 400, "cannot be decoded"),
     ("too many pixels", lambda: classify_args(_png_bomb(), "wool set"), 413, "above the limit"),
+    ("png above the full-decode limit", lambda: classify_args(_png_5mp(), "wool set"), 413, "decoded at full size"),
     ("too many bytes", lambda: classify_args(b"\xff" * 2_100_000, "wool set"), 413, "exceeds the limit"),
     ("empty text", lambda: classify_args(_jpeg(), "   "), 400, "'text' is empty"),
     ("overlong text", lambda: classify_args(_jpeg(), "wool " * 100), 400, "above the limit of 300"),

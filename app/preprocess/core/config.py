@@ -7,6 +7,8 @@ from functools import lru_cache
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.multimodal.preprocessing import MAX_FULL_DECODE_PIXELS, MAX_PIXELS
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PREPROCESS_", use_attribute_docstrings=True, extra="ignore")
@@ -23,8 +25,13 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     """Largest upload accepted (413 above it)."""
 
-    max_pixels: int = Field(default=40_000_000, ge=1)
-    """Largest image in pixels, checked from the header before decoding (decompression bombs)."""
+    max_pixels: int = Field(default=MAX_PIXELS, ge=1)
+    """Largest image in pixels, checked from the header before decoding (decompression bombs).
+    JPEG is decoded at 1/8 scale, so this bounds little more than the bytes read."""
+
+    max_full_decode_pixels: int = Field(default=MAX_FULL_DECODE_PIXELS, ge=1)
+    """Largest image in pixels for the formats decoded at full size (PNG, WebP, GIF, BMP, TIFF):
+    memory and CPU per request grow with it (docs/operations.md has the measured worst case)."""
 
     max_text_chars: int = Field(default=300, ge=1)
     """Longest title accepted."""

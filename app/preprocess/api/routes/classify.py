@@ -85,7 +85,13 @@ async def classify(request: Request) -> Response:
     try:
         # Decoding is CPU work: a thread keeps the event loop answering (Pillow releases the GIL).
         pixels = await asyncio.get_running_loop().run_in_executor(
-            state.decode_pool, lambda: decode_and_resize(image, max_pixels=settings.max_pixels, timings=timings)
+            state.decode_pool,
+            lambda: decode_and_resize(
+                image,
+                max_pixels=settings.max_pixels,
+                max_full_decode_pixels=settings.max_full_decode_pixels,
+                timings=timings,
+            ),
         )
     except ImageError as exc:
         status = 413 if "above the limit" in str(exc) else 400
