@@ -10,3 +10,10 @@
 {{- default "default" .Values.bootstrap.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/* A subchart's resource name as that chart computes it (common.fullname), from the umbrella's values */}}
+{{- define "ml-platform.subchartName" -}}
+{{- $v := index .root.Values .chart -}}
+{{- $full := $v.fullnameOverride | default (printf "%s-%s" .root.Release.Name ($v.nameOverride | default .chart)) | trunc 63 | trimSuffix "-" -}}
+{{- if .component }}{{ printf "%s-%s" $full .component | trunc 63 | trimSuffix "-" }}{{ else }}{{ $full }}{{ end }}
+{{- end }}
