@@ -27,35 +27,75 @@ class RespError(Exception):
     """Connection lost or refused, or an error reply."""
 
 
+class ReadTimeoutError(RespError):
+    """No reply within the caller's budget (only that caller fails; the connection stays)."""
+
+
+class _Entry:
+    """One command awaiting its reply: ``fut`` is None once the command moved to another connection."""
+
+    __slots__ = ("deadline", "fut", "payload", "sent")
+
+    def __init__(self, fut: asyncio.Future[Any] | None, sent: float, deadline: float, payload: bytes | None) -> None:
+        self.fut, self.sent, self.deadline, self.payload = fut, sent, deadline, payload
+
+
 class _Protocol(asyncio.Protocol):
+    """One connection and the commands written on it, in reply order."""
+
     def __init__(self, client: PipelinedRedis) -> None:
         self.client = client
         self.reader = hiredis.Reader()
         self.transport: asyncio.Transport | None = None
+        self.pending: deque[_Entry] = deque()
+        self.last_rx = 0.0  # loop time of the last bytes received
+        self.retired = False  # no new commands; closed once nothing on it is awaited
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        self.last_rx = self.client.loop_time()
         self.reader.feed(data)
-        pending = self.client.pending
+        pending = self.pending
         while True:
             reply = self.reader.gets()
             if reply is False:
-                return
-            fut = pending.popleft()
-            if not fut.done():  # a caller that timed out still owns its slot in the reply order
+                break
+            fut = pending.popleft().fut
+            # A caller that timed out (or moved) still owns its slot in the reply order.
+            if fut is not None and not fut.done():
                 if isinstance(reply, hiredis.ReplyError):
                     fut.set_exception(RespError(str(reply)))
                 else:
                     fut.set_result(reply)
+        if self.retired and not self.awaited():
+            self.close()
+
+    def awaited(self) -> bool:
+        return any(e.fut is not None and not e.fut.done() for e in self.pending)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.client._lost(exc)
+        self.client._lost(self, exc)
 
 
 class PipelinedRedis:
-    def __init__(self, url: str, connect_timeout_s: float = 1.0) -> None:
+    """One auto-pipelined connection per event loop, with per-command deadlines.
+
+    A command's deadline fails only that command: its reply slot stays, its reply is
+    dropped when it comes. The connection is replaced only when it stalls, i.e. nothing
+    at all has come back for a quarter of the read budget while a command waits: then the
+    commands queued behind the oldest one are re-sent on a new connection (reads are
+    idempotent) and the old one is closed once nothing on it is awaited. Deadlines are
+    checked by one watchdog timer per client, which the event loop runs after it has
+    processed socket reads: a reply that arrived while the loop was busy is never
+    mistaken for a timeout."""
+
+    def __init__(self, url: str, connect_timeout_s: float = 1.0, read_timeout_s: float | None = None) -> None:
         u = urlparse(url)
         if u.scheme not in ("redis", "rediss"):
             raise ValueError(f"PipelinedRedis supports redis:// and rediss:// URLs, got {url!r}")
@@ -67,13 +107,23 @@ class PipelinedRedis:
         self.username = unquote(u.username) if u.username else None
         self.db = int(u.path.lstrip("/") or 0)
         self.connect_timeout_s = connect_timeout_s
-        self.pending: deque[asyncio.Future[Any]] = deque()
+        self.read_timeout_s = read_timeout_s
         self._protocol: _Protocol | None = None
+        self._open: set[_Protocol] = set()  # current and retired connections
         self._connecting: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._resending: set[asyncio.Future[None]] = set()
+        self.stalls = 0  # connections replaced because they stopped answering
+
+    def loop_time(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
 
     async def _connect(self) -> _Protocol:
         if self._connecting is None:
             self._connecting = asyncio.Lock()
+            self._loop = asyncio.get_running_loop()
         async with self._connecting:
             if self._protocol is not None:
                 return self._protocol
@@ -86,34 +136,127 @@ class PipelinedRedis:
             except (OSError, TimeoutError) as exc:
                 raise RespError(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
             self._protocol = protocol
+            self._open.add(protocol)
             try:
                 if self.password is not None:
                     auth = ("AUTH", self.username, self.password) if self.username else ("AUTH", self.password)
-                    await self._send(protocol, auth)
+                    await self._send(protocol, auth, None, movable=False)
                 if self.db:
-                    await self._send(protocol, ("SELECT", str(self.db)))
+                    await self._send(protocol, ("SELECT", str(self.db)), None, movable=False)
             except RespError:
                 self._drop()
                 raise
             return protocol
 
-    def _send(self, protocol: _Protocol, args: tuple[Any, ...]) -> asyncio.Future[Any]:
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.pending.append(fut)
-        assert protocol.transport is not None
-        protocol.transport.write(hiredis.pack_command(args))
+    async def connect(self) -> None:
+        if self._protocol is None:
+            await self._connect()
+
+    def _send(
+        self, protocol: _Protocol, args: tuple[Any, ...], timeout: float | None, *, movable: bool = True
+    ) -> asyncio.Future[Any]:
+        loop = self._loop
+        assert loop is not None and protocol.transport is not None
+        fut: asyncio.Future[Any] = loop.create_future()
+        payload = hiredis.pack_command(args)
+        now = loop.time()
+        protocol.pending.append(
+            _Entry(fut, now, now + timeout if timeout is not None else float("inf"), payload if movable else None)
+        )
+        protocol.transport.write(payload)
+        if timeout is not None and self._watchdog is None:
+            self._watchdog = loop.call_later(self._tick(), self._watch)
         return fut
 
-    async def execute(self, *args: Any) -> Any:
-        protocol = self._protocol or await self._connect()
-        return await self._send(protocol, args)
+    def _tick(self) -> float:
+        return max((self.read_timeout_s or 0.05) / 16, 0.001)
 
-    def _lost(self, exc: Exception | None) -> None:
-        self._protocol = None
+    async def execute(self, *args: Any, timeout: float | None = None) -> Any:
+        """Send a command, await its reply; ``timeout`` (s, default ``read_timeout_s``) fails only this command."""
+        timeout = timeout if timeout is not None else self.read_timeout_s
+        protocol = self._protocol
+        if protocol is None:
+            if timeout is None:
+                protocol = await self._connect()
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        protocol = await self._connect()
+                except TimeoutError as exc:
+                    raise ReadTimeoutError(f"no connection to {self.host}:{self.port} within {timeout}s") from exc
+        return await self._send(protocol, args, timeout)
+
+    def _watch(self) -> None:
+        """Expire overdue commands; replace a stalled connection. Runs every read_timeout/16 while needed."""
+        self._watchdog = None
+        now = self.loop_time()
+        busy = False
+        for protocol in list(self._open):
+            head: _Entry | None = None
+            for e in protocol.pending:
+                fut = e.fut
+                if fut is None or fut.done():
+                    continue
+                if now >= e.deadline:
+                    fut.set_exception(
+                        ReadTimeoutError(f"{self.host}:{self.port} did not answer within {e.deadline - e.sent:.3f}s")
+                    )
+                    continue
+                busy = True
+                if head is None:
+                    head = e
+            if protocol.retired:
+                if head is None:
+                    protocol.close()
+                continue
+            if head is not None and self.read_timeout_s is not None:
+                silent_since = max(head.sent, protocol.last_rx)
+                if now - silent_since > self.read_timeout_s / 4:
+                    self._stalled(protocol, head)
+        if busy:
+            self._watchdog = self._loop.call_later(self._tick(), self._watch)  # type: ignore[union-attr]
+
+    def _stalled(self, protocol: _Protocol, head: _Entry) -> None:
+        """Nothing came back for a quarter of a budget: new commands go to a new connection, and so do the
+        ones queued behind the oldest (which keeps its slot and its deadline here)."""
+        self.stalls += 1
+        protocol.retired = True
+        if self._protocol is protocol:
+            self._protocol = None
+        moved = []
+        for e in protocol.pending:
+            if e is not head and e.payload is not None and e.fut is not None and not e.fut.done():
+                moved.append(_Entry(e.fut, e.sent, e.deadline, e.payload))
+                e.fut = None
+        if moved:
+            task = asyncio.ensure_future(self._resend(moved))
+            self._resending.add(task)
+            task.add_done_callback(self._resending.discard)
+
+    async def _resend(self, entries: list[_Entry]) -> None:
+        try:
+            protocol = self._protocol or await self._connect()
+        except RespError as exc:
+            for e in entries:
+                if e.fut is not None and not e.fut.done():
+                    e.fut.set_exception(exc)
+            return
+        assert protocol.transport is not None
+        for e in entries:
+            if e.fut is not None and not e.fut.done():
+                protocol.pending.append(e)
+                protocol.transport.write(e.payload)  # type: ignore[arg-type]
+        if self._watchdog is None and self._loop is not None:
+            self._watchdog = self._loop.call_later(self._tick(), self._watch)
+
+    def _lost(self, protocol: _Protocol, exc: Exception | None) -> None:
+        self._open.discard(protocol)
+        if self._protocol is protocol:
+            self._protocol = None
         err = RespError(f"connection to {self.host}:{self.port} lost: {exc!r}")
-        while self.pending:
-            fut = self.pending.popleft()
-            if not fut.done():
+        while protocol.pending:
+            fut = protocol.pending.popleft().fut
+            if fut is not None and not fut.done():
                 fut.set_exception(err)
 
     def reset(self) -> None:
@@ -121,8 +264,8 @@ class PipelinedRedis:
         self._drop()
 
     def _drop(self) -> None:
-        if self._protocol is not None and self._protocol.transport is not None:
-            self._protocol.transport.close()
+        if self._protocol is not None:
+            self._protocol.close()
         self._protocol = None
 
     async def mget(self, keys: list[str]) -> list[bytes | None]:
@@ -133,11 +276,16 @@ class PipelinedRedis:
         reply: bytes | None = await self.execute("GET", key)
         return reply
 
-    async def ping(self) -> None:
-        await self.execute("PING")
+    async def ping(self, timeout: float | None = None) -> None:
+        await self.execute("PING", timeout=timeout)
 
     async def aclose(self) -> None:
         self._drop()
+        for protocol in list(self._open):
+            protocol.close()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
 
 
 class BlockingRedis:

@@ -25,7 +25,7 @@ from numpy.typing import NDArray
 from prometheus_client import Counter
 
 from app.features.definitions import load_repo
-from app.features.online import AsyncOnlineReader
+from app.features.online import AsyncOnlineReader, OnlineStoreUnavailableError
 from app.modelstore import ModelMetadata, ModelStore, ModelStoreError
 from app.predict import metrics
 from app.predict.batcher import MicroBatcher
@@ -116,6 +116,11 @@ class ModelRegistry:
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self) -> None:
+        if self.reader is not None:
+            try:
+                await self.reader.connect()
+            except OnlineStoreUnavailableError as exc:  # not fatal: reads reconnect on their own
+                log.warning("online store not reachable at start-up", extra={"error": str(exc)})
         await self.refresh()
         self._task = asyncio.create_task(self._poll_forever(), name="model-poll")
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -175,3 +176,101 @@ def test_tls_urls_are_accepted_by_both_clients() -> None:
         store.read([(VIEW, ["clicks"])], [1])
     with pytest.raises(ValueError, match="redis:// and rediss://"):
         PipelinedRedis("unix:///tmp/redis.sock")
+
+
+class StallingProxy:
+    """TCP proxy to Redis in the test's event loop. After a command containing ``marker`` passes
+    through, replies on that connection are held back for ``hold_s``: a connection that stops
+    answering (one slow reply, in RESP's in-order stream, delays every reply behind it)."""
+
+    def __init__(self, upstream_port: int, marker: bytes, hold_s: float) -> None:
+        self.upstream_port, self.marker, self.hold_s = upstream_port, marker, hold_s
+        self.connections = 0
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _serve(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        hold_until = 0.0
+
+        async def up() -> None:
+            nonlocal hold_until
+            while data := await cr.read(65536):
+                if self.marker in data:
+                    hold_until = time.monotonic() + self.hold_s
+                uw.write(data)
+
+        async def down() -> None:
+            while data := await ur.read(65536):
+                if (wait := hold_until - time.monotonic()) > 0:
+                    await asyncio.sleep(wait)
+                cw.write(data)
+
+        with contextlib.suppress(ConnectionError):
+            await asyncio.gather(up(), down())
+        cw.close()
+        uw.close()
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.mark.parametrize("hold_s", [1.0, 3600], ids=["slow-reply", "never-answers-again"])
+def test_one_slow_read_fails_only_itself(redis_server: RedisServer, rclient: redis.Redis, hold_s: float) -> None:
+    """A timeout used to reset the shared connection and fail every read in flight on it. Now the
+    late read fails alone; the reads queued behind it move to a new connection."""
+    rclient.mset({f"k{i}": f"v{i}" for i in range(400)})
+
+    async def go() -> tuple[BaseException | bytes | None, list[BaseException | bytes | None], int, int]:
+        proxy = StallingProxy(redis_server.port, b"slow-key", hold_s=hold_s)
+        # A 200 ms budget rather than the default 50 ms: the proxy shares this loop and the machine.
+        reader = AsyncOnlineReader(await proxy.start(), timeout_s=0.2)
+        try:
+            await reader.get("k0")  # connected
+            slow = asyncio.ensure_future(reader.get("slow-key"))
+            others: list[asyncio.Future[bytes | None]] = []
+            for i in range(40):  # concurrent reads for 400 ms, the first ones queued right behind it
+                others += [asyncio.ensure_future(reader.get(f"k{i * 10 + j}")) for j in range(10)]
+                await asyncio.sleep(0.01)
+            got_slow = (await asyncio.gather(slow, return_exceptions=True))[0]
+            got = await asyncio.gather(*others, return_exceptions=True)
+            await asyncio.sleep(0.1)
+            still_open = len(getattr(reader.client, "_open", ()))
+            return got_slow, got, proxy.connections, still_open
+        finally:
+            await reader.close()
+            proxy.close()
+
+    slow, others, connections, still_open = asyncio.run(go())
+    assert isinstance(slow, OnlineStoreUnavailableError) and "did not answer within 200 ms" in str(slow)
+    failed = [o for o in others if isinstance(o, BaseException)]
+    assert failed == [], f"{len(failed)} of {len(others)} concurrent reads failed: {failed[:3]}"
+    assert others == [f"v{i}".encode() for i in range(400)]
+    assert connections <= 3  # the stalled connection was replaced (once, unless the machine stalls too)
+    assert still_open == 1  # and closed once nothing on it was awaited
+
+
+def test_replies_that_arrive_while_the_loop_is_busy_are_not_timeouts(
+    redis_server: RedisServer, rclient: redis.Redis
+) -> None:
+    """The event loop blocked past the budget (a burst, a GC pause, a cold worker): the replies
+    already in the socket win over the deadline, and nothing fails."""
+    rclient.mset({f"k{i}": f"v{i}" for i in range(64)})
+
+    async def go() -> list[BaseException | bytes | None]:
+        reader = AsyncOnlineReader(redis_server.url, timeout_s=0.05)
+        try:
+            await reader.get("k0")  # connected
+            reads = [asyncio.ensure_future(reader.get(f"k{i}")) for i in range(64)]
+            await asyncio.sleep(0)  # every read is sent
+            await asyncio.sleep(0)
+            time.sleep(0.15)  # the loop is busy for three budgets; the replies arrive meanwhile
+            return await asyncio.gather(*reads, return_exceptions=True)
+        finally:
+            await reader.close()
+
+    got = asyncio.run(go())
+    assert got == [f"v{i}".encode() for i in range(64)]
