@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .PHONY: help setup demo test lint typecheck bench-serving bench-features clean \
-	kind-up images print-images kind-load deploy port-forward smoke test-e2e kind-down
+	kind-up images print-images kind-load torch-gpu-venv deploy port-forward smoke test-e2e kind-down
 
 help:
 	@echo "make demo    set up, then train, publish, serve, query and show metrics end to end"
@@ -101,6 +101,13 @@ print-images:
 
 kind-load:
 	for img in $(IMAGES); do kind load docker-image $(REGISTRY)/$$img:$(TAG) --name $(CLUSTER) || exit 1; done
+
+# A throwaway virtualenv with the GPU Triton image's torch (PyPI's CUDA build, ~4 GB with its libraries):
+# tests/images/test_torch_versions.py loads the export job's TorchScript in it, and skips without it.
+GPU_TORCH_VERSION = $(shell sed -n 's/^ARG LIBTORCH_VERSION=//p' images/triton/Dockerfile)
+torch-gpu-venv:
+	$(PYTHON) -m venv var/torch-gpu-venv
+	var/torch-gpu-venv/bin/python -m pip install -q --only-binary=:all: torch==$(GPU_TORCH_VERSION)
 
 deploy: setup
 	$(KUBECTL) apply -f k8s/namespace.yaml
