@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 def install_common(app: FastAPI, *, max_body_bytes: int, access_log: bool) -> None:
     app.include_router(metrics_router)
+    _describe_openapi(app)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=max_body_bytes, access_log_enabled=access_log)
 
     @app.exception_handler(ApiError)
@@ -41,6 +42,36 @@ def install_common(app: FastAPI, *, max_body_bytes: int, access_log: bool) -> No
     async def _unexpected(_: Request, exc: Exception) -> Response:
         log.exception("unhandled error")
         return error_response(500, f"internal error: {type(exc).__name__}")
+
+
+def _describe_openapi(app: FastAPI) -> None:
+    """Make the generated schema say what the service does: request validation errors are 400s
+    (the handler above), never FastAPI's 422, and /metrics is Prometheus text, not JSON."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                operation.get("responses", {}).pop("422", None)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        if not schema.get("components", {}).get("schemas", True):
+            del schema["components"]["schemas"]
+        if not schema.get("components", True):
+            del schema["components"]
+        metrics = schema.get("paths", {}).get("/metrics", {}).get("get")
+        if metrics is not None:
+            metrics["responses"]["200"] = {
+                "description": "Prometheus text exposition, summed over all workers",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def freeze_startup_objects() -> None:

@@ -40,3 +40,32 @@ def load_json(body: bytes) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from exc
+
+
+# --- OpenAPI: what the routes above answer, so the published schema matches the service ---
+
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"error": {"type": "string", "description": "names the field and the problem"}},
+    "required": ["error"],
+}
+_MEANING = {
+    400: "Bad input: wrong type, NaN/Infinity, missing or unknown field, malformed body",
+    404: "Unknown model, version or entry",
+    413: "Body, decompressed body, rows, entities or image above a limit",
+    415: "Unsupported Content-Type or Content-Encoding",
+    503: "Not ready: model not loaded yet, or a backend (Redis, Triton) unavailable",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route decorator: each status with the ``{"error": ...}`` body."""
+    return {
+        s: {"description": _MEANING[s], "content": {"application/json": {"schema": ERROR_SCHEMA}}} for s in statuses
+    }
+
+
+def json_body(schema: dict[str, Any], required: bool = True) -> dict[str, Any]:
+    """``openapi_extra=`` declaring a JSON request body the route reads itself (raw, for speed and
+    for its own 400 messages), so the schema documents it without FastAPI validating it."""
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}

@@ -14,7 +14,7 @@ from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 
 from app.common.app_factory import freeze_startup_objects, install_common, lazy_app
-from app.common.errors import error_response, json_response
+from app.common.errors import error_response, error_responses, json_response
 from app.common.logging import configure_logging
 from app.preprocess.api.routes import classify
 from app.preprocess.core.config import Settings, get_settings
@@ -29,7 +29,7 @@ async def live() -> Response:
     return json_response({"status": "alive"})
 
 
-@health.get("/readyz")
+@health.get("/readyz", responses=error_responses(503))
 async def ready(request: Request) -> Response:
     triton: TritonModel = request.app.state.triton
     if await triton.ready():

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.common.errors import ApiError, bad_request, json_response, load_json
+from app.common.errors import ApiError, bad_request, error_responses, json_body, json_response, load_json
 from app.features.definitions import DefinitionError, FeatureRepo, FeatureView
 from app.features.online import AsyncOnlineReader, OnlineStoreUnavailableError
 from app.featureserver import metrics
@@ -52,7 +52,26 @@ def parse_request(payload: Any, repo: FeatureRepo, max_entities: int) -> tuple[s
     return key, ids, [(v, wanted[v.name]) for v in views]
 
 
-@router.post("/features")
+FEATURES_BODY = json_body(
+    {
+        "type": "object",
+        "required": ["entities", "features"],
+        "additionalProperties": False,
+        "properties": {
+            "entities": {
+                "type": "object",
+                "description": "exactly one join key, with the entity ids to read",
+                "minProperties": 1,
+                "maxProperties": 1,
+                "additionalProperties": {"type": "array", "minItems": 1, "items": {"type": "integer"}},
+            },
+            "features": {"type": "array", "items": {"type": "string", "description": "view:feature or view:*"}},
+        },
+    }
+)
+
+
+@router.post("/features", responses=error_responses(400, 413, 415, 503), openapi_extra=FEATURES_BODY)
 async def get_online_features(request: Request) -> Response:
     state = request.app.state
     key, ids, requests = parse_request(load_json(await request.body()), state.repo, state.settings.max_entities)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.responses import Response
 
-from app.common.errors import error_response, json_response
+from app.common.errors import error_response, error_responses, json_response
 from app.predict.api.deps import RegistryDep
 
 router = APIRouter(tags=["health"])
@@ -24,7 +24,7 @@ async def live() -> Response:
     return json_response({"status": "alive"})
 
 
-@router.get("/readyz")
-@router.get("/v2/health/ready")
+@router.get("/readyz", responses=error_responses(503))
+@router.get("/v2/health/ready", responses=error_responses(503))
 async def ready(registry: RegistryDep) -> Response:
     return _ready(registry)

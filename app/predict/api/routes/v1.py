@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.common.errors import ApiError, json_response, load_json
+from app.common.errors import ApiError, error_responses, json_body, json_response, load_json
 from app.features.online import OnlineStoreUnavailableError
 from app.predict import precomputed
 from app.predict.api.deps import ModelDep, RegistryDep, SettingsDep, lookup_model
@@ -13,6 +13,24 @@ from app.predict.registry import LoadedModel
 from app.predict.v1_inputs import parse_instances
 
 router = APIRouter(prefix="/v1", tags=["v1"])
+
+# What the route reads (app/predict/v1_inputs.py); it parses the raw body itself, so this only documents.
+PREDICT_BODY = json_body(
+    {
+        "type": "object",
+        "required": ["instances"],
+        "additionalProperties": False,
+        "properties": {
+            "instances": {
+                "type": "array",
+                "minItems": 1,
+                "description": "one object per row: every feature of the model by name, a finite number each",
+                "items": {"type": "object", "additionalProperties": {"type": "number"}},
+            }
+        },
+    }
+)
+PREDICT_ERRORS = error_responses(400, 404, 413, 415, 503)
 
 
 async def _predict(lm: LoadedModel, request: Request, max_instances: int) -> Response:
@@ -34,12 +52,12 @@ async def _predict(lm: LoadedModel, request: Request, max_instances: int) -> Res
     return json_response(body)
 
 
-@router.post("/models/{name}/predict")
+@router.post("/models/{name}/predict", responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
 async def predict(lm: ModelDep, request: Request, settings: SettingsDep) -> Response:
     return await _predict(lm, request, settings.max_instances)
 
 
-@router.post("/predict")
+@router.post("/predict", responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
 async def predict_default(request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
     name = registry.default_model
     if name is None:
@@ -60,7 +78,7 @@ async def list_models(registry: RegistryDep) -> Response:
     )
 
 
-@router.get("/models/{name}")
+@router.get("/models/{name}", responses=error_responses(404, 503))
 async def model_metadata(lm: ModelDep) -> Response:
     meta = lm.model.meta
     return json_response(
@@ -80,7 +98,7 @@ async def model_metadata(lm: ModelDep) -> Response:
     )
 
 
-@router.get("/models/{name}/precomputed/{entity_id}")
+@router.get("/models/{name}/precomputed/{entity_id}", responses=error_responses(400, 404, 503))
 async def precomputed_prediction(name: str, entity_id: int, registry: RegistryDep) -> Response:
     """A prediction written by ``python -m jobs batch-predict``: no model call, one Redis GET."""
     reader = registry.reader

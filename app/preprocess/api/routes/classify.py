@@ -13,7 +13,7 @@ from fastapi import APIRouter, Request
 from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
-from app.common.errors import ApiError, json_response, load_json
+from app.common.errors import ApiError, error_responses, json_response, load_json
 from app.multimodal.dataset import CLASSES
 from app.multimodal.preprocessing import ImageError, decode_and_resize
 from app.multimodal.tokenizer import tokenize
@@ -68,7 +68,31 @@ async def read_input(request: Request, max_bytes: int) -> tuple[bytes, str]:
     return image, text
 
 
-@router.post("/classify")
+_TEXT = {"type": "string", "description": "the listing's title (at most PREPROCESS_MAX_TEXT_CHARS characters)"}
+CLASSIFY_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image", "text"],
+                    "properties": {"image": {"type": "string", "format": "binary"}, "text": _TEXT},
+                }
+            },
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["image_b64", "text"],
+                    "properties": {"image_b64": {"type": "string", "contentEncoding": "base64"}, "text": _TEXT},
+                }
+            },
+        },
+    }
+}
+
+
+@router.post("/classify", responses=error_responses(400, 413, 415, 503), openapi_extra=CLASSIFY_BODY)
 async def classify(request: Request) -> Response:
     state = request.app.state
     settings = state.settings
