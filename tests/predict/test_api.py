@@ -282,3 +282,55 @@ def test_request_id_is_echoed_and_logged(service: GunicornService) -> None:
             return
         time.sleep(0.1)
     pytest.fail("no JSON access-log line with the request id")
+
+
+def _v1_and_v2_bodies(ref_x: np.ndarray, feature_names: list[str]) -> list[tuple[str, bytes]]:
+    v1 = orjson.dumps({"instances": [dict(zip(feature_names, row.tolist(), strict=True)) for row in ref_x]})
+    v2 = orjson.dumps(
+        {"inputs": [{"name": "x", "shape": list(ref_x.shape), "datatype": "FP64", "data": ref_x.ravel().tolist()}]}
+    )
+    return [(V1, v1), (V2, v2)]
+
+
+@pytest.mark.parametrize("coding", ["gzip", "GZIP", "x-gzip", "Deflate", "identity"])
+def test_content_codings_decode_the_same_on_both_protocols(
+    service: GunicornService, trained_store: Path, coding: str
+) -> None:
+    """v1 used to ignore Content-Encoding (400 "not valid UTF-8"); 'GZIP' got a 415. Content codings
+    are case-insensitive (RFC 9110), and one decoding path serves every route."""
+    import gzip
+    import zlib
+
+    ref = reference(LocalModelStore(trained_store), "iris")
+    x = np.asarray(ref.meta.verification.inputs)[:3]
+    expected = ref.predict_proba(x)
+    encode = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.compress, "identity": bytes}
+    for path, body in _v1_and_v2_bodies(x, ref.feature_names):
+        encoded = encode[coding.strip().lower()](body)
+        r = httpx.post(service.url + path, content=encoded, headers={"Content-Encoding": coding})
+        assert r.status_code == 200, (path, r.text)
+        if path == V1:
+            got = [[p[str(c)] for c in ref.classes] for p in r.json()["probabilities"]]
+        else:
+            got = next(o for o in r.json()["outputs"] if o["name"] == "predict_proba")["data"]
+        np.testing.assert_allclose(np.asarray(got).reshape(expected.shape), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("path", [V1, V2])
+def test_bad_content_codings_get_clear_4xx(service: GunicornService, path: str) -> None:
+    import gzip
+
+    # 10 MB of spaces compress to ~10 kB: under the 64 kB body limit, far above it decoded.
+    bomb = gzip.compress(b"{" + b" " * 10_000_000 + b"}")
+    assert len(bomb) < 65536
+    cases = [
+        (bomb, "gzip", 413, "decompressed body exceeds the limit of 65536 bytes"),
+        (b"not gzip at all", "gzip", 400, "cannot decompress gzip body"),
+        (gzip.compress(b'{"instances": []}')[:-6], "gzip", 400, "truncated"),
+        (b"xx", "br", 415, "unsupported Content-Encoding 'br'"),
+        (gzip.compress(gzip.compress(b"{}")), "gzip, gzip", 415, "unsupported Content-Encoding 'gzip, gzip'"),
+    ]
+    for body, coding, status, message in cases:
+        r = httpx.post(service.url + path, content=body, headers={"Content-Encoding": coding})
+        assert r.status_code == status, (coding, r.text)
+        assert message in r.json()["error"], r.text
