@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.common.errors import ApiError, json_response
+from app.common.errors import ApiError, error_responses, json_body, json_response
 from app.predict.api.deps import ModelDep, RegistryDep, SettingsDep, lookup_model
 from app.predict.registry import LoadedModel
 from app.predict.v2_protocol import encode_infer_response, parse_infer_request
@@ -14,6 +14,65 @@ router = APIRouter(prefix="/v2", tags=["v2"])
 
 SERVER_NAME = "ml-platform"
 SERVER_VERSION = "0.1.0"
+
+# The JSON form of the Open Inference Protocol's inference request (app/predict/v2_protocol.py parses
+# it, and the binary-tensor form, from the raw body; this only documents).
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "shape", "datatype", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "datatype": {
+            "type": "string",
+            "enum": [
+                "BOOL",
+                "INT8",
+                "INT16",
+                "INT32",
+                "INT64",
+                "UINT8",
+                "UINT16",
+                "UINT32",
+                "UINT64",
+                "FP16",
+                "FP32",
+                "FP64",
+                "BYTES",
+            ],
+        },
+        "data": {"type": "array", "description": "row-major values, flat or nested"},
+        "parameters": {"type": "object"},
+    },
+}
+INFER_BODY = json_body(
+    {
+        "type": "object",
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object", "properties": {"binary_data_output": {"type": "boolean"}}},
+            "inputs": {
+                "type": "array",
+                "minItems": 1,
+                "description": "one [rows, n_features] tensor, or one [rows] or [rows, 1] tensor per feature",
+                "items": _TENSOR,
+            },
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "enum": ["predict_proba", "label"]},
+                        "parameters": {"type": "object"},
+                    },
+                },
+            },
+        },
+    }
+)
+INFER_ERRORS = error_responses(400, 404, 413, 415, 503)
 
 
 @router.get("")
@@ -44,24 +103,24 @@ def _metadata(lm: LoadedModel) -> Response:
     )
 
 
-@router.get("/models/{name}")
+@router.get("/models/{name}", responses=error_responses(404, 503))
 async def model_metadata(lm: ModelDep) -> Response:
     return _metadata(lm)
 
 
-@router.get("/models/{name}/versions/{version}")
+@router.get("/models/{name}/versions/{version}", responses=error_responses(404, 503))
 async def model_version_metadata(lm: ModelDep, version: str) -> Response:
     _check_version(lm, version)
     return _metadata(lm)
 
 
-@router.get("/models/{name}/ready")
+@router.get("/models/{name}/ready", responses=error_responses(404, 503))
 async def model_ready(name: str, registry: RegistryDep) -> Response:
     lookup_model(registry, name)  # 404 unknown, 503 not loaded yet
     return json_response({"name": name, "ready": True})
 
 
-@router.get("/models/{name}/versions/{version}/ready")
+@router.get("/models/{name}/versions/{version}/ready", responses=error_responses(404, 503))
 async def model_version_ready(lm: ModelDep, version: str) -> Response:
     _check_version(lm, version)
     return json_response({"name": lm.model.name, "ready": True})
@@ -79,12 +138,12 @@ async def _infer(lm: LoadedModel, request: Request, max_rows: int) -> Response:
     return Response(content, headers=headers)
 
 
-@router.post("/models/{name}/infer")
+@router.post("/models/{name}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
 async def infer(lm: ModelDep, request: Request, settings: SettingsDep) -> Response:
     return await _infer(lm, request, settings.max_instances)
 
 
-@router.post("/models/{name}/versions/{version}/infer")
+@router.post("/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
 async def infer_version(lm: ModelDep, version: str, request: Request, settings: SettingsDep) -> Response:
     _check_version(lm, version)
     return await _infer(lm, request, settings.max_instances)
