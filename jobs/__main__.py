@@ -21,7 +21,7 @@ from app.features.materialize import MaterializationLockedError
 from app.features.offline import OfflineStoreError
 from app.features.online import OnlineStoreUnavailableError
 from app.modelstore import ModelStoreError, open_store
-from jobs import batch_predict, featurestore, multimodal, rollout, summary, train
+from jobs import batch_predict, featurestore, multimodal, rollout, summary, train, wait
 
 FEATURE_COMMANDS = {"seed", "features", "materialize", "materialize-incremental"}
 EXIT_LOCKED = 3
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch_predict.add_parser(sub)
     multimodal.add_parsers(sub)
     rollout.add_parser(sub)
+    wait.add_parser(sub)
     return parser
 
 
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return featurestore.run(args)
     if args.command == "rollout":
         return rollout.run(args)
+    if args.command == "wait-for":
+        return wait.run(args)
     if args.command in ("train-multimodal", "export-triton"):
         return multimodal.run(args)
     if args.command == "batch-predict":

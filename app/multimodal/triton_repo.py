@@ -122,12 +122,12 @@ def torchscript(model: ProductClassifier) -> bytes:
 
 def export(model: ProductClassifier, repo: str, **config: object) -> dict[str, bytes]:
     """Write the repository; returns the files written (relative path -> bytes)."""
-    files = {
-        f"{MODEL_NAME}/config.pbtxt": config_pbtxt(**config).encode(),  # type: ignore[arg-type]
-        f"{MODEL_NAME}/1/model.pt": torchscript(model),
-    }
+    files = {f"{MODEL_NAME}/1/model.pt": torchscript(model)}
     if config.get("backend", "python") == "python":
         files[f"{MODEL_NAME}/1/model.py"] = PYTHON_BACKEND_MODEL.encode()
+    # The config goes last: a model directory with its config.pbtxt is complete (what `jobs wait-for`
+    # waits on before Triton starts).
+    files[f"{MODEL_NAME}/config.pbtxt"] = config_pbtxt(**config).encode()  # type: ignore[arg-type]
     if repo.startswith("s3://"):
         from app.common.s3 import parse_s3_url, s3_client
 
