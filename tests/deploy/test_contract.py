@@ -23,9 +23,9 @@ from unittest import mock
 import pytest
 from pydantic_settings import BaseSettings
 
+from devharness import ROOT
 from jobs.__main__ import build_parser
 from tests.deploy.render import NAMESPACE, PROFILES, Container, k8s_manifests, render
-from tests.servers import ROOT
 
 # Read by libraries and runtimes, not by our code: the AWS SDK (botocore, and Triton's S3 client), Python
 # itself, prometheus_client's multiprocess mode, gunicorn.
@@ -82,7 +82,7 @@ def settings_class(app_module: str) -> type[BaseSettings]:
     import importlib
 
     service = app_module.split(".")[1]
-    cls = importlib.import_module(f"app.{service}.core.config").Settings
+    cls: type[BaseSettings] = importlib.import_module(f"app.{service}.core.config").Settings
     assert issubclass(cls, BaseSettings)
     return cls
 

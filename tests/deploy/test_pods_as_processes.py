@@ -177,7 +177,8 @@ def test_the_fraud_model_scores_a_user_by_id_through_the_services(cluster: tuple
     body = json.dumps({"instances": [{"user_id": 7, "amount": 250.0, "merchant_category": 8}]}).encode()
     url = f"http://{predict.address}:8080/v1/models/fraud/predict"
     # The bootstrap Job publishes fraud last; each worker picks it up within the poll interval.
-    wait_until(lambda: http_status(url, body) == 200, 60, "fraud served", predict.server and predict.server.proc)
+    assert predict.server is not None
+    wait_until(lambda: http_status(url, body) == 200, 60, "fraud served", predict.server.proc)
     answer = json.load(urllib.request.urlopen(urllib.request.Request(url, body), timeout=10))
     assert answer["model"] == "fraud" and len(answer["probabilities"]) == 1, answer
 
