@@ -31,7 +31,7 @@ $(STAMP):
 	touch $@
 
 demo: setup
-	$(BIN)/python -m app.demo
+	$(BIN)/python -m demo
 
 lint: setup
 	$(BIN)/ruff check app jobs tests bench k8s charts

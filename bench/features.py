@@ -37,8 +37,7 @@ import pyarrow.parquet as pq
 import redis
 
 from bench.loadgen import wrk_post
-from bench.serving import wait_http
-from tests.servers import RedisServer, Server, free_port, leaves_nothing_running
+from devharness import RedisServer, Server, free_port, leaves_nothing_running, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 FEAST_VENV = ROOT / "bench" / ".venvs" / "feast"

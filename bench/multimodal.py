@@ -28,7 +28,7 @@ from PIL import Image
 from app.multimodal.dataset import draw
 from app.multimodal.preprocessing import decode_and_resize, naive_decode_and_resize
 from bench.loadgen import wrk_post
-from tests.servers import leaves_nothing_running
+from devharness import leaves_nothing_running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -123,7 +123,7 @@ def main() -> int:
 
     from app.multimodal.training import train
     from app.multimodal.triton_repo import export
-    from tests.servers import GunicornService, TritonServer
+    from devharness import GunicornService, TritonServer
 
     work = ROOT / "var" / "bench-multimodal"
     import shutil

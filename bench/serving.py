@@ -24,7 +24,7 @@ from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 
 from bench.loadgen import wrk_post
-from tests.servers import Server, free_port, http_ok, leaves_nothing_running, wait_until
+from devharness import Server, free_port, leaves_nothing_running, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -40,10 +40,6 @@ class Point:
     p50_ms: float
     p99_ms: float
     errors: int
-
-
-def wait_http(url: str, srv: Server, timeout: float = 120) -> None:
-    wait_until(lambda: http_ok(url), timeout, url, srv.proc, srv.log)
 
 
 def measure(name: str, url: str, body: bytes, conns: list[int], duration: int, runs: int) -> list[Point]:

@@ -13,7 +13,7 @@
    and its title, bad inputs;
 5. a new model version hot-reloaded, the metrics, and SIGTERM as Kubernetes sends it.
 
-The local servers are the ones the integration tests use (tests/servers.py).
+The local servers are the ones the integration tests use (devharness). Run from the checkout: make demo.
 """
 
 from __future__ import annotations
@@ -28,13 +28,9 @@ import urllib.error
 import urllib.request
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # the local servers live in tests/servers.py
-
-from tests.servers import leaves_nothing_running  # noqa: E402 - needs the path above
+from devharness import ROOT, leaves_nothing_running
 
 WORK = ROOT / "var" / "demo"
 SHOWN_METRICS = ("http_requests_total", "model_predictions_total", "model_info", "models_ready")
@@ -115,7 +111,7 @@ def stop_services(services: list[Any]) -> None:
 
 @leaves_nothing_running("make demo")
 def main() -> int:
-    from tests.servers import GunicornService, RedisServer, TritonServer
+    from devharness import GunicornService, RedisServer, TritonServer
 
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+import devharness
 from app.modelstore import LocalModelStore
+from devharness import S3Server
 from jobs.train import train_and_publish
-from tests import servers
-from tests.servers import S3Server
 
 # tests/test_harness.py runs inner pytest sessions to prove the session-end check below fails a run.
 pytest_plugins = ["pytester"]
@@ -19,18 +19,18 @@ _SESSION_START = pytest.StashKey[int]()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    session.config.stash[_SESSION_START] = servers.last_seq()
+    session.config.stash[_SESSION_START] = devharness.last_seq()
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish, which tears the session fixtures down
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Fails the run if a process the tests started (the harness's registry) is still running: names
     each one with its argv and log, and kills it. Also after Ctrl-C, which keeps its own exit status."""
-    left = servers.stop_leftovers(session.config.stash.get(_SESSION_START, 0))
+    left = devharness.stop_leftovers(session.config.stash.get(_SESSION_START, 0))
     if not left:
         return
-    report = servers.report_leftovers("the tests", left)
-    report += "\nThis fails the run: a fixture or test must stop what it starts on every path (see tests/servers.py)."
+    report = devharness.report_leftovers("the tests", left)
+    report += "\nThis fails the run: a fixture or test must stop what it starts on every path (see devharness)."
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.line("")  # the progress line may still be open

@@ -1,6 +1,6 @@
 #!/bin/sh
 # tritonserver on CPU with the python backend: nvidia-pytriton's build of Triton, the way the tests
-# run it (tests/servers.py: TritonServer). Takes the arguments of NGC's `tritonserver`.
+# run it (devharness/servers.py: TritonServer). Takes the arguments of NGC's `tritonserver`.
 #
 # The entry point of images/triton-cpu, and what the tests run on a developer machine: everything is
 # found through the `python` first on PATH (the image's /opt/venv, or the repository's .venv).

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from devharness import ROOT, VENV_BIN
 from jobs.__main__ import build_parser
-from tests.servers import ROOT, VENV_BIN
 
 CHART = ROOT / "charts" / "ml-platform"
 PROFILES = {
@@ -246,7 +246,7 @@ def test_disabling_a_subchart_removes_it() -> None:
 
 @pytest.mark.parametrize("profile", ["kind", "eks"])
 def test_alert_rules_pass_promtool(profile: str, tmp_path: Path) -> None:
-    from tests.servers import debian_binary
+    from devharness import debian_binary
 
     promtool = debian_binary("promtool", "prometheus")
     groups = [g for r in by_kind(rendered(profile), "PrometheusRule") for g in r["spec"]["groups"]]
@@ -600,7 +600,7 @@ def test_s3_setup_creates_the_charts_buckets_idempotently(tmp_path: Path) -> Non
     """k8s/s3.yaml's "buckets" container, run as a process against a real SeaweedFS, twice."""
     import os
 
-    from tests.servers import free_port, wait_until
+    from devharness import free_port, wait_until
 
     (deploy,) = [d for d in yaml.safe_load_all((ROOT / "k8s" / "s3.yaml").read_text()) if d["kind"] == "Deployment"]
     (c,) = [c for c in deploy["spec"]["template"]["spec"]["containers"] if c["name"] == "buckets"]

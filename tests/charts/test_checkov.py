@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from devharness import ROOT
 from tests.charts.test_charts import CHART, helm
-from tests.servers import ROOT
 
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 EXPLAINED = {

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.servers import GunicornService, free_port
+from devharness import GunicornService, free_port
 
 pytestmark = pytest.mark.integration
 

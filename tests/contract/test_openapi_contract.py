@@ -1,6 +1,6 @@
 """The published OpenAPI schemas against the live services (issue 9, item 8).
 
-Each service is started as production starts it (gunicorn + uvicorn workers, tests/servers.py) on
+Each service is started as production starts it (gunicorn + uvicorn workers, devharness) on
 real backends: the prediction service on a trained store, the feature server on valkey, the
 preprocessing service on tritonserver. schemathesis then sends >= 1,000 generated requests per
 service, valid and invalid, derived from the service's own /openapi.json, and fails on any 5xx,
@@ -21,7 +21,7 @@ import pytest
 from app.featureserver.main import create_app as featureserver_app
 from app.predict.main import create_app as predict_app
 from app.preprocess.main import create_app as preprocess_app
-from tests.servers import VENV_BIN, GunicornService, RedisServer, TritonServer
+from devharness import VENV_BIN, GunicornService, RedisServer, TritonServer
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
+from devharness import ROOT, VENV_BIN
 from tests.deploy.images import Image, image_for
-from tests.servers import ROOT, VENV_BIN
 
 CHART = ROOT / "charts" / "ml-platform"
 PROFILES: dict[str, Path | None] = {

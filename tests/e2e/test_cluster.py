@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.servers import ROOT, VENV_BIN, free_port
+from devharness import ROOT, VENV_BIN, free_port
 
 NS = os.environ.get("E2E_NAMESPACE", "ml-platform-e2e")
 RELEASE = "e2e"

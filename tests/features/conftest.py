@@ -12,7 +12,7 @@ import redis
 from app.features.definitions import Entity, Feature, FeatureView
 from app.features.offline import OfflineStore
 from app.features.online import OnlineStore
-from tests.servers import RedisServer, S3Server
+from devharness import RedisServer, S3Server
 
 # Recent, because Redis expires keys on its own clock (event time + TTL + grace).
 T0 = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)

@@ -12,8 +12,8 @@ import redis
 
 from app.features.online import OnlineStore
 from app.features.repo import user_stats
+from devharness import GunicornService, RedisServer, free_port
 from tests.features.conftest import T0, TS
-from tests.servers import GunicornService, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 F7 = ["user_stats:txn_count_7d"]

@@ -25,8 +25,8 @@ from app.features.materialize import (
 )
 from app.features.offline import OfflineStore
 from app.features.online import OnlineStore, Status
+from devharness import ROOT, RedisServer
 from tests.features.conftest import ENTITY, T0, VIEW, random_rows, rows
-from tests.servers import ROOT, RedisServer
 
 H = timedelta(hours=1)
 END = T0 + timedelta(days=3)
@@ -238,7 +238,7 @@ def test_repo_view_validation_used_by_cli() -> None:
 
 
 def test_job_metrics_are_pushed(tmp_path: Path, redis_server: RedisServer) -> None:
-    from tests.servers import Pushgateway
+    from devharness import Pushgateway
 
     gw = Pushgateway(tmp_path / "pgw")
     try:

@@ -22,8 +22,8 @@ from app.features.online import (
     connect,
     entity_key,
 )
+from devharness import RedisServer, free_port
 from tests.features.conftest import T0, VIEW, random_rows, rows
-from tests.servers import RedisServer, free_port
 
 NOW_MS = int((T0 + timedelta(hours=6)).timestamp() * 1000)
 NOW_US = NOW_MS * 1000

@@ -19,9 +19,9 @@ from app.features.historical import get_historical_features
 from app.features.offline import OfflineStore
 from app.features.repo import reference_repo, user_stats
 from app.modelstore import LocalModelStore
+from devharness import ROOT, GunicornService, RedisServer, free_port
 from tests.features.conftest import T0
 from tests.predict.helpers import reference
-from tests.servers import ROOT, GunicornService, RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 DAYS = 20

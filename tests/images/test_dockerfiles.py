@@ -9,8 +9,8 @@ import tomllib
 
 import pytest
 
+from devharness import VENV_BIN
 from tests.deploy.images import IMAGES, ROOT, Build, builds, parse_build_line
-from tests.servers import VENV_BIN
 
 PYTHON_IMAGES = ("predict", "featureserver", "preprocess", "jobs", "jobs-multimodal")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from devharness import ROOT, Pushgateway, RedisServer
 from tests.features.conftest import T0
-from tests.servers import ROOT, Pushgateway, RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """images/triton-cpu/entrypoint.sh: NGC tritonserver's arguments, pytriton's server, found through the python
-on PATH. The multimodal tests serve the model through it (tests/servers.py: TritonServer); these check
+on PATH. The multimodal tests serve the model through it (devharness: TritonServer); these check
 what the chart relies on: its arguments as given, readiness, and clear errors when something is missing."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from devharness import ROOT, VENV_BIN, Server, free_port, http_ok, wait_until
 from tests.deploy.images import IMAGES
-from tests.servers import ROOT, VENV_BIN, Server, free_port, http_ok, wait_until
 
 SCRIPT = ROOT / "images" / "triton-cpu" / "entrypoint.sh"
 pytestmark = pytest.mark.integration

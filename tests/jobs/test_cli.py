@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from app.modelstore import LocalModelStore, S3ModelStore
-from tests.servers import ROOT, S3Server
+from devharness import ROOT, S3Server
 
 
 def run_jobs(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.servers import ROOT
+from devharness import ROOT
 
 PATH = "/apis/apps/v1/namespaces/ml/deployments/mlp-predict"
 

@@ -6,8 +6,8 @@ import threading
 import time
 from pathlib import Path
 
+from devharness import S3Server
 from tests.jobs.test_cli import run_jobs
-from tests.servers import S3Server
 
 
 def test_waits_for_an_s3_object_written_later(s3_server: S3Server) -> None:

@@ -16,7 +16,7 @@ from app.modelstore import (
     open_store,
 )
 from app.modelstore.metadata import sha256_hex
-from tests.servers import S3Server
+from devharness import S3Server
 
 
 def _meta(name: str, version: str, artifact: bytes) -> ModelMetadata:

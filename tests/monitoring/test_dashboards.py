@@ -23,9 +23,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tests import servers
-from tests.multimodal.conftest import Trained, trained, triton  # noqa: F401 - fixtures
-from tests.servers import (
+import devharness
+from devharness import (
     ROOT,
     GunicornService,
     Pushgateway,
@@ -38,6 +37,7 @@ from tests.servers import (
     http_ok,
     wait_until,
 )
+from tests.multimodal.conftest import Trained, trained, triton  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -197,16 +197,16 @@ def test_missing_pushgateway_skips_and_leaves_nothing_running(tmp_path: Path, mo
     monkeypatch.delenv("CI", raising=False)  # under CI a missing binary fails instead of skipping
     path = os.environ["PATH"].split(os.pathsep)
     monkeypatch.setenv("PATH", os.pathsep.join(d for d in path if not (Path(d) / "prometheus-pushgateway").exists()))
-    since = servers.last_seq()
+    since = devharness.last_seq()
     with (
         pytest.raises(pytest.skip.Exception, match="prometheus-pushgateway not installed"),
         monitored_platform(tmp_path, tmp_path / "store", "127.0.0.1:1", "127.0.0.1:1", b"", ""),
     ):
         pytest.fail("the platform started without a Pushgateway")
-    started = servers.history(since)
+    started = devharness.history(since)
     assert [Path(s.argv[0]).name for s in started] == ["valkey-server"], started  # the path, taken
-    assert servers.registered(since) == []
-    assert [s for s in started if servers.group_members(s.pid)] == []
+    assert devharness.registered(since) == []
+    assert [s for s in started if devharness.group_members(s.pid)] == []
 
 
 @pytest.mark.parametrize(("dashboard", "panel", "expr"), PANELS, ids=[f"{d}:{t}" for d, t, _ in PANELS])
@@ -258,8 +258,8 @@ def test_ctrl_c_while_prometheus_starts_stops_it(tmp_path: Path, monkeypatch: py
         raise KeyboardInterrupt
 
     monkeypatch.setattr(sys.modules[__name__], "wait_until", interrupted)
-    since = servers.last_seq()
+    since = devharness.last_seq()
     with pytest.raises(KeyboardInterrupt):
         Prometheus(tmp_path / "prometheus", {})
-    [started] = servers.history(since)  # it did start ...
-    assert servers.registered(since) == [] and servers.group_members(started.pid) == []  # ... and stopped
+    [started] = devharness.history(since)  # it did start ...
+    assert devharness.registered(since) == [] and devharness.group_members(started.pid) == []  # ... and stopped

@@ -10,7 +10,7 @@ from app.multimodal.dataset import Listing, generate
 from app.multimodal.model import ProductClassifier
 from app.multimodal.training import TRAIN_IMAGE_SIZE, train
 from app.multimodal.triton_repo import export
-from tests.servers import GunicornService, TritonServer
+from devharness import GunicornService, TritonServer
 
 
 @dataclass

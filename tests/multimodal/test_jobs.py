@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.servers import ROOT
+from devharness import ROOT
 
 
 def jobs(*args: str) -> tuple[int, dict]:

@@ -21,8 +21,8 @@ from PIL import Image
 from app.multimodal.dataset import CLASSES
 from app.multimodal.preprocessing import decode_and_resize
 from app.multimodal.tokenizer import tokenize
+from devharness import GunicornService, TritonServer, free_port
 from tests.multimodal.conftest import Trained
-from tests.servers import GunicornService, TritonServer, free_port
 
 pytestmark = pytest.mark.integration
 

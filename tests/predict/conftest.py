@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import GunicornService
+from devharness import GunicornService
 
 
 @pytest.fixture(scope="module")

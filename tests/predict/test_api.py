@@ -12,8 +12,8 @@ import orjson
 import pytest
 
 from app.modelstore import LocalModelStore
+from devharness import GunicornService
 from tests.predict.helpers import instances, reference
-from tests.servers import GunicornService
 
 pytestmark = pytest.mark.integration
 

@@ -19,8 +19,8 @@ import pytest
 
 from app.features.online import OnlineStore, Status, connect
 from app.features.repo import user_stats
+from devharness import ROOT, GunicornService, RedisServer
 from tests.features.conftest import T0
-from tests.servers import ROOT, GunicornService, RedisServer
 
 pytestmark = pytest.mark.integration
 DAYS = 10

@@ -19,9 +19,9 @@ import pytest
 
 from app.modelstore import LocalModelStore, S3ModelStore
 from app.modelstore.metadata import sha256_hex
+from devharness import GunicornService, S3Server, wait_until
 from jobs.train import train_and_publish
 from tests.predict.helpers import instances, reference
-from tests.servers import GunicornService, S3Server, wait_until
 
 pytestmark = pytest.mark.integration
 
