@@ -120,20 +120,29 @@ class PipelinedRedis:
         assert self._loop is not None
         return self._loop.time()
 
-    async def _connect(self) -> _Protocol:
+    async def _connect(self, timeout: float | None = None) -> _Protocol:
+        """The current connection, opened if needed. One deadline covers the wait for another
+        caller's attempt and this one's (nested asyncio.timeouts can leak a CancelledError)."""
         if self._connecting is None:
             self._connecting = asyncio.Lock()
             self._loop = asyncio.get_running_loop()
+        budget = timeout if timeout is not None else self.connect_timeout_s
+        try:
+            async with asyncio.timeout(budget):
+                return await self._connect_locked()
+        except TimeoutError as exc:
+            raise ReadTimeoutError(f"no connection to {self.host}:{self.port} within {budget:.3f}s") from exc
+
+    async def _connect_locked(self) -> _Protocol:
+        assert self._connecting is not None and self._loop is not None
         async with self._connecting:
             if self._protocol is not None:
                 return self._protocol
-            loop = asyncio.get_running_loop()
             try:
-                async with asyncio.timeout(self.connect_timeout_s):
-                    _, protocol = await loop.create_connection(
-                        lambda: _Protocol(self), self.host, self.port, ssl=self.ssl
-                    )
-            except (OSError, TimeoutError) as exc:
+                _, protocol = await self._loop.create_connection(
+                    lambda: _Protocol(self), self.host, self.port, ssl=self.ssl
+                )
+            except OSError as exc:
                 raise RespError(f"cannot connect to {self.host}:{self.port}: {exc!r}") from exc
             self._protocol = protocol
             self._open.add(protocol)
@@ -143,7 +152,7 @@ class PipelinedRedis:
                     await self._send(protocol, auth, None, movable=False)
                 if self.db:
                     await self._send(protocol, ("SELECT", str(self.db)), None, movable=False)
-            except RespError:
+            except BaseException:  # an error reply, or the deadline: never leave a half-set-up connection
                 self._drop()
                 raise
             return protocol
@@ -174,16 +183,7 @@ class PipelinedRedis:
     async def execute(self, *args: Any, timeout: float | None = None) -> Any:
         """Send a command, await its reply; ``timeout`` (s, default ``read_timeout_s``) fails only this command."""
         timeout = timeout if timeout is not None else self.read_timeout_s
-        protocol = self._protocol
-        if protocol is None:
-            if timeout is None:
-                protocol = await self._connect()
-            else:
-                try:
-                    async with asyncio.timeout(timeout):
-                        protocol = await self._connect()
-                except TimeoutError as exc:
-                    raise ReadTimeoutError(f"no connection to {self.host}:{self.port} within {timeout}s") from exc
+        protocol = self._protocol or await self._connect(timeout)
         return await self._send(protocol, args, timeout)
 
     def _watch(self) -> None:
