@@ -12,11 +12,32 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from app.common.errors import ApiError, error_response
+from app.common.errors import (
+    ApiError,
+    DomainError,
+    InvalidInputError,
+    NotFoundError,
+    PayloadTooLargeError,
+    UnavailableError,
+    error_response,
+)
 from app.common.http_metrics import router as metrics_router
 from app.common.middleware import RequestContextMiddleware
 
 log = logging.getLogger(__name__)
+
+# The one place domain errors become HTTP statuses; a subclass answers its base's status.
+HTTP_STATUS: dict[type[DomainError], int] = {
+    InvalidInputError: 400,
+    NotFoundError: 404,
+    PayloadTooLargeError: 413,
+    UnavailableError: 503,
+    DomainError: 500,  # raised bare: a domain error nobody classified is our bug, not the caller's
+}
+
+
+def http_status(exc: DomainError) -> int:
+    return next(HTTP_STATUS[c] for c in type(exc).__mro__ if c in HTTP_STATUS)
 
 
 def install_common(app: FastAPI, *, max_body_bytes: int, access_log: bool) -> None:
@@ -27,6 +48,10 @@ def install_common(app: FastAPI, *, max_body_bytes: int, access_log: bool) -> No
     @app.exception_handler(ApiError)
     async def _api_error(_: Request, exc: ApiError) -> Response:
         return error_response(exc.status, exc.message)
+
+    @app.exception_handler(DomainError)
+    async def _domain_error(_: Request, exc: DomainError) -> Response:
+        return error_response(http_status(exc), exc.message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:

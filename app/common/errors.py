@@ -1,4 +1,13 @@
-"""Errors the API answers as ``{"error": "..."}`` (the Open Inference Protocol's shape)."""
+"""Errors, in two kinds.
+
+Domain errors (``DomainError`` and its subclasses) say what went wrong in the terms of the code
+that raised it: bad input, too much of it, something not found, a backend unavailable. Domain
+code (request parsing, feature lookups) raises only these and never names an HTTP status; the
+HTTP layer maps each kind to one (``app.common.app_factory``, ``HTTP_STATUS``).
+
+``ApiError`` carries an HTTP status and belongs to the HTTP layer itself (routes, middleware).
+Both are answered as ``{"error": "..."}`` (the Open Inference Protocol's shape).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +15,30 @@ from typing import Any
 
 import orjson
 from starlette.responses import Response
+
+
+class DomainError(Exception):
+    """A request the domain code cannot serve; the message says why, for the caller."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInputError(DomainError):
+    """The request's content is wrong: the message names the field and the problem."""
+
+
+class PayloadTooLargeError(DomainError):
+    """The request asks for more than a configured limit (rows, instances, entities)."""
+
+
+class NotFoundError(DomainError):
+    """What the request names does not exist (or has no current value)."""
+
+
+class UnavailableError(DomainError):
+    """A backend the answer depends on cannot be reached now; retrying later may succeed."""
 
 
 class ApiError(Exception):
@@ -34,12 +67,12 @@ def error_response(status: int, message: str) -> Response:
 
 def load_json(body: bytes) -> Any:
     if not body:
-        raise bad_request("request body is empty; expected JSON")
+        raise InvalidInputError("request body is empty; expected JSON")
     try:
         # orjson rejects NaN/Infinity literals, which plain json would let through.
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from exc
+        raise InvalidInputError(f"request body is not valid JSON: {exc}") from exc
 
 
 # --- OpenAPI: what the routes above answer, so the published schema matches the service ---

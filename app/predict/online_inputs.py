@@ -2,39 +2,38 @@
 the model's full input matrix out.
 
 The entity's stored features come from the online store in one round trip; the
-request-time transform is the same function the training job applied
-(``app.features.transforms``), looked up by the name recorded in the model's metadata.
+request-time transform is the same object the training job applied, imported from the
+``module:attribute`` reference recorded in the model's metadata (app.features.request_transforms).
+A model whose transform cannot be imported, or no longer fits what it was trained on, is refused
+at load: the registry keeps serving the previous version.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
 from numpy.typing import NDArray
 
-from app.common.errors import ApiError, bad_request
-from app.features import transforms
+from app.common.errors import InvalidInputError, NotFoundError, UnavailableError
 from app.features.definitions import DefinitionError, FeatureRepo, FeatureView
 from app.features.online import AsyncOnlineReader, OnlineStoreUnavailableError, Status
+from app.features.request_transforms import TransformError, check_fits, load_transform
 from app.modelstore.metadata import ModelMetadata
 
-Transform = Callable[[dict[str, NDArray[np.float64]], NDArray[np.float64]], NDArray[np.float64]]
 MAX_EXACT_ID = 2**53  # ids travel as JSON numbers -> float64: exact up to here
-
-
-def _fraud_v1(stats: dict[str, NDArray[np.float64]], request: NDArray[np.float64]) -> NDArray[np.float64]:
-    return transforms.model_matrix(stats, request[:, 0], request[:, 1].astype(np.int64))
-
-
-TRANSFORMS: dict[str, tuple[tuple[str, ...], Transform]] = {
-    transforms.TRANSFORM_NAME: (transforms.REQUEST_FIELDS, _fraud_v1),
-}
 
 
 class OnlineInputsError(Exception):
     """The model's online-feature spec cannot be served here; the message says why."""
+
+
+class EntityNotFoundError(NotFoundError):
+    """An entity of the request has no current features in the online store (policy "error")."""
+
+
+class FeaturesUnavailableError(UnavailableError):
+    """The online store did not answer the feature read."""
 
 
 class OnlineInputs:
@@ -52,13 +51,17 @@ class OnlineInputs:
             raise OnlineInputsError(
                 f"model {meta.name!r} reads the online feature store: set PREDICT_FEATURES_REDIS_URL"
             )
-        if spec.transform not in TRANSFORMS:
-            raise OnlineInputsError(f"unknown request-time transform {spec.transform!r}; known: {sorted(TRANSFORMS)}")
-        fields, self.transform = TRANSFORMS[spec.transform]
-        if tuple(spec.request_fields) != fields:
-            raise OnlineInputsError(
-                f"transform {spec.transform!r} takes {list(fields)}, model lists {spec.request_fields}"
+        try:
+            self.transform = load_transform(spec.transform)
+            check_fits(
+                self.transform,
+                spec.transform,
+                feature_refs=spec.feature_refs,
+                request_fields=spec.request_fields,
+                columns=meta.feature_names,
             )
+        except TransformError as exc:
+            raise OnlineInputsError(f"model {meta.name!r}: {exc}") from exc
         try:
             wanted = repo.resolve(spec.feature_refs)
         except DefinitionError as exc:
@@ -80,12 +83,12 @@ class OnlineInputs:
         bad = (ids_f != np.trunc(ids_f)) | (np.abs(ids_f) >= MAX_EXACT_ID)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise bad_request(f"instances[{i}].{self.entity_key}: must be an integer below 2**53, got {ids_f[i]}")
+            raise InvalidInputError(f"instances[{i}].{self.entity_key}: must be an integer below 2**53, got {ids_f[i]}")
         ids = ids_f.astype(np.int64).tolist()
         try:
             vectors = await self.reader.read(self.requests, ids)
         except OnlineStoreUnavailableError as exc:
-            raise ApiError(503, str(exc)) from None
+            raise FeaturesUnavailableError(str(exc)) from None
         n = len(ids)
         status = ["PRESENT"] * n
         stats: dict[str, NDArray[np.float64]] = {}
@@ -98,5 +101,7 @@ class OnlineInputs:
         missing = [i for i, s in enumerate(status) if s != "PRESENT"]
         if missing and self.missing_policy == "error":
             i = missing[0]
-            raise ApiError(404, f"{self.entity_key} {ids[i]}: no current features in the online store ({status[i]})")
+            raise EntityNotFoundError(
+                f"{self.entity_key} {ids[i]}: no current features in the online store ({status[i]})"
+            )
         return self.transform(stats, x[:, 1:]), status

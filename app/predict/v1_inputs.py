@@ -7,7 +7,7 @@ from typing import Any, NoReturn
 import numpy as np
 from numpy.typing import NDArray
 
-from app.common.errors import ApiError, bad_request
+from app.common.errors import InvalidInputError, PayloadTooLargeError
 
 
 def _type_name(value: Any) -> str:
@@ -18,22 +18,22 @@ def _type_name(value: Any) -> str:
 
 def parse_instances(payload: Any, feature_names: list[str], max_instances: int) -> NDArray[np.float64]:
     if not isinstance(payload, dict):
-        raise bad_request("body must be a JSON object with an 'instances' list")
+        raise InvalidInputError("body must be a JSON object with an 'instances' list")
     extra = set(payload) - {"instances"}
     if extra:
-        raise bad_request(f"unknown top-level field(s): {sorted(extra)}; expected only 'instances'")
+        raise InvalidInputError(f"unknown top-level field(s): {sorted(extra)}; expected only 'instances'")
     instances = payload.get("instances")
     if not isinstance(instances, list):
-        raise bad_request(f"'instances' must be a list of objects, got {_type_name(instances)}")
+        raise InvalidInputError(f"'instances' must be a list of objects, got {_type_name(instances)}")
     if not instances:
-        raise bad_request("'instances' is empty")
+        raise InvalidInputError("'instances' is empty")
     if len(instances) > max_instances:
-        raise ApiError(413, f"too many instances: {len(instances)} > limit {max_instances}")
+        raise PayloadTooLargeError(f"too many instances: {len(instances)} > limit {max_instances}")
     n = len(feature_names)
     rows: list[list[Any]] = []
     for i, inst in enumerate(instances):
         if type(inst) is not dict:
-            raise bad_request(f"instances[{i}] must be an object of feature values, got {_type_name(inst)}")
+            raise InvalidInputError(f"instances[{i}] must be an object of feature values, got {_type_name(inst)}")
         try:
             if len(inst) != n:
                 raise KeyError
@@ -43,15 +43,15 @@ def parse_instances(payload: Any, feature_names: list[str], max_instances: int) 
         for name, value in zip(feature_names, row, strict=True):
             t = type(value)
             if t is not float and t is not int:
-                raise bad_request(f"instances[{i}].{name}: expected a number, got {_type_name(value)}")
+                raise InvalidInputError(f"instances[{i}].{name}: expected a number, got {_type_name(value)}")
         rows.append(row)
     try:
         x = np.array(rows, dtype=np.float64)
     except OverflowError as exc:
-        raise bad_request(f"a feature value is too large for float64: {exc}") from exc
+        raise InvalidInputError(f"a feature value is too large for float64: {exc}") from exc
     if not np.isfinite(x).all():
         i, j = np.argwhere(~np.isfinite(x))[0]
-        raise bad_request(f"instances[{i}].{feature_names[j]}: value must be finite, got {x[i, j]}")
+        raise InvalidInputError(f"instances[{i}].{feature_names[j]}: value must be finite, got {x[i, j]}")
     return x
 
 
@@ -63,4 +63,4 @@ def _explain_keys(i: int, inst: dict[str, Any], feature_names: list[str]) -> NoR
         parts.append(f"missing feature(s) {missing}")
     if unknown:
         parts.append(f"unknown feature(s) {unknown}")
-    raise bad_request(f"instances[{i}]: " + "; ".join(parts))
+    raise InvalidInputError(f"instances[{i}]: " + "; ".join(parts))

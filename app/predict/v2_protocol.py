@@ -27,7 +27,7 @@ import numpy as np
 import orjson
 from numpy.typing import NDArray
 
-from app.common.errors import ApiError, bad_request, load_json
+from app.common.errors import InvalidInputError, PayloadTooLargeError, load_json
 
 NUMERIC_DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),
@@ -67,16 +67,16 @@ def parse_infer_request(
         try:
             hlen = int(header_length)
         except ValueError:
-            raise bad_request(f"Inference-Header-Content-Length is not an integer: {header_length!r}") from None
+            raise InvalidInputError(f"Inference-Header-Content-Length is not an integer: {header_length!r}") from None
         if not 0 < hlen <= len(body):
-            raise bad_request(f"Inference-Header-Content-Length {hlen} is outside the body's {len(body)} bytes")
+            raise InvalidInputError(f"Inference-Header-Content-Length {hlen} is outside the body's {len(body)} bytes")
         body, binary = body[:hlen], body[hlen:]
     req = load_json(body)
     if not isinstance(req, dict):
-        raise bad_request("inference request must be a JSON object")
+        raise InvalidInputError("inference request must be a JSON object")
     inputs = req.get("inputs")
     if not isinstance(inputs, list) or not inputs:
-        raise bad_request("'inputs' must be a non-empty list of tensors")
+        raise InvalidInputError("'inputs' must be a non-empty list of tensors")
 
     tensors: list[tuple[str, NDArray[Any]]] = []
     offset = 0
@@ -85,16 +85,16 @@ def parse_infer_request(
         offset += used
         tensors.append((t["name"], arr))
     if offset != len(binary):
-        raise bad_request(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
+        raise InvalidInputError(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
 
     x = _to_matrix(tensors, feature_names)
     if x.shape[0] == 0:
-        raise bad_request("inputs have zero rows")
+        raise InvalidInputError("inputs have zero rows")
     if x.shape[0] > max_rows:
-        raise ApiError(413, f"too many rows: {x.shape[0]} > limit {max_rows}")
+        raise PayloadTooLargeError(f"too many rows: {x.shape[0]} > limit {max_rows}")
     if not np.isfinite(x).all():
         i, j = np.argwhere(~np.isfinite(x))[0]
-        raise bad_request(f"row {i}, feature {feature_names[j]!r}: value must be finite, got {x[i, j]}")
+        raise InvalidInputError(f"row {i}, feature {feature_names[j]!r}: value must be finite, got {x[i, j]}")
 
     params = req.get("parameters")
     default_binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
@@ -104,12 +104,12 @@ def parse_infer_request(
         outputs = [(name, default_binary) for name in OUTPUTS]
     else:
         if not isinstance(outputs_req, list):
-            raise bad_request("'outputs' must be a list")
+            raise InvalidInputError("'outputs' must be a list")
         outputs = []
         for o in outputs_req:
             name = o.get("name") if isinstance(o, dict) else None
             if name not in OUTPUTS:
-                raise bad_request(f"unknown output {name!r}; this model has outputs {list(OUTPUTS)}")
+                raise InvalidInputError(f"unknown output {name!r}; this model has outputs {list(OUTPUTS)}")
             outputs.append((name, _want_binary(o.get("parameters"), default_binary)))
     rid = req.get("id")
     return InferRequest(x=x, id=rid if isinstance(rid, str) else None, outputs=outputs)
@@ -117,15 +117,15 @@ def parse_infer_request(
 
 def _decode_tensor(i: int, t: Any, binary: bytes, offset: int, body_len: int) -> tuple[NDArray[Any], int]:
     if not isinstance(t, dict):
-        raise bad_request(f"inputs[{i}] must be an object")
+        raise InvalidInputError(f"inputs[{i}] must be an object")
     name = t.get("name")
     if not isinstance(name, str) or not name:
-        raise bad_request(f"inputs[{i}]: 'name' must be a non-empty string")
+        raise InvalidInputError(f"inputs[{i}]: 'name' must be a non-empty string")
     shape = t.get("shape")
     if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape) or not shape:
-        raise bad_request(f"input {name!r}: 'shape' must be a list of non-negative integers")
+        raise InvalidInputError(f"input {name!r}: 'shape' must be a list of non-negative integers")
     if len(shape) > 2:
-        raise bad_request(
+        raise InvalidInputError(
             f"input {name!r}: shape {shape} has {len(shape)} dimensions; use [rows, n_features], [rows] or [rows, 1]"
         )
     # Python ints: np.prod wraps around in int64 ([2**32, 2**32] -> 0). Every element of a tensor
@@ -133,42 +133,44 @@ def _decode_tensor(i: int, t: Any, binary: bytes, offset: int, body_len: int) ->
     # a malformed shape, refused before anything is allocated.
     count = math.prod(shape)
     if count > body_len or (count == 0 and max(shape) > body_len):
-        raise bad_request(
+        raise InvalidInputError(
             f"input {name!r}: shape {shape} has {count} elements, more than the {body_len}-byte body can carry"
         )
     datatype = t.get("datatype")
     dtype = NUMERIC_DTYPES.get(datatype) if isinstance(datatype, str) else None
     if dtype is None:
-        raise bad_request(
+        raise InvalidInputError(
             f"input {name!r}: datatype {datatype!r} is not supported; use one of {sorted(NUMERIC_DTYPES)}"
         )
     params = t.get("parameters")
     size = params.get("binary_data_size") if isinstance(params, dict) else None
     if size is not None:
         if type(size) is not int or size < 0:
-            raise bad_request(f"input {name!r}: binary_data_size must be a non-negative integer")
+            raise InvalidInputError(f"input {name!r}: binary_data_size must be a non-negative integer")
         if size != count * dtype.itemsize:
-            raise bad_request(
+            raise InvalidInputError(
                 f"input {name!r}: binary_data_size {size} != {count} elements x {dtype.itemsize} bytes "
                 f"for shape {shape} {datatype}"
             )
         if offset + size > len(binary):
-            raise bad_request(f"input {name!r}: binary data is truncated")
+            raise InvalidInputError(f"input {name!r}: binary data is truncated")
         return np.frombuffer(binary, dtype=dtype, count=count, offset=offset).reshape(shape), size
     if "data" not in t:
-        raise bad_request(f"input {name!r}: has neither 'data' nor parameters.binary_data_size")
+        raise InvalidInputError(f"input {name!r}: has neither 'data' nor parameters.binary_data_size")
     data = t["data"]
     _check_data(name, data, shape)
     try:
         arr = np.asarray(data, dtype=np.float64)
     except ValueError:  # lists of different lengths
-        raise bad_request(f"input {name!r}: 'data' is nested as lists of different lengths; shape is {shape}") from None
+        raise InvalidInputError(
+            f"input {name!r}: 'data' is nested as lists of different lengths; shape is {shape}"
+        ) from None
     except OverflowError:
-        raise bad_request(f"input {name!r}: a value of 'data' is too large for float64") from None
+        raise InvalidInputError(f"input {name!r}: a value of 'data' is too large for float64") from None
     if arr.ndim > 1 and list(arr.shape) != shape:
-        raise bad_request(f"input {name!r}: 'data' is nested as {list(arr.shape)}; shape is {shape}")
+        raise InvalidInputError(f"input {name!r}: 'data' is nested as {list(arr.shape)}; shape is {shape}")
     if arr.size != count:
-        raise bad_request(f"input {name!r}: shape {shape} needs {count} values, 'data' has {arr.size}")
+        raise InvalidInputError(f"input {name!r}: shape {shape} needs {count} values, 'data' has {arr.size}")
     return arr.reshape(shape), 0
 
 
@@ -181,7 +183,7 @@ def _check_data(name: str, data: Any, shape: list[int]) -> None:
 
     One C-level pass per list (``set(map(type, row))``): ~20 ns per value."""
     if type(data) is not list:
-        raise bad_request(f"input {name!r}: 'data' must be a list, got {_type_name(data)}")
+        raise InvalidInputError(f"input {name!r}: 'data' must be a list, got {_type_name(data)}")
     if set(map(type, data)) <= _NUMBER_TYPES:  # flat: the common case
         return
     level: list[list[Any]] = [data]
@@ -195,13 +197,13 @@ def _check_data(name: str, data: Any, shape: list[int]) -> None:
         if kinds == {list}:
             depth += 1
             if depth > len(shape):
-                raise bad_request(
+                raise InvalidInputError(
                     f"input {name!r}: 'data' is nested {depth} deep; shape {shape} has {len(shape)} dimension(s)"
                 )
             level = list(itertools.chain.from_iterable(level))
             continue
         bad = next(v for row in level for v in row if type(v) not in _NUMBER_TYPES)
-        raise bad_request(f"input {name!r}: 'data' must be numbers, got {_type_name(bad)}")
+        raise InvalidInputError(f"input {name!r}: 'data' must be numbers, got {_type_name(bad)}")
 
 
 def _type_name(value: Any) -> str:
@@ -215,17 +217,19 @@ def _to_matrix(tensors: list[tuple[str, NDArray[Any]]], feature_names: list[str]
     if len(tensors) == 1 and tensors[0][1].ndim == 2 and tensors[0][0] not in feature_names:
         name, arr = tensors[0]
         if arr.shape[1] != n:
-            raise bad_request(f"input {name!r}: shape {list(arr.shape)} must be [rows, {n}] for this model")
+            raise InvalidInputError(f"input {name!r}: shape {list(arr.shape)} must be [rows, {n}] for this model")
         return arr.astype(np.float64, copy=False)
     by_name = dict(tensors)
     if len(by_name) != len(tensors):
-        raise bad_request("duplicate input names")
+        raise InvalidInputError("duplicate input names")
     missing = [f for f in feature_names if f not in by_name]
     unknown = sorted(set(by_name) - set(feature_names))
     if missing or unknown:
         if len(tensors) == 1:
-            raise bad_request(f"input {tensors[0][0]!r}: expected one [rows, {n}] tensor or one tensor per feature")
-        raise bad_request(f"per-feature inputs: missing {missing}, unknown {unknown}")
+            raise InvalidInputError(
+                f"input {tensors[0][0]!r}: expected one [rows, {n}] tensor or one tensor per feature"
+            )
+        raise InvalidInputError(f"per-feature inputs: missing {missing}, unknown {unknown}")
     cols = []
     rows = None
     for f in feature_names:
@@ -233,11 +237,11 @@ def _to_matrix(tensors: list[tuple[str, NDArray[Any]]], feature_names: list[str]
         if arr.ndim == 2 and arr.shape[1] == 1:
             arr = arr[:, 0]
         if arr.ndim != 1:
-            raise bad_request(f"input {f!r}: shape {list(arr.shape)} must be [rows] or [rows, 1]")
+            raise InvalidInputError(f"input {f!r}: shape {list(arr.shape)} must be [rows] or [rows, 1]")
         if rows is None:
             rows = arr.shape[0]
         elif arr.shape[0] != rows:
-            raise bad_request(f"input {f!r}: {arr.shape[0]} rows, other inputs have {rows}")
+            raise InvalidInputError(f"input {f!r}: {arr.shape[0]} rows, other inputs have {rows}")
         cols.append(arr.astype(np.float64, copy=False))
     return np.stack(cols, axis=1)
 

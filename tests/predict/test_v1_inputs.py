@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from app.common.errors import ApiError, load_json
+from app.common.app_factory import http_status
+from app.common.errors import DomainError, load_json
 from app.predict.v1_inputs import parse_instances
 
 F = ["x", "y"]
@@ -37,13 +38,13 @@ def test_parses_named_features_in_model_order() -> None:
     ],
 )
 def test_bad_payloads(payload: object, status: int, message: str) -> None:
-    with pytest.raises(ApiError, match=message) as err:
+    with pytest.raises(DomainError, match=message) as err:
         parse_instances(payload, F, 10)
-    assert err.value.status == status
+    assert http_status(err.value) == status
 
 
 @pytest.mark.parametrize("body", [b"", b"{", b'{"instances": [{"x": NaN, "y": 1}]}', b"[Infinity]"])
 def test_invalid_json_and_non_finite_literals(body: bytes) -> None:
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         load_json(body)
-    assert err.value.status == 400
+    assert http_status(err.value) == 400

@@ -7,7 +7,8 @@ import numpy as np
 import orjson
 import pytest
 
-from app.common.errors import ApiError
+from app.common.app_factory import http_status
+from app.common.errors import DomainError
 from app.predict.v2_protocol import encode_infer_response, parse_infer_request
 
 FEATURES = ["a", "b", "c"]
@@ -108,32 +109,32 @@ def test_per_feature_inputs_in_any_order() -> None:
     ],
 )
 def test_bad_requests_name_the_problem(body: dict, message: str) -> None:
-    with pytest.raises(ApiError, match=message) as err:
+    with pytest.raises(DomainError, match=message) as err:
         parse_infer_request(orjson.dumps(body), None, FEATURES, 100)
-    assert err.value.status == 400
+    assert http_status(err.value) == 400
 
 
 def test_binary_size_mismatch_and_truncation() -> None:
     arr = np.zeros((1, 3))
     body, hlen = _binary_body(arr, "FP64")
-    with pytest.raises(ApiError, match="truncated"):
+    with pytest.raises(DomainError, match="truncated"):
         parse_infer_request(body[:-4], hlen, FEATURES, 100)
     wrong = orjson.dumps(
         {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP64", "parameters": {"binary_data_size": 16}}]}
     )
-    with pytest.raises(ApiError, match="binary_data_size 16 != 3 elements x 8 bytes"):
+    with pytest.raises(DomainError, match="binary_data_size 16 != 3 elements x 8 bytes"):
         parse_infer_request(wrong + b"x" * 16, str(len(wrong)), FEATURES, 100)
-    with pytest.raises(ApiError, match="not claimed"):
+    with pytest.raises(DomainError, match="not claimed"):
         parse_infer_request(body + b"xx", hlen, FEATURES, 100)
-    with pytest.raises(ApiError, match="outside the body"):
+    with pytest.raises(DomainError, match="outside the body"):
         parse_infer_request(body, "999999", FEATURES, 100)
 
 
 def test_row_limit_is_413() -> None:
     body = orjson.dumps({"inputs": [{"name": "x", "shape": [5, 3], "datatype": "FP64", "data": [0] * 15}]})
-    with pytest.raises(ApiError) as err:
+    with pytest.raises(DomainError) as err:
         parse_infer_request(body, None, FEATURES, 4)
-    assert err.value.status == 413
+    assert http_status(err.value) == 413
 
 
 def test_binary_response_layout() -> None:
@@ -176,9 +177,9 @@ def test_oversized_or_malformed_shapes_are_400(tensor: dict, message: str) -> No
     """Shapes whose element count overflows int64 used to wrap to 0 in np.prod and end in a 500."""
     body = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP64", **tensor}]})
     hlen = str(len(body)) if "parameters" in tensor else None
-    with pytest.raises(ApiError, match=message) as err:
+    with pytest.raises(DomainError, match=message) as err:
         parse_infer_request(body, hlen, FEATURES, 100)
-    assert err.value.status == 400
+    assert http_status(err.value) == 400
     assert not re.search(r"-\d", err.value.message)  # never a wrapped, negative count
 
 
@@ -214,9 +215,9 @@ def _per_feature(c: dict) -> bytes:
 def test_per_feature_tensor_type_errors_name_the_input(tensor: dict, message: str) -> None:
     """A JSON string was once read as a number ("1" -> 1.0); every non-number is a 400 naming the input."""
     body = _per_feature(tensor)
-    with pytest.raises(ApiError, match=re.escape(message)) as err:
+    with pytest.raises(DomainError, match=re.escape(message)) as err:
         parse_infer_request(body, None, FEATURES, 100)
-    assert err.value.status == 400
+    assert http_status(err.value) == 400
 
 
 def test_matrix_tensor_nesting_must_match_shape_or_be_flat() -> None:
@@ -231,6 +232,6 @@ def test_matrix_tensor_nesting_must_match_shape_or_be_flat() -> None:
         ([[1, 2, 3], [4, 5, False]], "got boolean"),
     ):
         body = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": data}]})
-        with pytest.raises(ApiError, match=re.escape(message)) as err:
+        with pytest.raises(DomainError, match=re.escape(message)) as err:
             parse_infer_request(body, None, FEATURES, 100)
-        assert err.value.status == 400
+        assert http_status(err.value) == 400
