@@ -9,14 +9,14 @@ from typing import Any
 
 import pyarrow as pa
 
-from app.features import scenario
 from app.features.config import FeatureStoreSettings
 from app.features.definitions import load_repo
 from app.features.historical import join_view
 from app.features.materialize import MaterializeReport, materialize, materialize_incremental
 from app.features.offline import OfflineStore
 from app.features.online import OnlineStore, connect
-from app.features.repo import TRANSACTIONS, user_stats
+from examples.fraud import scenario  # seed and features: the reference scenario's data jobs
+from examples.fraud.repo import TRANSACTIONS, user_stats
 from jobs import pushmetrics
 
 

@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class FeatureStoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore")
 
-    repo: str = "app.features.repo:reference_repo"
+    repo: str = "examples.fraud.repo:reference_repo"
     """Feature definitions as code: ``module:function`` returning a FeatureRepo."""
 
     offline_url: str = "./var/offline"

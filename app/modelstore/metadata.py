@@ -46,7 +46,10 @@ class OnlineFeatures(BaseModel):
     entity_key: str = Field(description="join key a request names, e.g. user_id")
     feature_refs: list[str] = Field(description="view:feature references fetched from the online store")
     request_fields: list[str] = Field(description="fields a request carries besides the entity key")
-    transform: str = Field(description="name of the shared request-time transform")
+    transform: str = Field(
+        description="module:attribute reference of the RequestTransform that built the training rows, "
+        "e.g. mypackage.transforms:risk_v1; the service imports it at load time"
+    )
 
 
 class ModelMetadata(BaseModel):

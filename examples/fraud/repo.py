@@ -1,4 +1,5 @@
-"""The reference scenario's definitions: card-transaction risk scoring for a ``user`` entity."""
+"""The fraud scenario's feature repository: card-transaction risk scoring for a ``user`` entity
+(``FEATURES_REPO=examples.fraud.repo:reference_repo``)."""
 
 from __future__ import annotations
 

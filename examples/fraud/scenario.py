@@ -1,4 +1,4 @@
-"""The reference scenario's data: synthetic transactions and the ``user_stats`` pipeline.
+"""The fraud scenario's data: synthetic transactions and the ``user_stats`` pipeline.
 
 Deterministic from a seed. Fraud labels come from a hidden rule over the same
 point-in-time features a model can see (user_stats as of the previous day end,
@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from app.features import transforms
-from app.features.repo import user_stats
+from examples.fraud import transforms
+from examples.fraud.repo import user_stats
 
 DAY_US = 86_400_000_000
 CREATED_DELAY = timedelta(minutes=10)  # the feature job lands 10 minutes after the day closes

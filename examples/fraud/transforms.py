@@ -1,15 +1,19 @@
-"""Features computed at request time: the same code builds training rows and serving rows.
+"""The fraud scenario's request-time transform: the same code builds training rows and serving rows.
 
 Inputs are the request-time fields of a transaction (amount, merchant category)
 and the entity's stored features; outputs are the model's extra columns. Written
 with NumPy so that a column (training) and a single row (serving) go through the
-identical arithmetic.
+identical arithmetic. The model's metadata records the reference ``examples.fraud.transforms:fraud_v1``;
+the prediction service and the batch-prediction job load it from there.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numpy.typing import NDArray
+
+from app.features.request_transforms import RequestTransform
+from examples.fraud.repo import user_stats
 
 REQUEST_FIELDS = ("amount", "merchant_category")
 RISKY_CATEGORIES = (7, 8, 9)
@@ -32,21 +36,8 @@ def derive(
     }
 
 
-STATS_FEATURES = (
-    "txn_count_1d",
-    "txn_count_7d",
-    "txn_count_30d",
-    "amount_sum_7d",
-    "amount_mean_7d",
-    "amount_mean_30d",
-    "amount_max_30d",
-    "amount_std_30d",
-    "distinct_merchants_30d",
-    "account_age_days",
-)
+STATS_FEATURES = tuple(user_stats.feature_names)  # every feature of the view, in its order
 MODEL_COLUMNS = (*STATS_FEATURES, "has_history", "amount", "merchant_category", *DERIVED)
-FEATURE_VIEW = "user_stats"
-TRANSFORM_NAME = "fraud-v1"
 
 
 def model_matrix(
@@ -62,3 +53,16 @@ def model_matrix(
     cols += [has.astype(np.float64), amount.astype(np.float64), merchant_category.astype(np.float64)]
     cols += [d[k] for k in DERIVED]
     return np.column_stack(cols)
+
+
+def _fraud_v1(stats: dict[str, NDArray[np.float64]], request: NDArray[np.float64]) -> NDArray[np.float64]:
+    return model_matrix(stats, request[:, 0], request[:, 1].astype(np.int64))
+
+
+fraud_v1 = RequestTransform(
+    feature_refs=tuple(f"{user_stats.name}:{f}" for f in STATS_FEATURES),
+    request_fields=REQUEST_FIELDS,
+    columns=MODEL_COLUMNS,
+    fn=_fraud_v1,
+)
+TRANSFORM = "examples.fraud.transforms:fraud_v1"  # what a fraud model's metadata records

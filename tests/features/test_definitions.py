@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from app.features.definitions import DefinitionError, Entity, Feature, FeatureRepo
-from app.features.repo import reference_repo
+from examples.fraud.repo import reference_repo
 from tests.features.conftest import ENTITY, VIEW
 
 
@@ -53,13 +53,13 @@ def test_repo_level_errors() -> None:
 def test_load_repo_from_a_spec() -> None:
     from app.features.definitions import load_repo
 
-    assert "user_stats" in load_repo("app.features.repo:reference_repo").views
+    assert "user_stats" in load_repo("examples.fraud.repo:reference_repo").views
     for spec, message in [
         ("nocolon", "must look like"),
         ("no.such.module:repo", "cannot import"),
-        ("app.features.repo:nothing", "has no function"),
-        ("app.features.repo:user_stats", "has no function"),  # a FeatureView object, not callable
-        ("app.features.transforms:REQUEST_FIELDS", "has no function"),
+        ("examples.fraud.repo:nothing", "has no function"),
+        ("examples.fraud.repo:user_stats", "has no function"),  # a FeatureView object, not callable
+        ("examples.fraud.transforms:REQUEST_FIELDS", "has no function"),
     ]:
         with pytest.raises(DefinitionError, match=message):
             load_repo(spec)

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from app.features.online import OnlineStore
-from app.features.repo import user_stats
 from devharness import GunicornService, RedisServer, free_port
+from examples.fraud.repo import user_stats
 from tests.features.conftest import T0, TS
 
 pytestmark = pytest.mark.integration

@@ -14,12 +14,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from app.features import transforms
 from app.features.historical import get_historical_features
 from app.features.offline import OfflineStore
-from app.features.repo import reference_repo, user_stats
 from app.modelstore import LocalModelStore
 from devharness import ROOT, GunicornService, RedisServer, free_port
+from examples.fraud import transforms
+from examples.fraud.repo import reference_repo, user_stats
 from tests.features.conftest import T0
 from tests.predict.helpers import reference
 

@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from app.features.online import OnlineStore, Status, connect
-from app.features.repo import user_stats
 from devharness import ROOT, GunicornService, RedisServer
+from examples.fraud.repo import user_stats
 from tests.features.conftest import T0
 
 pytestmark = pytest.mark.integration
