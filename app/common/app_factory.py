@@ -102,7 +102,7 @@ def _describe_openapi(app: FastAPI) -> None:
 def freeze_startup_objects() -> None:
     """Call at the end of start-up. Everything allocated so far (modules, app, models) lives for
     the whole process: moving it out of the collector's sight keeps full collections from
-    stalling requests for tens of milliseconds scanning it (p99 at 64 connections: 101 -> 22 ms)."""
+    stalling requests while they scan it (docs/design.md, "Performance of the HTTP path")."""
     gc.collect()
     gc.freeze()
 

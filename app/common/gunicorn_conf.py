@@ -26,9 +26,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", str(os.cpu_count() or 1)))
 worker_class = "app.common.gunicorn_conf.LimitedUvicornWorker"
 # Backpressure (docs/operations.md, "Guarantees: HTTP limits and worst cases"): past this many
 # open connections or in-flight requests in one worker, uvicorn answers 503 at once and closes the
-# connection instead of queueing the request behind the others (at 1,000 keep-alive connections
-# p99 reached 7 s). 256 per worker stays above the 128 connections the benchmarks drive per pod
-# even if every one lands on the same worker.
+# connection instead of queueing the request behind the others (unlimited, p99 grew to seconds at
+# 1,000 keep-alive connections: the measurement is in that section). 256 per worker stays above
+# the 128 connections the benchmarks drive per pod even if every one lands on the same worker.
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS", "256"))
 # In-flight requests get this long to finish after SIGTERM (keep below the pod's
 # terminationGracePeriodSeconds minus its preStop sleep).

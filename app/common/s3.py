@@ -23,7 +23,7 @@ def parse_s3_url(url: str) -> tuple[str, str]:
 
 
 def s3_client(endpoint_url: str | None = None, region: str | None = None) -> S3Client:
-    # boto3 costs ~0.25 s to import; jobs that never touch S3 should not pay it.
+    # boto3 is slow to import (docs/design.md); jobs that never touch S3 should not pay it.
     import boto3
     from botocore.config import Config
 

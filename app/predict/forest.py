@@ -1,7 +1,7 @@
 """Tree ensembles compiled into flat NumPy arrays.
 
-scikit-learn spends ~2 ms in Python and joblib overhead on a single-row
-``predict_proba`` of a 50-tree forest; the trees themselves are tiny. Here every
+scikit-learn spends milliseconds in Python and joblib overhead on a single-row
+``predict_proba`` of a 50-tree forest (docs/design.md); the trees themselves are tiny. Here every
 tree of the ensemble is laid out in one set of arrays and all trees are walked
 at once, one NumPy step per tree level, for a whole micro-batch: a few dozen
 array operations however many trees or rows there are.
