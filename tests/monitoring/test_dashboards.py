@@ -37,7 +37,8 @@ from devharness import (
     http_ok,
     wait_until,
 )
-from tests.multimodal.conftest import Trained, trained, triton  # noqa: F401 - fixtures
+from tests.multimodal.trained import Trained
+from tests.preprocess.conftest import trained, triton  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from app.multimodal.triton_repo import config_pbtxt, torchscript
-from tests.multimodal.conftest import Trained
+from tests.multimodal.trained import Trained
 
 
 def test_both_modalities_matter(trained: Trained) -> None:

@@ -22,7 +22,7 @@ from app.multimodal.dataset import CLASSES
 from app.multimodal.preprocessing import decode_and_resize
 from app.multimodal.tokenizer import tokenize
 from devharness import GunicornService, TritonServer, free_port
-from tests.multimodal.conftest import Trained
+from tests.multimodal.trained import Trained
 
 pytestmark = pytest.mark.integration
 
