@@ -17,14 +17,13 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
-from app.features.config import FeatureStoreSettings
 from app.features.definitions import load_repo
 from app.features.materialize import latest_per_entity
-from app.features.offline import OfflineStore
 from app.features.online import connect
-from app.features.request_transforms import load_transform
-from app.modelstore import open_store
+from app.features.stores import offline_store
+from app.modelstore import model_store
 from app.predict import precomputed
+from jobs.settings import JobSettings
 
 PREDICTIONS_DATASET = "predictions"
 
@@ -46,6 +45,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="value of a request-time field for every entity (repeat per field)",
     )
     p.add_argument("--expire-hours", type=float, default=48.0, help="online predictions expire after this")
+    p.set_defaults(handler=run)
 
 
 def _request_values(pairs: list[str], fields: list[str]) -> list[float]:
@@ -65,15 +65,16 @@ def _request_values(pairs: list[str], fields: list[str]) -> list[float]:
     return [given[f] for f in fields]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     # Imported here: they pull in scikit-learn (~1 s), which the other jobs of this CLI do not need.
     from app.predict.model import ModelLoadError, SklearnModel
+    from app.predict.online_inputs import TRANSFORMS
 
-    s = FeatureStoreSettings()
-    store = open_store(args.store, s3_endpoint_url=args.s3_endpoint_url)
+    s = settings.features
+    store = model_store(settings)
     version = store.latest(args.model)
     if version is None:
-        raise ValueError(f"model {args.model!r} has no latest version in {args.store}")
+        raise ValueError(f"model {args.model!r} has no latest version in {settings.model_store_url}")
     meta, artifact = store.read_version(args.model, version)
     spec = meta.online_features
     if spec is None:
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(str(exc)) from None
     repo = load_repo(s.repo)
     wanted = repo.resolve(spec.feature_refs)
-    offline = OfflineStore(s.offline_url, s3_endpoint_url=s.s3_endpoint_url, s3_region=s.s3_region)
+    offline = offline_store(s)
     as_of = args.as_of or datetime.now(UTC)
 
     # Latest row per entity of each view as of `as_of`, within its TTL; entities of all views.
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             col = np.asarray(t.column(f).cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
             found = (pos < len(col)) & (t.column(spec.entity_key).to_numpy()[np.minimum(pos, len(col) - 1)] == ids)
             stats[f] = np.where(found, col[np.minimum(pos, len(col) - 1)], np.nan)
-    transform = load_transform(spec.transform)  # the model's own: its reference is in its metadata
+    _, transform = TRANSFORMS[spec.transform]
     x = transform(stats, np.tile(np.asarray(request, dtype=np.float64), (len(ids), 1)))
     proba = model.predict_proba(x)
     labels = model.classes_array[proba.argmax(axis=1)]

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
-from app.features.config import FeatureStoreSettings
-from app.features.definitions import load_repo
+from app.features import scenario
+from app.features.definitions import FeatureView, load_repo
 from app.features.historical import join_view
 from app.features.materialize import MaterializeReport, materialize, materialize_incremental
-from app.features.offline import OfflineStore
-from app.features.online import OnlineStore, connect
-from examples.fraud import scenario  # seed and features: the reference scenario's data jobs
-from examples.fraud.repo import TRANSACTIONS, user_stats
+from app.features.repo import TRANSACTIONS, user_stats
+from app.features.stores import offline_store, online_store
 from jobs import pushmetrics
+from jobs.settings import JobSettings
 
 
 def _when(value: str) -> datetime:
@@ -29,33 +28,26 @@ def _when(value: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def offline_store(s: FeatureStoreSettings) -> OfflineStore:
-    return OfflineStore(s.offline_url, s3_endpoint_url=s.s3_endpoint_url, s3_region=s.s3_region)
-
-
-def online_store(s: FeatureStoreSettings) -> OnlineStore:
-    client = connect(s.redis_url, cluster=s.redis_cluster, timeout_s=s.redis_timeout_seconds)
-    return OnlineStore(client, expiry_grace=s.expiry_grace)
-
-
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: JobSettings) -> None:
     p = sub.add_parser("seed", help="generate the reference scenario's labeled transactions (deterministic)")
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--start", type=_when, default=_when("2026-10-01"))
     p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=seed)
 
     p = sub.add_parser("features", help="compute the user_stats feature view from the transactions")
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--days", type=int, default=30)
     p.add_argument("--start", type=_when, default=_when("2026-10-01"))
+    p.set_defaults(handler=features)
 
-    shard_default = int(os.environ.get("JOB_COMPLETION_INDEX", "0"))
-    for name, helptext in (
-        ("materialize", "load a time window of a feature view into the online store"),
-        ("materialize-incremental", "load everything since the watermark (minus a lookback)"),
+    for name, helptext, handler in (
+        ("materialize", "load a time window of a feature view into the online store", materialize_window),
+        ("materialize-incremental", "load everything since the watermark (minus a lookback)", materialize_since),
     ):
         p = sub.add_parser(name, help=helptext)
+        p.set_defaults(handler=handler)
         if name == "materialize":
             p.add_argument("start", type=_when, help="window start (inclusive), ISO date/time, UTC")
             p.add_argument("end", type=_when, help="window end (exclusive)")
@@ -63,8 +55,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             p.add_argument("--end", type=_when, default=None, help="default: now")
             p.add_argument("--lookback-minutes", type=float, default=None)
         p.add_argument("--view", default=user_stats.name)
-        p.add_argument("--shard", type=int, default=shard_default, help="this shard (env JOB_COMPLETION_INDEX)")
-        p.add_argument("--shards", type=int, default=int(os.environ.get("MATERIALIZE_SHARDS", "1")))
+        p.add_argument(
+            "--shard", type=int, default=settings.job_completion_index, help="this shard (env JOB_COMPLETION_INDEX)"
+        )
+        p.add_argument(
+            "--shards", type=int, default=settings.materialize_shards, help="of this many (env MATERIALIZE_SHARDS)"
+        )
         p.add_argument(
             "--lock-wait-seconds",
             type=float,
@@ -73,64 +69,89 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         )
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    s = FeatureStoreSettings()
-    if args.command == "seed":
-        tx = scenario.generate_transactions(args.users, args.days, args.start, args.seed)
-        stats = scenario.compute_user_stats(tx, args.start, args.days, args.users)
-        joined = join_view(tx, "user_id", "timestamp", user_stats, stats, user_stats.feature_names)
-        labels = scenario.label_transactions(tx, pa.table(joined), args.seed)
-        tx = tx.append_column("is_fraud", pa.array(labels))
-        days = offline_store(s).write_partitioned(TRANSACTIONS, tx, "timestamp")
-        return {
-            "rows": tx.num_rows,
-            "users": args.users,
-            "partitions": len(days),
-            "fraud_rate": round(float(labels.mean()), 4),
-            "offline": s.offline_url,
-        }
-    if args.command == "features":
-        off = offline_store(s)
-        end = args.start + timedelta(days=args.days)
-        tx = off.read_window(TRANSACTIONS, "timestamp", args.start, end)
-        stats = scenario.compute_user_stats(tx, args.start, args.days, args.users)
-        days = off.write_partitioned(user_stats.source, stats, user_stats.event_timestamp_column)
-        return {
-            "view": user_stats.name,
-            "rows": stats.num_rows,
-            "partitions": len(days),
-            "offline": s.offline_url,
-        }
-    # materialize / materialize-incremental
+def seed(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
+    s = settings.features
+    tx = scenario.generate_transactions(args.users, args.days, args.start, args.seed)
+    stats = scenario.compute_user_stats(tx, args.start, args.days, args.users)
+    joined = join_view(tx, "user_id", "timestamp", user_stats, stats, user_stats.feature_names)
+    labels = scenario.label_transactions(tx, pa.table(joined), args.seed)
+    tx = tx.append_column("is_fraud", pa.array(labels))
+    days = offline_store(s).write_partitioned(TRANSACTIONS, tx, "timestamp")
+    return {
+        "rows": tx.num_rows,
+        "users": args.users,
+        "partitions": len(days),
+        "fraud_rate": round(float(labels.mean()), 4),
+        "offline": s.offline_url,
+    }
+
+
+def features(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
+    s = settings.features
+    off = offline_store(s)
+    end = args.start + timedelta(days=args.days)
+    tx = off.read_window(TRANSACTIONS, "timestamp", args.start, end)
+    stats = scenario.compute_user_stats(tx, args.start, args.days, args.users)
+    days = off.write_partitioned(user_stats.source, stats, user_stats.event_timestamp_column)
+    return {
+        "view": user_stats.name,
+        "rows": stats.num_rows,
+        "partitions": len(days),
+        "offline": s.offline_url,
+    }
+
+
+def materialize_window(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
+    s = settings.features
     view = load_repo(s.repo).view(args.view)
+    return _pushing_metrics(
+        args,
+        settings,
+        view,
+        lambda: materialize(
+            view,
+            offline_store(s),
+            online_store(s),
+            args.start,
+            args.end,
+            shard=args.shard,
+            shards=args.shards,
+            lock_ttl_s=s.lock_ttl_seconds,
+            lock_wait_s=args.lock_wait_seconds,
+        ),
+    )
+
+
+def materialize_since(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
+    s = settings.features
+    view = load_repo(s.repo).view(args.view)
+    lookback = timedelta(minutes=args.lookback_minutes) if args.lookback_minutes is not None else s.lookback
+    return _pushing_metrics(
+        args,
+        settings,
+        view,
+        lambda: materialize_incremental(
+            view,
+            offline_store(s),
+            online_store(s),
+            lookback=lookback,
+            end=args.end,
+            shard=args.shard,
+            shards=args.shards,
+            lock_ttl_s=s.lock_ttl_seconds,
+            lock_wait_s=args.lock_wait_seconds,
+        ),
+    )
+
+
+def _pushing_metrics(
+    args: argparse.Namespace, settings: JobSettings, view: FeatureView, load: Callable[[], MaterializeReport]
+) -> dict[str, Any]:
+    """Run a materialization and push its metrics to the Pushgateway, failed or not."""
     started = datetime.now(UTC)
     report: MaterializeReport | None = None
     try:
-        if args.command == "materialize":
-            report = materialize(
-                view,
-                offline_store(s),
-                online_store(s),
-                args.start,
-                args.end,
-                shard=args.shard,
-                shards=args.shards,
-                lock_ttl_s=s.lock_ttl_seconds,
-                lock_wait_s=args.lock_wait_seconds,
-            )
-        else:
-            lookback = timedelta(minutes=args.lookback_minutes) if args.lookback_minutes is not None else s.lookback
-            report = materialize_incremental(
-                view,
-                offline_store(s),
-                online_store(s),
-                lookback=lookback,
-                end=args.end,
-                shard=args.shard,
-                shards=args.shards,
-                lock_ttl_s=s.lock_ttl_seconds,
-                lock_wait_s=args.lock_wait_seconds,
-            )
+        report = load()
     finally:
         values: dict[str, float] = {"duration_seconds": (datetime.now(UTC) - started).total_seconds()}
         if report is not None:
@@ -143,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if report.watermark_after:
                 values["watermark_timestamp_seconds"] = datetime.fromisoformat(report.watermark_after).timestamp()
         pushmetrics.push(
-            s.pushgateway_url,
+            settings.features.pushgateway_url,
             "materialize",
             {"view": view.name, "shard": f"{args.shard}of{args.shards}"},
             values,

@@ -11,9 +11,11 @@ chart's least-privilege Role (get/patch on that one Deployment), or with a kubec
 from __future__ import annotations
 
 import argparse
-import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobs.settings import JobSettings
 
 ANNOTATION = "ml-platform.io/rollout-reason"
 
@@ -22,10 +24,11 @@ class RolloutError(Exception):
     """The Deployment cannot be rolled or did not converge; the message says why."""
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], settings: JobSettings) -> None:
     p = sub.add_parser("rollout", help="rolling-restart a Deployment (e.g. onto a new model) and wait for it")
+    p.set_defaults(handler=lambda args, _settings: run(args))
     p.add_argument("--deployment", required=True)
-    p.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    p.add_argument("--namespace", default=settings.pod_namespace, help="(env POD_NAMESPACE)")
     p.add_argument("--reason", required=True, help="recorded on the pod template, e.g. fraud@20261129T0100")
     p.add_argument("--timeout-seconds", type=float, default=600.0)
 

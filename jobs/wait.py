@@ -10,7 +10,10 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobs.settings import JobSettings
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -18,9 +21,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("url", help="a path, or s3://bucket/key")
     p.add_argument("--timeout-seconds", type=float, default=3600.0)
     p.add_argument("--interval-seconds", type=float, default=5.0)
+    p.set_defaults(handler=run)
 
 
-def exists(url: str, s3_endpoint_url: str | None) -> bool:
+def exists(url: str, s3_endpoint_url: str | None, s3_region: str | None = None) -> bool:
     if not url.startswith("s3://"):
         return Path(url).exists()
     from botocore.exceptions import ClientError
@@ -29,7 +33,7 @@ def exists(url: str, s3_endpoint_url: str | None) -> bool:
 
     bucket, key = parse_s3_url(url)
     try:
-        s3_client(s3_endpoint_url).head_object(Bucket=bucket, Key=key)
+        s3_client(s3_endpoint_url, s3_region).head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NoSuchBucket", "NotFound"}:
             return False
@@ -37,13 +41,13 @@ def exists(url: str, s3_endpoint_url: str | None) -> bool:
     return True
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     start = time.monotonic()
     last_error = ""
     next_report = start + 30
     while True:
         try:
-            if exists(args.url, args.s3_endpoint_url):
+            if exists(args.url, settings.s3_endpoint_url, settings.s3_region):
                 return {"url": args.url, "waited_seconds": round(time.monotonic() - start, 1)}
             last_error = "not there yet"
         except Exception as exc:  # S3 still starting, or a transient error: keep waiting, report it

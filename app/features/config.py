@@ -5,23 +5,24 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from app.common.settings import S3Settings
 
 
-class FeatureStoreSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore")
+class FeatureStoreSettings(S3Settings):
+    """The S3 endpoint and region come from S3Settings (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``:
+    no prefix, the same names as the model store's and the AWS SDK's)."""
 
-    repo: str = "examples.fraud.repo:reference_repo"
+    model_config = SettingsConfigDict(
+        env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore", populate_by_name=True
+    )
+
+    repo: str = "app.features.repo:reference_repo"
     """Feature definitions as code: ``module:function`` returning a FeatureRepo."""
 
     offline_url: str = "./var/offline"
     """Offline store root: a directory, or s3://bucket/prefix."""
-
-    s3_endpoint_url: str | None = None
-    """S3-compatible endpoint for the offline store; unset means AWS."""
-
-    s3_region: str = "us-east-1"
-    """Region of the offline store's bucket."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     """Online store: redis:// or rediss:// URL (password in the URL or REDIS_PASSWORD-style secret)."""

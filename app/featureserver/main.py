@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from app.common.app_factory import freeze_startup_objects, install_common, lazy_app
 from app.common.logging import configure_logging
+from app.common.settings import package_version
 from app.features.definitions import load_repo
 from app.features.online import AsyncOnlineReader
 from app.featureserver.api.routes import features, health
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await app.state.reader.close()
 
-    app = FastAPI(title="ml-platform feature server", version="0.1.0", lifespan=lifespan, redoc_url=None)
+    app = FastAPI(title="ml-platform feature server", version=package_version(), lifespan=lifespan, redoc_url=None)
     app.state.settings = settings
     app.state.repo = repo
     for router in (health.router, features.router):

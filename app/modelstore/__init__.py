@@ -6,7 +6,9 @@ from app.modelstore.store import (
     LocalModelStore,
     ModelStore,
     ModelStoreError,
+    ModelStoreSettings,
     S3ModelStore,
+    model_store,
     open_store,
 )
 
@@ -17,7 +19,9 @@ __all__ = [
     "ModelMetadata",
     "ModelStore",
     "ModelStoreError",
+    "ModelStoreSettings",
     "S3ModelStore",
     "VerificationSample",
+    "model_store",
     "open_store",
 ]

@@ -26,7 +26,7 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
@@ -213,10 +213,12 @@ def _fsync_dir(path: Path) -> None:
 
 
 class S3ModelStore(ModelStore):
-    def __init__(self, url: str, client: S3Client | None = None, endpoint_url: str | None = None) -> None:
+    def __init__(
+        self, url: str, client: S3Client | None = None, endpoint_url: str | None = None, region: str | None = None
+    ) -> None:
         self.bucket, self.prefix = parse_s3_url(url)
         self.url = url
-        self.client = client or s3_client(endpoint_url)
+        self.client = client or s3_client(endpoint_url, region)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -266,12 +268,28 @@ class S3ModelStore(ModelStore):
         self._put(f"{name}/{LATEST_FILE}", (version + "\n").encode())
 
 
-def open_store(url: str, *, s3_endpoint_url: str | None = None) -> ModelStore:
+def open_store(url: str, *, s3_endpoint_url: str | None = None, s3_region: str | None = None) -> ModelStore:
     """A store for ``s3://bucket/prefix`` or a local path (``file://`` accepted)."""
     if url.startswith("s3://"):
-        return S3ModelStore(url, endpoint_url=s3_endpoint_url)
+        return S3ModelStore(url, endpoint_url=s3_endpoint_url, region=s3_region)
     if url.startswith("file://"):
         url = url[len("file://") :]
     if "://" in url:
         raise ModelStoreError(f"unsupported model store URL {url!r}: use a path or s3://bucket/prefix")
     return LocalModelStore(url)
+
+
+class ModelStoreSettings(Protocol):
+    """What locates a model store: the services' and the jobs' settings classes both have these."""
+
+    @property
+    def model_store_url(self) -> str: ...
+    @property
+    def s3_endpoint_url(self) -> str | None: ...
+    @property
+    def s3_region(self) -> str | None: ...
+
+
+def model_store(settings: ModelStoreSettings) -> ModelStore:
+    """The model store the settings name: the one way the service and the jobs open it."""
+    return open_store(settings.model_store_url, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region)

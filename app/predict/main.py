@@ -13,7 +13,8 @@ from fastapi import FastAPI
 
 from app.common.app_factory import freeze_startup_objects, install_common, lazy_app
 from app.common.logging import configure_logging
-from app.modelstore import open_store
+from app.common.settings import package_version
+from app.modelstore import model_store
 from app.predict.api.routes import health, v1, v2
 from app.predict.core.config import Settings, get_settings
 from app.predict.registry import ModelRegistry
@@ -27,7 +28,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = open_store(settings.model_store_url, s3_endpoint_url=settings.s3_endpoint_url)
+        store = model_store(settings)
         registry = ModelRegistry(settings, store)
         app.state.registry = registry
         await registry.start()
@@ -41,7 +42,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="ml-platform prediction service",
-        version="0.1.0",
+        version=package_version(),
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,

@@ -16,6 +16,7 @@ from starlette.responses import Response
 from app.common.app_factory import freeze_startup_objects, install_common, lazy_app
 from app.common.errors import error_response, error_responses, json_response
 from app.common.logging import configure_logging
+from app.common.settings import package_version
 from app.preprocess.api.routes import classify
 from app.preprocess.core.config import Settings, get_settings
 from app.preprocess.triton import TritonModel
@@ -53,11 +54,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.triton.close()
             app.state.decode_pool.shutdown(wait=False)
 
-    app = FastAPI(title="ml-platform preprocessing service", version="0.1.0", lifespan=lifespan, redoc_url=None)
+    app = FastAPI(
+        title="ml-platform preprocessing service", version=package_version(), lifespan=lifespan, redoc_url=None
+    )
     app.state.settings = settings
     for router in (health, classify.router):
         app.include_router(router)
-    install_common(app, max_body_bytes=settings.max_image_bytes * 2, access_log=settings.access_log)
+    install_common(app, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
     return app
 
 

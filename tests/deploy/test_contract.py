@@ -72,8 +72,12 @@ def env_reads(*roots: Path) -> set[str]:
 
 
 def settings_env_names(cls: type[BaseSettings]) -> set[str]:
+    """A field's variable is its alias when it has one (AWS_ENDPOINT_URL_S3: no prefix), else prefix + name."""
     prefix = str(cls.model_config.get("env_prefix", ""))
-    return {(prefix + name).upper() for name in cls.model_fields}
+    return {
+        (f.validation_alias if isinstance(f.validation_alias, str) else prefix + name).upper()
+        for name, f in cls.model_fields.items()
+    }
 
 
 @cache
@@ -89,8 +93,9 @@ def settings_class(app_module: str) -> type[BaseSettings]:
 
 def jobs_settings() -> list[type[BaseSettings]]:
     from app.features.config import FeatureStoreSettings
+    from jobs.settings import JobSettings
 
-    return [FeatureStoreSettings]
+    return [JobSettings, FeatureStoreSettings]
 
 
 def gunicorn_app(c: Container) -> str | None:

@@ -249,7 +249,7 @@ def test_serves_from_s3(s3_server: S3Server, tmp_path: Path) -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
     train_and_publish(dataset="iris", name="iris", store_url=url, n_estimators=5, s3_endpoint_url=s3_server.endpoint)
     srv = GunicornService(
-        tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": url, "PREDICT_S3_ENDPOINT_URL": s3_server.endpoint}
+        tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": url, "AWS_ENDPOINT_URL_S3": s3_server.endpoint}
     ).wait_ready()
     try:
         store = S3ModelStore(url, client=s3_server.client())

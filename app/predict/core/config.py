@@ -6,17 +6,21 @@ from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from app.common.settings import S3Settings, ServiceSettings
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="PREDICT_", use_attribute_docstrings=True, extra="ignore")
+class Settings(ServiceSettings, S3Settings):
+    """Log level, access log and body limit come from ServiceSettings; the S3 endpoint and region from
+    S3Settings (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``: no prefix)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PREDICT_", use_attribute_docstrings=True, extra="ignore", populate_by_name=True
+    )
 
     model_store_url: str = "./var/model-store"
     """Model store: a directory, or s3://bucket/prefix."""
-
-    s3_endpoint_url: str | None = None
-    """S3-compatible endpoint (MinIO, SeaweedFS); unset means AWS (AWS_ENDPOINT_URL also works)."""
 
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated model names to serve; empty serves every model in the store (and new ones)."""
@@ -46,7 +50,7 @@ class Settings(BaseSettings):
     """Most rows one request may carry."""
 
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
-    """Largest request body accepted (413 above it)."""
+    """Largest request body accepted, counted as it streams and after content decoding (413 above it)."""
 
     features_redis_url: str | None = None
     """Online feature store for models trained on feature views; unset: such models are not served."""
@@ -57,17 +61,11 @@ class Settings(BaseSettings):
     features_timeout_ms: float = Field(default=50.0, gt=0)
     """Budget for fetching an entity's features; past it the request gets a 503, fast."""
 
-    features_repo: str = "examples.fraud.repo:reference_repo"
+    features_repo: str = "app.features.repo:reference_repo"
     """Feature definitions (``module:function``) that models' feature references resolve against."""
 
     missing_entity_policy: Literal["error", "zeros"] = "error"
     """Entity without current features: 404 (error), or predict as for an entity with no history (zeros)."""
-
-    log_level: str = "INFO"
-    """Root log level."""
-
-    access_log: bool = True
-    """One JSON log line per request (method, path, status, duration, request id)."""
 
     @field_validator("models", mode="before")
     @classmethod

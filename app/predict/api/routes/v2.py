@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.common.errors import ApiError, error_responses, json_body, json_response
+from app.common.settings import package_version
 from app.predict.api.deps import ModelDep, RegistryDep, SettingsDep, lookup_model
 from app.predict.registry import LoadedModel
 from app.predict.v2_protocol import encode_infer_response, parse_infer_request
@@ -13,7 +14,7 @@ from app.predict.v2_protocol import encode_infer_response, parse_infer_request
 router = APIRouter(prefix="/v2", tags=["v2"])
 
 SERVER_NAME = "ml-platform"
-SERVER_VERSION = "0.1.0"
+SERVER_VERSION = package_version()  # pyproject.toml's, from the installed package's metadata
 
 # The JSON form of the Open Inference Protocol's inference request (app/predict/v2_protocol.py parses
 # it, and the binary-tensor form, from the raw body; this only documents).

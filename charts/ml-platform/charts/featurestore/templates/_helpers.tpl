@@ -5,11 +5,9 @@
 - name: FEATURES_OFFLINE_URL
   value: {{ .Values.offline.url | quote }}
 {{- with .Values.global.s3.endpointUrl }}
-- name: FEATURES_S3_ENDPOINT_URL
+- name: AWS_ENDPOINT_URL_S3
   value: {{ . | quote }}
 {{- end }}
-- name: FEATURES_S3_REGION
-  value: {{ .Values.global.s3.region | quote }}
 - name: AWS_DEFAULT_REGION
   value: {{ .Values.global.s3.region | quote }}
 {{- if not (or .Values.redis.enabled .Values.global.redis.existingSecret) }}

@@ -1,0 +1,62 @@
+"""The shape every settings class shares.
+
+Each service has one settings class (``app/<service>/core/config.py``) with its own environment
+prefix (``PREDICT_``, ``FEATURES_``, ``PREPROCESS_``); the jobs have ``jobs/settings.py``. What they
+have in common is declared once here:
+
+- :class:`ServiceSettings`: what every HTTP service has (log level, access log, body limit);
+- :class:`S3Settings`: where S3 is. These two settings have one name everywhere, the AWS SDK's own
+  (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``): boto3 and Triton's S3 client read the same
+  variables, so one value in the chart configures our code and the libraries alike.
+
+Fields are documented with attribute docstrings (``use_attribute_docstrings``); the README's
+configuration tables list them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import PackageNotFoundError, version
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PACKAGE = "ml-platform"
+
+
+@cache
+def package_version() -> str:
+    """The installed ml-platform's version (pyproject.toml is the one place it is written)."""
+    try:
+        return version(PACKAGE)
+    except PackageNotFoundError:  # a source tree on PYTHONPATH without `pip install`
+        return "0+unknown"
+
+
+class ServiceSettings(BaseSettings):
+    """What every HTTP service reads; subclasses set ``env_prefix`` and may change the defaults."""
+
+    model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="ignore")
+
+    log_level: str = "INFO"
+    """Root log level (JSON lines on stderr)."""
+
+    access_log: bool = True
+    """One JSON log line per request (method, path, status, duration, request id)."""
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Largest request body accepted, counted as it streams and after content decoding (413 above it)."""
+
+
+class S3Settings(BaseSettings):
+    """Where the S3 API is: the AWS SDK's variable names, read without the class's prefix."""
+
+    model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="ignore", populate_by_name=True)
+
+    s3_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL_S3")
+    """S3-compatible endpoint (MinIO, SeaweedFS); unset means AWS. Env ``AWS_ENDPOINT_URL_S3``, the
+    name boto3 and Triton honour themselves; given explicitly, it also selects path-style addressing."""
+
+    s3_region: str | None = Field(default=None, validation_alias="AWS_DEFAULT_REGION")
+    """Region of the buckets. Env ``AWS_DEFAULT_REGION``, as for the AWS SDK; unset: the SDK's own
+    chain (``AWS_REGION``, the config file) for boto3, ``us-east-1`` for the offline store's Arrow client."""

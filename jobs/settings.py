@@ -1,0 +1,63 @@
+"""Settings of ``python -m jobs``: environment variables without a prefix (the names Kubernetes and the
+chart give a Job), plus the feature store's ``FEATURES_`` variables (app/features/config.py).
+
+Command-line flags override these per run (``--store``, ``--s3-endpoint-url``, ``--shard``,
+``--shards``, ``--namespace``); the settings are their defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from app.common.settings import S3Settings
+from app.features.config import FeatureStoreSettings
+
+if TYPE_CHECKING:
+    import argparse
+
+
+class JobSettings(S3Settings):
+    """The S3 endpoint and region come from S3Settings (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``),
+    the names the services and the AWS SDK read too."""
+
+    model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="ignore", populate_by_name=True)
+
+    model_store_url: str = "./var/model-store"
+    """Model store: a directory, or s3://bucket/prefix (``--store`` overrides it)."""
+
+    model_store_hmac_key: SecretStr | None = None
+    """Sign published artifacts with HMAC-SHA256 under this key (the service's PREDICT_ARTIFACT_HMAC_KEY)."""
+
+    log_level: str = "WARNING"
+    """Root log level (JSON lines on stderr; stdout carries only the summary line)."""
+
+    job_completion_index: int = Field(default=0, ge=0)
+    """This pod's shard: set by Kubernetes in an Indexed Job (``--shard`` overrides it)."""
+
+    materialize_shards: int = Field(default=1, ge=1)
+    """How many shards a materialization is split into (the Indexed Job's completions; ``--shards``)."""
+
+    pod_namespace: str = "default"
+    """Namespace of the Deployment ``rollout`` rolls (the chart sets the pod's own; ``--namespace``)."""
+
+    @cached_property
+    def features(self) -> FeatureStoreSettings:
+        """The feature store's settings, from their own ``FEATURES_`` variables. Read when a job first
+        needs them, so that a bad ``FEATURES_`` value fails the feature jobs (with a summary line), not
+        ``train --dataset iris``."""
+        return FeatureStoreSettings()
+
+    @property
+    def hmac_key(self) -> bytes | None:
+        key = self.model_store_hmac_key
+        return key.get_secret_value().encode() if key and key.get_secret_value() else None
+
+
+# What each subcommand's parser carries as ``handler`` (``set_defaults(handler=...)``): it gets the parsed
+# arguments and the settings, and returns the fields of the summary line.
+Handler = Callable[["argparse.Namespace", JobSettings], dict[str, Any]]
