@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 from app.features.definitions import load_repo
 from app.features.materialize import latest_per_entity
 from app.features.online import connect
+from app.features.request_transforms import load_transform
 from app.features.stores import offline_store
 from app.modelstore import model_store
 from app.predict import precomputed
@@ -68,7 +69,6 @@ def _request_values(pairs: list[str], fields: list[str]) -> list[float]:
 def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     # Imported here: they pull in scikit-learn (~1 s), which the other jobs of this CLI do not need.
     from app.predict.model import ModelLoadError, SklearnModel
-    from app.predict.online_inputs import TRANSFORMS
 
     s = settings.features
     store = model_store(settings)
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
             col = np.asarray(t.column(f).cast(pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
             found = (pos < len(col)) & (t.column(spec.entity_key).to_numpy()[np.minimum(pos, len(col) - 1)] == ids)
             stats[f] = np.where(found, col[np.minimum(pos, len(col) - 1)], np.nan)
-    _, transform = TRANSFORMS[spec.transform]
+    transform = load_transform(spec.transform)  # the model's own: its reference is in its metadata
     x = transform(stats, np.tile(np.asarray(request, dtype=np.float64), (len(ids), 1)))
     proba = model.predict_proba(x)
     labels = model.classes_array[proba.argmax(axis=1)]

@@ -9,12 +9,12 @@ from typing import Any
 
 import pyarrow as pa
 
-from app.features import scenario
 from app.features.definitions import FeatureView, load_repo
 from app.features.historical import join_view
 from app.features.materialize import MaterializeReport, materialize, materialize_incremental
-from app.features.repo import TRANSACTIONS, user_stats
 from app.features.stores import offline_store, online_store
+from examples.fraud import scenario  # seed and features: the reference scenario's data jobs
+from examples.fraud.repo import TRANSACTIONS, user_stats
 from jobs import pushmetrics
 from jobs.settings import JobSettings
 

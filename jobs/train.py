@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
-from app.features.repo import user_stats
 from numpy.typing import NDArray
 
-from app.features import transforms
+from app.features.definitions import FeatureRepo, load_repo
 from app.features.offline import OfflineStore
+from app.features.request_transforms import load_reference
 from app.features.stores import offline_store
 from app.modelstore import FeatureSpec, ModelMetadata, VerificationSample, open_store
 from app.modelstore.metadata import OnlineFeatures, TrainingData, sha256_hex, sign
@@ -66,21 +66,28 @@ def _reference() -> Dataset:
     return Dataset(x, y, [f"f{i}" for i in range(20)], "target", "make_classification(20000, 20, seed 0)")
 
 
-def _fraud(offline: OfflineStore) -> Dataset:
-    from app.features.training import fraud_training_set
+def _from_feature_store(training_set: str, offline: OfflineStore, repo: FeatureRepo) -> Dataset:
+    """A training set a ``module:function`` builds from the feature store (``function(offline, repo)`` ->
+    app.features.training.TrainingSet); the model records the request-time transform it used."""
+    from app.features.training import TrainingSet
 
-    ts = fraud_training_set(offline)
+    build = load_reference(training_set, "training set")
+    if not callable(build):
+        raise ValueError(f"training set {training_set!r} is not a function")
+    ts = build(offline, repo)
+    if not isinstance(ts, TrainingSet):
+        raise ValueError(f"training set {training_set!r} returned {type(ts).__name__}, not a TrainingSet")
     return Dataset(
         ts.x,
         ts.y,
         ts.feature_names,
-        "is_fraud",
+        ts.target_name,
         ts.source,
         online_features=OnlineFeatures(
-            entity_key=user_stats.entity.join_key,
+            entity_key=ts.entity_key,
             feature_refs=ts.feature_refs,
-            request_fields=list(transforms.REQUEST_FIELDS),
-            transform=transforms.TRANSFORM_NAME,
+            request_fields=list(ts.request_fields),
+            transform=ts.transform,
         ),
         time_ordered=True,
     )
@@ -98,7 +105,9 @@ DATASETS: dict[str, Callable[[], Dataset]] = {
     "iris": lambda: _sklearn_dataset("iris"),
     "reference": _reference,
 }
-FEATURE_STORE_DATASETS = {"fraud"}
+# Datasets built from the feature store, by name: the reference scenario's (examples/). Any other
+# ``module:function`` is trained with ``--training-set``.
+FEATURE_STORE_DATASETS = {"fraud": "examples.fraud.training:fraud_training_set"}
 
 
 def build_pipeline(dataset: str, n_estimators: int, max_depth: int | None) -> Any:
@@ -134,15 +143,20 @@ def train_and_publish(
     version: str | None = None,
     set_latest: bool = True,
     offline: OfflineStore | None = None,
+    repo: FeatureRepo | None = None,
+    training_set: str | None = None,
 ) -> ModelMetadata:
+    """``training_set``: a ``module:function`` building the data from the feature store (``offline`` and
+    ``repo``); the feature-store datasets (FEATURE_STORE_DATASETS) are named ones."""
     import sklearn
     from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
     from sklearn.model_selection import train_test_split
 
-    if dataset in FEATURE_STORE_DATASETS:
-        if offline is None:
-            raise ValueError(f"dataset {dataset!r} needs the offline feature store")
-        data = _fraud(offline)
+    reference = training_set or FEATURE_STORE_DATASETS.get(dataset)
+    if reference is not None:
+        if offline is None or repo is None:
+            raise ValueError(f"training set {reference!r} needs the offline feature store and a feature repository")
+        data = _from_feature_store(reference, offline, repo)
     elif dataset in DATASETS:
         data = DATASETS[dataset]()
     else:
@@ -192,7 +206,7 @@ def train_and_publish(
             "scikit-learn": sklearn.__version__,
             "numpy": np.__version__,
         },
-        params={"dataset": dataset, "n_estimators": n_estimators, "max_depth": max_depth, "seed": seed},
+        params={"dataset": training_set or dataset, "n_estimators": n_estimators, "max_depth": max_depth, "seed": seed},
         online_features=data.online_features,
         verification=VerificationSample(
             inputs=x_test[:VERIFICATION_ROWS].tolist(), probabilities=proba[:VERIFICATION_ROWS].tolist()
@@ -211,13 +225,25 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--max-depth", type=int, default=8, help="0 for unlimited")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-latest", action="store_true", help="publish without moving the latest pointer")
+    p.add_argument(
+        "--training-set",
+        metavar="MODULE:FUNCTION",
+        help="train on the feature store: function(offline, repo) -> app.features.training.TrainingSet "
+        "(needs --name; FEATURES_REPO names the repository)",
+    )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
-    offline = offline_store(settings.features) if args.dataset in FEATURE_STORE_DATASETS else None
+    offline, repo = None, None
+    if args.training_set and not args.name:
+        raise ValueError("--training-set needs --name: the model's name in the store")
+    if args.training_set or args.dataset in FEATURE_STORE_DATASETS:
+        offline, repo = offline_store(settings.features), load_repo(settings.features.repo)
     meta = train_and_publish(
         offline=offline,
+        repo=repo,
+        training_set=args.training_set,
         dataset=args.dataset,
         name=args.name or args.dataset,
         store_url=settings.model_store_url,

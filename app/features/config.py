@@ -18,7 +18,7 @@ class FeatureStoreSettings(S3Settings):
         env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore", populate_by_name=True
     )
 
-    repo: str = "app.features.repo:reference_repo"
+    repo: str = "examples.fraud.repo:reference_repo"
     """Feature definitions as code: ``module:function`` returning a FeatureRepo."""
 
     offline_url: str = "./var/offline"

@@ -61,7 +61,7 @@ class Settings(ServiceSettings, S3Settings):
     features_timeout_ms: float = Field(default=50.0, gt=0)
     """Budget for fetching an entity's features; past it the request gets a 503, fast."""
 
-    features_repo: str = "app.features.repo:reference_repo"
+    features_repo: str = "examples.fraud.repo:reference_repo"
     """Feature definitions (``module:function``) that models' feature references resolve against."""
 
     missing_entity_policy: Literal["error", "zeros"] = "error"
