@@ -13,6 +13,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -113,10 +114,10 @@ def port_forward(service: str) -> tuple[subprocess.Popen[bytes], str]:
     raise TimeoutError(f"port-forward to {service}")
 
 
-def post(url: str, body: dict) -> dict:
+def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
     req = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=10) as r:
-        result: dict = json.load(r)
+        result: dict[str, Any] = json.load(r)
         return result
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ def test_reference_repo_is_valid() -> None:
         ({"source": "../elsewhere"}, "relative path"),
     ],
 )
-def test_invalid_views_fail_at_load_time(change: dict, message: str) -> None:
+def test_invalid_views_fail_at_load_time(change: dict[str, Any], message: str) -> None:
     with pytest.raises(DefinitionError, match=message):
         FeatureRepo([ENTITY], [replace(VIEW, **change)])
 

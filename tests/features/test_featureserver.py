@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -80,7 +81,7 @@ def test_values_statuses_and_timestamps(feature_server: tuple[GunicornService, R
     ],
 )
 def test_bad_requests(
-    feature_server: tuple[GunicornService, RedisServer], body: dict, status: int, message: str
+    feature_server: tuple[GunicornService, RedisServer], body: dict[str, Any], status: int, message: str
 ) -> None:
     srv, _ = feature_server
     r = httpx.post(srv.url + "/v1/features", json=body)

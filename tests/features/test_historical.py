@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from app.features.definitions import DefinitionError, FeatureRepo
+from app.features.definitions import DefinitionError, FeatureRepo, FeatureView
 from app.features.historical import get_historical_features, join_view, point_in_time_indices
 from app.features.offline import OfflineStore
 from tests.features.conftest import ENTITY, T0, TS, VIEW, random_rows, rows
@@ -24,8 +24,11 @@ def entities(*items: tuple[int, object]) -> pa.Table:
     )
 
 
-def clicks(entity_rows: pa.Table, view_rows: pa.Table, view=VIEW) -> list[int | None]:  # type: ignore[no-untyped-def]
-    return join_view(entity_rows, "item_id", "event_timestamp", view, view_rows, ["clicks"])["clicks"].to_pylist()
+def clicks(entity_rows: pa.Table, view_rows: pa.Table, view: FeatureView = VIEW) -> list[int | None]:
+    joined: list[int | None] = join_view(entity_rows, "item_id", "event_timestamp", view, view_rows, ["clicks"])[
+        "clicks"
+    ].to_pylist()
+    return joined
 
 
 def test_as_of_join_edges() -> None:
@@ -85,7 +88,7 @@ def test_output_order_and_count_match_input() -> None:
     ttl = int(VIEW.ttl / timedelta(microseconds=1))
     ek = ent.column("item_id").to_numpy()
     et = ent.column("event_timestamp").cast(pa.int64()).to_numpy()
-    expected = []
+    expected: list[int | None] = []
     for k, t in zip(ek, et, strict=True):
         cand = np.flatnonzero((fk == k) & (fe <= t) & (fe >= t - ttl))
         if len(cand) == 0:

@@ -55,7 +55,7 @@ def test_newer_wins_and_reruns_are_noops(online: OnlineStore, rclient: redis.Red
     got = online.read([(VIEW, ["clicks", "price"])], [1], now_us=NOW_US)[0]
     assert got.values == {"clicks": [21], "price": [2.0]} and got.statuses == [Status.PRESENT]
     # the key expires at event time + ttl + grace
-    pxat = rclient.execute_command("PEXPIRETIME", entity_key(VIEW.name, 1))
+    pxat = rclient.pexpiretime(entity_key(VIEW.name, 1))
     assert pxat == int((T0 + 2 * H + VIEW.ttl + online.expiry_grace).timestamp() * 1000)
 
 

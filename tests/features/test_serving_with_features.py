@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -61,7 +62,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
             yield {"srv": srv, "env": env, "work": work, "redis": rs}
 
 
-def test_model_learned_from_point_in_time_features(platform: dict) -> None:
+def test_model_learned_from_point_in_time_features(platform: dict[str, Any]) -> None:
     model = reference(LocalModelStore(platform["work"] / "models"), "fraud")
     meta = model.meta
     assert meta.online_features is not None and meta.feature_views == ["user_stats"]
@@ -70,7 +71,7 @@ def test_model_learned_from_point_in_time_features(platform: dict) -> None:
     assert meta.feature_names == list(transforms.MODEL_COLUMNS)
 
 
-def test_served_predictions_equal_offline_ones(platform: dict) -> None:
+def test_served_predictions_equal_offline_ones(platform: dict[str, Any]) -> None:
     srv: GunicornService = platform["srv"]
     offline = OfflineStore(platform["env"]["FEATURES_OFFLINE_URL"])
     model = reference(LocalModelStore(platform["work"] / "models"), "fraud")
@@ -119,7 +120,7 @@ def test_served_predictions_equal_offline_ones(platform: dict) -> None:
     np.testing.assert_allclose(proba, expected[present], atol=1e-9)
 
 
-def test_unknown_entity_and_bad_ids(platform: dict) -> None:
+def test_unknown_entity_and_bad_ids(platform: dict[str, Any]) -> None:
     srv: GunicornService = platform["srv"]
     r = httpx.post(
         srv.url + "/v1/models/fraud/predict",
@@ -135,7 +136,7 @@ def test_unknown_entity_and_bad_ids(platform: dict) -> None:
     assert r.status_code == 400 and "merchant_category" in r.json()["error"]
 
 
-def test_missing_policy_zeros_and_redis_down(platform: dict, tmp_path: Path) -> None:
+def test_missing_policy_zeros_and_redis_down(platform: dict[str, Any], tmp_path: Path) -> None:
     models = str(platform["work"] / "models")
     srv = GunicornService(
         tmp_path / "zeros",
@@ -172,7 +173,7 @@ def test_missing_policy_zeros_and_redis_down(platform: dict, tmp_path: Path) -> 
         down.stop()
 
 
-def test_model_needing_features_is_not_served_without_an_online_store(platform: dict, tmp_path: Path) -> None:
+def test_model_needing_features_is_not_served_without_an_online_store(platform: dict[str, Any], tmp_path: Path) -> None:
     srv = GunicornService(tmp_path / "nofs", {"PREDICT_MODEL_STORE_URL": str(platform["work"] / "models")}).wait_live()
     try:
         r = httpx.get(srv.url + "/readyz")
@@ -183,7 +184,7 @@ def test_model_needing_features_is_not_served_without_an_online_store(platform: 
     assert user_stats.name == "user_stats"
 
 
-def test_batch_predictions_match_online_ones(platform: dict) -> None:
+def test_batch_predictions_match_online_ones(platform: dict[str, Any]) -> None:
     srv: GunicornService = platform["srv"]
     env = platform["env"]
     as_of = (T0 + timedelta(days=1, hours=1)).isoformat()

@@ -4,12 +4,13 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from app.modelstore import LocalModelStore, S3ModelStore
 from devharness import ROOT, S3Server
 
 
-def run_jobs(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict]:
+def run_jobs(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     import os
 
     proc = subprocess.run(

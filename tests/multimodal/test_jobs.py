@@ -5,11 +5,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from devharness import ROOT
 
 
-def jobs(*args: str) -> tuple[int, dict]:
+def jobs(*args: str) -> tuple[int, dict[str, Any]]:
     p = subprocess.run(
         [sys.executable, "-m", "jobs", *args],
         capture_output=True,

@@ -18,7 +18,7 @@ def test_both_modalities_matter(trained: Trained) -> None:
 
 
 def test_torchscript_equals_eager(trained: Trained) -> None:
-    scripted = torch.jit.load(io.BytesIO(torchscript(trained.model)))
+    scripted = torch.jit.load(io.BytesIO(torchscript(trained.model)))  # type: ignore[no-untyped-call]
     rng = np.random.default_rng(0)
     images = torch.from_numpy(rng.integers(0, 255, (5, 64, 64, 3), dtype=np.uint8))
     tokens = torch.from_numpy(rng.integers(0, 30, (5, 16)).astype(np.int64))

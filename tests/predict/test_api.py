@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -237,7 +238,7 @@ def test_bad_input_gets_clear_4xx(
 
 
 def test_oversized_chunked_body_is_413(service: GunicornService) -> None:
-    def chunks():  # no Content-Length: the limit is enforced while reading
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is enforced while reading
         for _ in range(20):
             yield b" " * 8192
 
@@ -304,7 +305,12 @@ def test_content_codings_decode_the_same_on_both_protocols(
     ref = reference(LocalModelStore(trained_store), "iris")
     x = np.asarray(ref.meta.verification.inputs)[:3]
     expected = ref.predict_proba(x)
-    encode = {"gzip": gzip.compress, "x-gzip": gzip.compress, "deflate": zlib.compress, "identity": bytes}
+    encode: dict[str, Callable[[bytes], bytes]] = {
+        "gzip": gzip.compress,
+        "x-gzip": gzip.compress,
+        "deflate": zlib.compress,
+        "identity": bytes,
+    }
     for path, body in _v1_and_v2_bodies(x, ref.feature_names):
         encoded = encode[coding.strip().lower()](body)
         r = httpx.post(service.url + path, content=encoded, headers={"Content-Encoding": coding})

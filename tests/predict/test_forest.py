@@ -13,7 +13,8 @@ from app.predict.forest import compile_estimator
 
 
 def _data(n_classes: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    return make_classification(n_samples=3000, n_features=12, n_informative=6, n_classes=n_classes, random_state=1)
+    x, y = make_classification(n_samples=3000, n_features=12, n_informative=6, n_classes=n_classes, random_state=1)
+    return x, y
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -77,7 +78,7 @@ def test_metrics_are_summed_across_workers(store_copy: LocalModelStore, tmp_path
 class Load:
     """Threads sending predictions until stopped; records every outcome."""
 
-    def __init__(self, url: str, body: dict, threads: int = 4) -> None:
+    def __init__(self, url: str, body: dict[str, Any], threads: int = 4) -> None:
         self.url, self.body = url, body
         self.versions: Counter[str] = Counter()
         self.failures: list[str] = []

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import re
 import struct
+from typing import Any
 
 import numpy as np
 import orjson
@@ -14,9 +15,9 @@ from app.predict.v2_protocol import encode_infer_response, parse_infer_request
 FEATURES = ["a", "b", "c"]
 
 
-def _binary_body(arr: np.ndarray, datatype: str, outputs: list[dict] | None = None) -> tuple[bytes, str]:
+def _binary_body(arr: np.ndarray, datatype: str, outputs: list[dict[str, Any]] | None = None) -> tuple[bytes, str]:
     blob = arr.tobytes()
-    header: dict = {
+    header: dict[str, Any] = {
         "inputs": [
             {
                 "name": "x",
@@ -108,7 +109,7 @@ def test_per_feature_inputs_in_any_order() -> None:
         ),
     ],
 )
-def test_bad_requests_name_the_problem(body: dict, message: str) -> None:
+def test_bad_requests_name_the_problem(body: dict[str, Any], message: str) -> None:
     with pytest.raises(DomainError, match=message) as err:
         parse_infer_request(orjson.dumps(body), None, FEATURES, 100)
     assert http_status(err.value) == 400
@@ -173,7 +174,7 @@ HUGE = 4294967296  # 2**32: the product of two of them wraps int64 to 0
         ({"shape": [], "data": [1]}, "non-negative integers"),
     ],
 )
-def test_oversized_or_malformed_shapes_are_400(tensor: dict, message: str) -> None:
+def test_oversized_or_malformed_shapes_are_400(tensor: dict[str, Any], message: str) -> None:
     """Shapes whose element count overflows int64 used to wrap to 0 in np.prod and end in a 500."""
     body = orjson.dumps({"inputs": [{"name": "x", "datatype": "FP64", **tensor}]})
     hlen = str(len(body)) if "parameters" in tensor else None
@@ -183,7 +184,7 @@ def test_oversized_or_malformed_shapes_are_400(tensor: dict, message: str) -> No
     assert not re.search(r"-\d", err.value.message)  # never a wrapped, negative count
 
 
-def _per_feature(c: dict) -> bytes:
+def _per_feature(c: dict[str, Any]) -> bytes:
     return orjson.dumps(
         {
             "inputs": [
@@ -212,7 +213,7 @@ def _per_feature(c: dict) -> bytes:
         ({"data": [True], "datatype": "BOOL"}, "datatype 'BOOL' is not supported"),
     ],
 )
-def test_per_feature_tensor_type_errors_name_the_input(tensor: dict, message: str) -> None:
+def test_per_feature_tensor_type_errors_name_the_input(tensor: dict[str, Any], message: str) -> None:
     """A JSON string was once read as a number ("1" -> 1.0); every non-number is a 400 naming the input."""
     body = _per_feature(tensor)
     with pytest.raises(DomainError, match=re.escape(message)) as err:
@@ -225,13 +226,13 @@ def test_matrix_tensor_nesting_must_match_shape_or_be_flat() -> None:
     for data in (ok, [1, 2, 3, 4, 5, 6], [1.5, 2, 3, 4, 5, 6]):
         body = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": data}]})
         assert parse_infer_request(body, None, FEATURES, 100).x.shape == (2, 3)
-    for data, message in (
+    for bad, message in (
         ([[1, 2], [3, 4], [5, 6]], "nested as [3, 2]"),
         ([[1, 2, 3], [4, 5]], "nested as"),
         ([[1, 2, 3], [4, 5, "6"]], "got string"),
         ([[1, 2, 3], [4, 5, False]], "got boolean"),
     ):
-        body = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": data}]})
+        body = orjson.dumps({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP64", "data": bad}]})
         with pytest.raises(DomainError, match=re.escape(message)) as err:
             parse_infer_request(body, None, FEATURES, 100)
         assert http_status(err.value) == 400
