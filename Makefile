@@ -34,8 +34,8 @@ demo: setup
 	$(BIN)/python -m demo
 
 lint: setup
-	$(BIN)/ruff check app jobs tests bench k8s charts
-	$(BIN)/ruff format --check app jobs tests bench k8s charts
+	$(BIN)/ruff check app jobs tests bench k8s charts devharness examples demo
+	$(BIN)/ruff format --check app jobs tests bench k8s charts devharness examples demo
 
 typecheck: setup
 	$(BIN)/mypy
