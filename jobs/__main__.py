@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     code = main()
     # Skip the interpreter's teardown: freeing a job's heap (hundreds of MB of Arrow and NumPy buffers)
-    # costs ~0.15 s per run, 10% of a materialization, and the OS reclaims it anyway. Everything the
+    # is a noticeable share of a materialization (docs/design.md), and the OS reclaims it anyway. Everything the
     # job owes is done by now: the summary line is written, locks are released, files are closed.
     sys.stdout.flush()
     sys.stderr.flush()

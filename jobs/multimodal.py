@@ -36,7 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.set_defaults(handler=export_triton)
 
 
-# torch is imported inside the two handlers only: ~1 s, and a big dependency the other jobs do without.
+# torch is imported inside the two handlers only: slow to import, and a big dependency the other jobs do without.
 
 
 def train_multimodal(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:

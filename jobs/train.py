@@ -29,7 +29,7 @@ from app.modelstore.metadata import OnlineFeatures, TrainingData, sha256_hex, si
 from jobs.settings import JobSettings
 
 VERIFICATION_ROWS = 32
-# scikit-learn is imported inside the functions that train: it takes ~1 s to import, and every
+# scikit-learn is imported inside the functions that train: it is slow to import, and every
 # other job (materialization runs every few minutes) shares this CLI.
 
 
