@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -80,7 +81,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, objec
             yield {"srv": srv, "work": work, "profiles": profiles, "materialized": materialized, "trained": trained}
 
 
-def test_trained_on_the_custom_view_through_the_recorded_transform(served: dict) -> None:
+def test_trained_on_the_custom_view_through_the_recorded_transform(served: dict[str, Any]) -> None:
     assert served["materialized"]["written"] == USERS, served["materialized"]
     meta = LocalModelStore(served["work"] / "models").read_metadata("risk", served["trained"]["version"])
     assert meta.online_features is not None
@@ -90,7 +91,7 @@ def test_trained_on_the_custom_view_through_the_recorded_transform(served: dict)
     assert meta.target_name == "is_risky" and meta.metrics["accuracy"] > 0.9
 
 
-def test_served_by_entity_id(served: dict) -> None:
+def test_served_by_entity_id(served: dict[str, Any]) -> None:
     limits = served["profiles"]["credit_limit"]
     users = [3, 17, 250]
     safe = [{"user_id": u, "amount": float(limits[u] * 0.05)} for u in users]
@@ -104,7 +105,7 @@ def test_served_by_entity_id(served: dict) -> None:
     assert unknown.status_code == 404 and "user_id 99999" in unknown.json()["error"]
 
 
-def test_a_version_whose_transform_cannot_be_imported_is_refused(served: dict) -> None:
+def test_a_version_whose_transform_cannot_be_imported_is_refused(served: dict[str, Any]) -> None:
     store = LocalModelStore(served["work"] / "models")
     good = served["trained"]["version"]
     meta, artifact = store.read_version("risk", good)
