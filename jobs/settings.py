@@ -25,7 +25,7 @@ class JobSettings(S3Settings):
     """The S3 endpoint and region come from S3Settings (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``),
     the names the services and the AWS SDK read too."""
 
-    model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="ignore")
 
     model_store_url: str = "./var/model-store"
     """Model store: a directory, or s3://bucket/prefix (``--store`` overrides it)."""

@@ -51,7 +51,7 @@ class ServiceSettings(BaseSettings):
 class S3Settings(BaseSettings):
     """Where the S3 API is: the AWS SDK's variable names, read without the class's prefix."""
 
-    model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="ignore")
 
     s3_endpoint_url: str | None = Field(default=None, validation_alias="AWS_ENDPOINT_URL_S3")
     """S3-compatible endpoint (MinIO, SeaweedFS); unset means AWS. Env ``AWS_ENDPOINT_URL_S3``, the

@@ -14,9 +14,7 @@ class FeatureStoreSettings(S3Settings):
     """The S3 endpoint and region come from S3Settings (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``:
     no prefix, the same names as the model store's and the AWS SDK's)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore")
 
     repo: str = "examples.fraud.repo:reference_repo"
     """Feature definitions as code: ``module:function`` returning a FeatureRepo."""

@@ -15,9 +15,7 @@ class Settings(ServiceSettings, FeatureStoreSettings):
     """The feature store's settings with the ``FEATURES_`` prefix, the server's own, and ServiceSettings'
     log level, access log and body limit (``FEATURES_LOG_LEVEL``, ...)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore")
 
     max_entities: int = Field(default=1000, ge=1)
     """Most entities one request may ask for."""

@@ -15,9 +15,7 @@ class Settings(ServiceSettings, S3Settings):
     """Log level, access log and body limit come from ServiceSettings; the S3 endpoint and region from
     S3Settings (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``: no prefix)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="PREDICT_", use_attribute_docstrings=True, extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="PREDICT_", use_attribute_docstrings=True, extra="ignore")
 
     model_store_url: str = "./var/model-store"
     """Model store: a directory, or s3://bucket/prefix."""
