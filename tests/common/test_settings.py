@@ -40,8 +40,11 @@ def test_the_version_is_written_once() -> None:
     from app.predict.api.routes.v2 import SERVER_VERSION
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    chart = yaml.safe_load((ROOT / "charts" / "ml-platform" / "Chart.yaml").read_text())
-    assert package_version() == project == SERVER_VERSION == chart["appVersion"]
+    assert package_version() == project == SERVER_VERSION
+    charts = sorted((ROOT / "charts" / "ml-platform").glob("**/Chart.yaml"))
+    assert len(charts) == 5  # the umbrella chart and its four subcharts
+    for chart in charts:
+        assert yaml.safe_load(chart.read_text())["appVersion"] == project, chart
 
 
 @pytest.mark.parametrize(("prefix", "cls"), list(SERVICES.items()))
