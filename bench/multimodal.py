@@ -25,10 +25,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from app.multimodal.dataset import draw
 from app.multimodal.preprocessing import decode_and_resize, naive_decode_and_resize
 from bench.loadgen import wrk_post
 from devharness import leaves_nothing_running
+from examples.multimodal.dataset import draw
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,9 +121,9 @@ def main() -> int:
     )
     print(f"  full decode without draft            {full:6.2f} ms/img", flush=True)
 
-    from app.multimodal.training import train
     from app.multimodal.triton_repo import export
     from devharness import GunicornService, TritonServer
+    from examples.multimodal.training import train
 
     work = ROOT / "var" / "bench-multimodal"
     import shutil

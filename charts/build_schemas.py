@@ -74,6 +74,7 @@ BY_PATH: dict[str, dict[str, Any]] = {
     "batching.maxWaitMs": {"type": "number", "minimum": 0, "maximum": 1000},
     "onlineFeatures.timeoutMs": {"type": "number", "exclusiveMinimum": 0},
     "onlineFeatures.missingEntityPolicy": {"enum": ["error", "zeros"]},
+    "onlineFeatures.repo": {"type": "string", "pattern": "^[A-Za-z_][\\w.]*:[A-Za-z_]\\w*$"},
     "logLevel": {"enum": ["DEBUG", "INFO", "WARNING", "ERROR"]},
     "service.type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
     "gracefulTimeoutSeconds": {"type": "integer", "minimum": 1},

@@ -33,6 +33,7 @@ from typing import Any
 from devharness import ROOT, leaves_nothing_running
 
 WORK = ROOT / "var" / "demo"
+REFERENCE_REPO = "examples.fraud.repo:reference_repo"  # the feature repository of the scenario the demo runs
 SHOWN_METRICS = ("http_requests_total", "model_predictions_total", "model_info", "models_ready")
 
 
@@ -123,6 +124,7 @@ def main() -> int:
             "MODEL_STORE_URL": str(WORK / "model-store"),
             "FEATURES_OFFLINE_URL": str(WORK / "offline"),
             "FEATURES_REDIS_URL": redis_server.url,
+            "FEATURES_REPO": REFERENCE_REPO,  # the platform has none by default; the demo runs the fraud scenario
         }
         say(f"model store: train and publish scikit-learn pipelines ({env['MODEL_STORE_URL']})")
         jobs(env, "train", "--dataset", "breast-cancer")
@@ -152,12 +154,15 @@ def main() -> int:
             {
                 "PREDICT_MODEL_STORE_URL": env["MODEL_STORE_URL"],
                 "PREDICT_FEATURES_REDIS_URL": redis_server.url,
+                "PREDICT_FEATURES_REPO": REFERENCE_REPO,
                 "PREDICT_POLL_INTERVAL_SECONDS": "1",
             },
         )
         services.append(predict)
         features = GunicornService(
-            WORK / "features", {"FEATURES_REDIS_URL": redis_server.url}, app="app.featureserver.main:app"
+            WORK / "features",
+            {"FEATURES_REDIS_URL": redis_server.url, "FEATURES_REPO": REFERENCE_REPO},
+            app="app.featureserver.main:app",
         )
         services.append(features)
         predict.wait_ready()
@@ -211,7 +216,7 @@ def main() -> int:
         )
 
         say("classify a product photo (1600x1200 JPEG) and its title: preprocessing on CPU, the model in Triton")
-        from app.multimodal.dataset import generate
+        from examples.multimodal.dataset import generate
 
         photo = generate(1, seed=123)[0]
         with open(WORK / "photo.jpg", "wb") as fh:

@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
         model.load(artifact)
     except ModelLoadError as exc:
         raise ValueError(str(exc)) from None
-    repo = load_repo(s.repo)
+    repo = load_repo(s.require_repo())
     wanted = repo.resolve(spec.feature_refs)
     offline = offline_store(s)
     as_of = args.as_of or datetime.now(UTC)

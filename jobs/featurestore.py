@@ -103,7 +103,7 @@ def features(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
 
 def materialize_window(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     s = settings.features
-    view = load_repo(s.repo).view(args.view)
+    view = load_repo(s.require_repo()).view(args.view)
     return _pushing_metrics(
         args,
         settings,
@@ -124,7 +124,7 @@ def materialize_window(args: argparse.Namespace, settings: JobSettings) -> dict[
 
 def materialize_since(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     s = settings.features
-    view = load_repo(s.repo).view(args.view)
+    view = load_repo(s.require_repo()).view(args.view)
     lookback = timedelta(minutes=args.lookback_minutes) if args.lookback_minutes is not None else s.lookback
     return _pushing_metrics(
         args,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -40,31 +39,20 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def train_multimodal(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
-    import torch
-
-    from app.multimodal.training import train
+    from app.multimodal.model import save_checkpoint
+    from examples.multimodal.training import train  # the reference scenario's listings (examples/multimodal)
 
     model, metrics, _ = train(args.train_size, args.test_size, args.epochs, args.seed)
-    out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "model.pt.tmp"
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(out / "model.pt")
+    out = save_checkpoint(model, args.output)  # weights and class names; the export reads both
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"checkpoint": str(out), **metrics}
 
 
 def export_triton(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
-    import torch
-
-    from app.multimodal.model import ProductClassifier
+    from app.multimodal.model import load_checkpoint
     from app.multimodal.triton_repo import export
 
-    ckpt = Path(args.checkpoint) / "model.pt"
-    if not ckpt.exists():
-        raise ValueError(f"no checkpoint at {ckpt}: run `python -m jobs train-multimodal` first")
-    model = ProductClassifier()
-    model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+    model = load_checkpoint(args.checkpoint)  # no checkpoint: a ValueError naming train-multimodal
     files = export(
         model,
         args.repository,
@@ -74,4 +62,9 @@ def export_triton(args: argparse.Namespace, settings: JobSettings) -> dict[str, 
         max_queue_delay_us=args.max_queue_delay_us,
         instances=args.instances,
     )
-    return {"repository": args.repository, "files": sorted(files), "kind": "KIND_GPU" if args.gpu else "KIND_CPU"}
+    return {
+        "repository": args.repository,
+        "files": sorted(files),
+        "kind": "KIND_GPU" if args.gpu else "KIND_CPU",
+        "classes": list(model.classes),
+    }

@@ -1,6 +1,11 @@
 """Settings of ``python -m jobs``: environment variables without a prefix (the names Kubernetes and the
 chart give a Job), plus the feature store's ``FEATURES_`` variables (app/features/config.py).
 
+The jobs CLI is the reference scenario's (``seed``, ``features`` and ``train --dataset fraud`` generate
+and train on examples/fraud): where the platform has no default feature repository, the jobs default
+``FEATURES_REPO`` to that scenario's, :data:`REFERENCE_REPO`. Set it to your own ``module:function``;
+set it empty and the jobs that need a repository fail, naming ``FEATURES_REPO``.
+
 Command-line flags override these per run (``--store``, ``--s3-endpoint-url``, ``--shard``,
 ``--shards``, ``--namespace``); the settings are their defaults.
 """
@@ -19,6 +24,19 @@ from app.features.config import FeatureStoreSettings
 
 if TYPE_CHECKING:
     import argparse
+
+
+REFERENCE_REPO = "examples.fraud.repo:reference_repo"
+
+
+class JobFeatureStoreSettings(FeatureStoreSettings):
+    """The feature store's settings as the jobs read them: the reference scenario's repository by default."""
+
+    model_config = SettingsConfigDict(env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore")
+
+    repo: str | None = REFERENCE_REPO
+    """Feature definitions as code (``module:function``); unset: the reference scenario's
+    (examples.fraud.repo:reference_repo); empty: none, and the jobs that need one fail naming FEATURES_REPO."""
 
 
 class JobSettings(S3Settings):
@@ -50,7 +68,7 @@ class JobSettings(S3Settings):
         """The feature store's settings, from their own ``FEATURES_`` variables. Read when a job first
         needs them, so that a bad ``FEATURES_`` value fails the feature jobs (with a summary line), not
         ``train --dataset iris``."""
-        return FeatureStoreSettings()
+        return JobFeatureStoreSettings()
 
     @property
     def hmac_key(self) -> bytes | None:

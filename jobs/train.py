@@ -239,7 +239,7 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     if args.training_set and not args.name:
         raise ValueError("--training-set needs --name: the model's name in the store")
     if args.training_set or args.dataset in FEATURE_STORE_DATASETS:
-        offline, repo = offline_store(settings.features), load_repo(settings.features.repo)
+        offline, repo = offline_store(settings.features), load_repo(settings.features.require_repo())
     meta = train_and_publish(
         offline=offline,
         repo=repo,

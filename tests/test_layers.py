@@ -4,9 +4,11 @@ benchmarks, so a service image holds the platform and what it loads by reference
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from devharness import ROOT
+from examples.multimodal.dataset import CLASSES, FAMILIES, SHAPES
 
 OUTSIDE_THE_PLATFORM = ("tests", "devharness", "examples", "bench", "demo")
 
@@ -35,3 +37,46 @@ def test_the_scan_sees_imports_of_every_form(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("import tests.servers\nfrom devharness import Server\ndef f():\n    import examples.fraud\n")
     assert imported_modules(module) == ["tests.servers", "devharness", "examples.fraud"]
+
+
+# Words that belong to a scenario, not to the platform: the examples package, the fraud example's names, and
+# the multimodal example's (its listings and class names; "round" and "square" are ordinary words in code).
+MULTIMODAL_WORDS = (
+    *CLASSES,
+    *(w for w in (*SHAPES, *FAMILIES) if w not in ("round", "square")),
+    "listing",
+    "listings",
+)
+SCENARIO_WORDS = ("examples", "fraud", "user_stats", *MULTIMODAL_WORDS)
+
+
+def scenario_words(path: Path, words: tuple[str, ...] = SCENARIO_WORDS) -> list[str]:
+    """Every scenario word in a file's source, comments and docstrings included (a default that names the
+    example is a string, not an import), as whole words, any case."""
+    pattern = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, words)) + r")(?![A-Za-z0-9])", re.IGNORECASE)
+    return [
+        f"{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name}:{n}: {m.group(0)}"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        for m in pattern.finditer(line)
+    ]
+
+
+def test_app_names_no_scenario() -> None:
+    offending = [hit for path in sorted((ROOT / "app").rglob("*.py")) for hit in scenario_words(path)]
+    assert offending == []
+
+
+def test_the_word_scan_finds_names_in_code_strings_and_comments(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        'repo: str = "examples.fraud.repo:reference_repo"\n# see USER_STATS\nfraudulent = 1\n'
+        'CLASSES = ("round-textile", "triangle-metal")  # generated Listings\n'
+    )
+    assert scenario_words(module) == [
+        "m.py:1: examples",
+        "m.py:1: fraud",
+        "m.py:2: USER_STATS",
+        "m.py:4: round-textile",
+        "m.py:4: triangle-metal",
+        "m.py:4: Listings",
+    ]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from app.common.settings import S3Settings
+from app.features.definitions import DefinitionError
 
 
 class FeatureStoreSettings(S3Settings):
@@ -16,8 +17,9 @@ class FeatureStoreSettings(S3Settings):
 
     model_config = SettingsConfigDict(env_prefix="FEATURES_", use_attribute_docstrings=True, extra="ignore")
 
-    repo: str = "examples.fraud.repo:reference_repo"
-    """Feature definitions as code: ``module:function`` returning a FeatureRepo."""
+    repo: str | None = None
+    """Feature definitions as code: ``module:function`` returning a FeatureRepo. The platform names no
+    repository of its own: unset (or empty), what needs one fails naming this variable."""
 
     offline_url: str = "./var/offline"
     """Offline store root: a directory, or s3://bucket/prefix."""
@@ -42,6 +44,19 @@ class FeatureStoreSettings(S3Settings):
 
     pushgateway_url: str | None = None
     """Prometheus Pushgateway for batch-job metrics (e.g. http://pushgateway:9091); unset: no push."""
+
+    @field_validator("repo", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def require_repo(self) -> str:
+        """The configured repository's reference; no repository is a DefinitionError naming the variable."""
+        if self.repo is None:
+            raise DefinitionError(
+                "no feature repository configured: set FEATURES_REPO to the module:function that returns it"
+            )
+        return self.repo
 
     @property
     def expiry_grace(self) -> timedelta:

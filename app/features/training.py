@@ -2,8 +2,8 @@
 transform, from the same definitions and code the prediction service uses.
 
 What is scenario-specific (which events, which label, which transform) comes from the caller: a
-``module:function`` a training job names (``python -m jobs train --training-set``), e.g.
-``examples.fraud.training:fraud_training_set``.
+``module:function`` a training job names (``python -m jobs train --training-set``); docs/feature-store.md
+shows how to write one.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
-    repo = load_repo(settings.repo)
+    repo = load_repo(settings.require_repo())  # no repository: refuses to start, naming FEATURES_REPO
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

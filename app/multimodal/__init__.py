@@ -1,1 +1,2 @@
-"""Multimodal (image + text) product classification: dataset, tokenizer, model, Triton export."""
+"""Multimodal (image + text) classification: tokenizer, model, training loop, Triton export. The data and its
+class names are a scenario's, outside app/; the trained model carries the class names."""

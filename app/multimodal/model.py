@@ -3,24 +3,36 @@
 Plain torch (torchvision is not available everywhere we run). Inputs are what the
 preprocessing service sends: uint8 pixels [N, 64, 64, 3] and int64 token ids [N, 16];
 normalization happens here, so it runs on the accelerator and the wire carries bytes.
-Output: class probabilities [N, 6], float32.
+Output: class probabilities [N, len(classes)], float32.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
 import torch
 from torch import nn
 
-from app.multimodal.dataset import CLASSES
 from app.multimodal.tokenizer import VOCAB_SIZE
+
+CHECKPOINT, CLASSES_FILE = "model.pt", "classes.json"
 
 
 class ProductClassifier(nn.Module):
     mean: torch.Tensor
     std: torch.Tensor
 
-    def __init__(self, n_classes: int = len(CLASSES), vocab: int = VOCAB_SIZE, text_dim: int = 32) -> None:
+    def __init__(self, classes: Sequence[str], vocab: int = VOCAB_SIZE, text_dim: int = 32) -> None:
+        """``classes``: the names of the outputs, in order. The model carries them (the checkpoint writes
+        them beside its weights, the Triton export into config.pbtxt) so that no serving code needs the
+        dataset that defined them."""
         super().__init__()
+        if len(classes) < 2 or len(set(classes)) != len(classes) or not all(classes):
+            raise ValueError(f"a classifier needs two or more distinct, non-empty class names, got {list(classes)}")
+        self.classes = tuple(classes)
+        n_classes = len(self.classes)
         self.image = nn.Sequential(
             nn.Conv2d(3, 16, 3, stride=2, padding=1),
             nn.ReLU(),
@@ -46,3 +58,28 @@ class ProductClassifier(nn.Module):
 
     def forward(self, image: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(image, tokens), dim=1)
+
+
+def save_checkpoint(model: ProductClassifier, directory: str | Path) -> Path:
+    """``<directory>/model.pt`` (the weights) and ``classes.json`` (the outputs' names, in order)."""
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / CLASSES_FILE).write_text(json.dumps(list(model.classes)))
+    tmp = out / (CHECKPOINT + ".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(out / CHECKPOINT)  # the weights last: a checkpoint with its model.pt is complete
+    return out
+
+
+def load_checkpoint(directory: str | Path) -> ProductClassifier:
+    """The model ``save_checkpoint`` wrote; a missing or partial checkpoint is a ValueError saying what is missing."""
+    d = Path(directory)
+    for name in (CHECKPOINT, CLASSES_FILE):
+        if not (d / name).exists():
+            raise ValueError(f"no checkpoint at {d / name}: run `python -m jobs train-multimodal` first")
+    classes = json.loads((d / CLASSES_FILE).read_text())
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ValueError(f"{d / CLASSES_FILE} must be a JSON list of class names")
+    model = ProductClassifier(classes)
+    model.load_state_dict(torch.load(d / CHECKPOINT, map_location="cpu", weights_only=True))
+    return model

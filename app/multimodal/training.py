@@ -1,19 +1,33 @@
-"""Train the product classifier on generated listings, through the serving preprocessing."""
+"""Train the image+text classifier on labelled items, through the serving preprocessing.
+
+The items and their class names come from the caller (a scenario's dataset); the model carries the
+class names from here on (its checkpoint, then Triton's config).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from app.multimodal.dataset import Listing, generate
 from app.multimodal.model import ProductClassifier
 from app.multimodal.preprocessing import decode_and_resize
 from app.multimodal.tokenizer import tokenize
 
-TRAIN_IMAGE_SIZE = (320, 240)  # small photos keep generation fast; preprocessing is the same code as serving
+
+class LabelledItem(Protocol):
+    """One labelled item: encoded image bytes, a title, and the index of its class."""
+
+    @property
+    def image(self) -> bytes: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def label(self) -> int: ...
 
 
 @dataclass
@@ -23,11 +37,11 @@ class Arrays:
     labels: NDArray[np.int64]
 
 
-def to_arrays(listings: list[Listing]) -> Arrays:
+def to_arrays(items: Sequence[LabelledItem]) -> Arrays:
     return Arrays(
-        np.stack([decode_and_resize(x.image) for x in listings]),
-        np.stack([tokenize(x.title) for x in listings]),
-        np.array([x.label for x in listings], dtype=np.int64),
+        np.stack([decode_and_resize(x.image) for x in items]),
+        np.stack([tokenize(x.title) for x in items]),
+        np.array([x.label for x in items], dtype=np.int64),
     )
 
 
@@ -46,13 +60,21 @@ def accuracy(model: ProductClassifier, data: Arrays) -> float:
     return float((predict(model, data).argmax(1) == data.labels).mean())
 
 
-def train(
-    n_train: int = 2400, n_test: int = 600, epochs: int = 25, seed: int = 0
+def fit(
+    train_items: Sequence[LabelledItem],
+    test_items: Sequence[LabelledItem],
+    classes: Sequence[str],
+    epochs: int = 25,
+    seed: int = 0,
 ) -> tuple[ProductClassifier, dict[str, float], Arrays]:
+    """Train on ``train_items`` (labels index ``classes``); metrics on ``test_items``."""
     torch.manual_seed(seed)
-    train_set = to_arrays(generate(n_train, seed=seed, size=TRAIN_IMAGE_SIZE))
-    test_set = to_arrays(generate(n_test, seed=seed + 1, size=TRAIN_IMAGE_SIZE))
-    model = ProductClassifier()
+    train_set, test_set = to_arrays(train_items), to_arrays(test_items)
+    for name, data in (("train", train_set), ("test", test_set)):
+        if len(data.labels) and not 0 <= int(data.labels.min()) <= int(data.labels.max()) < len(classes):
+            raise ValueError(f"{name} labels must index the {len(classes)} classes")
+    n_train = len(train_set.labels)
+    model = ProductClassifier(classes)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
     rng = np.random.default_rng(seed)

@@ -13,10 +13,11 @@ python backend's outputs against TorchScript in-process.
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from app.multimodal.dataset import CLASSES
 from app.multimodal.preprocessing import IMAGE_SIZE
 from app.multimodal.tokenizer import MAX_TOKENS
 
@@ -25,6 +26,11 @@ if TYPE_CHECKING:
 
 MODEL_NAME = "product_classifier"
 INPUT_IMAGE, INPUT_TOKENS, OUTPUT = "IMAGE", "TOKENS", "PROBS"
+# The output's class names travel in config.pbtxt as this parameter (comma-separated, in output order):
+# the preprocessing service reads them from Triton's model config, so it needs neither the checkpoint
+# nor the dataset that defined them.
+CLASSES_PARAMETER = "classes"
+_CLASS_NAME = re.compile(r"^[A-Za-z0-9_.:/ +-]+$")  # nothing that needs quoting in pbtxt or splits the list
 
 PYTHON_BACKEND_MODEL = '''
 """Triton python backend: runs the TorchScript file next to this one, batched."""
@@ -65,6 +71,7 @@ class TritonPythonModel:
 
 
 def config_pbtxt(
+    classes: Sequence[str],
     kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU",
     backend: Literal["python", "pytorch"] = "python",
     max_batch_size: int = 64,
@@ -72,6 +79,9 @@ def config_pbtxt(
     max_queue_delay_us: int = 2000,
     instances: int = 1,
 ) -> str:
+    bad = [c for c in classes if not _CLASS_NAME.match(c)]
+    if bad:
+        raise ValueError(f"class names {bad} cannot be written to config.pbtxt (letters, digits, '_.:/ +-' only)")
     image = f"data_type: TYPE_UINT8, dims: [ {IMAGE_SIZE}, {IMAGE_SIZE}, 3 ]"
     tokens = f"data_type: TYPE_INT64, dims: [ {MAX_TOKENS} ]"
     lines = [
@@ -82,7 +92,7 @@ def config_pbtxt(
         f'  {{ name: "{INPUT_IMAGE}", {image} }},',
         f'  {{ name: "{INPUT_TOKENS}", {tokens} }}',
         "]",
-        f'output [ {{ name: "{OUTPUT}", data_type: TYPE_FP32, dims: [ {len(CLASSES)} ] }} ]',
+        f'output [ {{ name: "{OUTPUT}", data_type: TYPE_FP32, dims: [ {len(classes)} ] }} ]',
         f"instance_group [ {{ count: {instances}, kind: {kind} }} ]",
     ]
     if dynamic_batching:
@@ -99,7 +109,7 @@ def config_pbtxt(
         f'  inputs {{ key: "{INPUT_IMAGE}" value: {{ {image}, zero_data: true }} }}',
         f'  inputs {{ key: "{INPUT_TOKENS}" value: {{ {tokens}, zero_data: true }} }}',
         "} ]",
-        f'parameters: {{ key: "classes", value: {{ string_value: "{",".join(CLASSES)}" }} }}',
+        f'parameters: {{ key: "{CLASSES_PARAMETER}", value: {{ string_value: "{",".join(classes)}" }} }}',
     ]
     return "\n".join(lines) + "\n"
 
@@ -127,7 +137,7 @@ def export(model: ProductClassifier, repo: str, **config: object) -> dict[str, b
         files[f"{MODEL_NAME}/1/model.py"] = PYTHON_BACKEND_MODEL.encode()
     # The config goes last: a model directory with its config.pbtxt is complete (what `jobs wait-for`
     # waits on before Triton starts).
-    files[f"{MODEL_NAME}/config.pbtxt"] = config_pbtxt(**config).encode()  # type: ignore[arg-type]
+    files[f"{MODEL_NAME}/config.pbtxt"] = config_pbtxt(model.classes, **config).encode()  # type: ignore[arg-type]
     if repo.startswith("s3://"):
         from app.common.s3 import parse_s3_url, s3_client
 

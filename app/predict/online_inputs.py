@@ -40,7 +40,7 @@ class OnlineInputs:
     def __init__(
         self,
         meta: ModelMetadata,
-        repo: FeatureRepo,
+        repo: FeatureRepo | None,
         reader: AsyncOnlineReader | None,
         missing_policy: Literal["error", "zeros"],
     ) -> None:
@@ -50,6 +50,11 @@ class OnlineInputs:
         if reader is None:
             raise OnlineInputsError(
                 f"model {meta.name!r} reads the online feature store: set PREDICT_FEATURES_REDIS_URL"
+            )
+        if repo is None:
+            raise OnlineInputsError(
+                f"model {meta.name!r} reads features {spec.feature_refs} but no feature repository is "
+                "configured: set PREDICT_FEATURES_REPO to the module:function that returns it"
             )
         try:
             self.transform = load_transform(spec.transform)

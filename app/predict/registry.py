@@ -112,7 +112,7 @@ class ModelRegistry:
                 cluster=settings.features_redis_cluster,
                 timeout_s=settings.features_timeout_ms / 1000,
             )
-        self.repo = load_repo(settings.features_repo)
+        self.repo = load_repo(settings.features_repo) if settings.features_repo else None
 
     # -- lifecycle ----------------------------------------------------------
     async def start(self) -> None:

@@ -19,7 +19,7 @@ from app.common.logging import configure_logging
 from app.common.settings import package_version
 from app.preprocess.api.routes import classify
 from app.preprocess.core.config import Settings, get_settings
-from app.preprocess.triton import TritonModel
+from app.preprocess.triton import TritonModel, TritonUnavailableError
 
 log = logging.getLogger(__name__)
 health = APIRouter(tags=["health"])
@@ -46,6 +46,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.triton = TritonModel(settings.triton_url, settings.model_name, settings.triton_timeout_ms / 1000)
         app.state.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
+        try:  # the class names, from the model's config on Triton; if Triton is not up yet, on first use
+            await app.state.triton.classes()
+        except TritonUnavailableError as exc:
+            log.warning("model config not readable at start-up", extra={"error": str(exc)})
         freeze_startup_objects()
         log.info("preprocessing service started", extra={"triton": settings.triton_url})
         try:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import numpy as np
 import tritonclient.http.aio as httpclient
 from numpy.typing import NDArray
 from tritonclient.utils import InferenceServerException
 
-from app.multimodal.triton_repo import INPUT_IMAGE, INPUT_TOKENS, OUTPUT
+from app.multimodal.triton_repo import CLASSES_PARAMETER, INPUT_IMAGE, INPUT_TOKENS, OUTPUT
 
 
 class TritonUnavailableError(Exception):
@@ -23,6 +24,7 @@ class TritonModel:
         self.client = httpclient.InferenceServerClient(url, conn_timeout=timeout_s)
         self._ready_at = 0.0
         self._ready = False
+        self._classes: tuple[str, ...] | None = None
 
     async def infer(self, images: NDArray[np.uint8], tokens: NDArray[np.int64]) -> NDArray[np.float32]:
         img = httpclient.InferInput(INPUT_IMAGE, list(images.shape), "UINT8")
@@ -43,13 +45,32 @@ class TritonModel:
         probs: NDArray[np.float32] = result.as_numpy(OUTPUT)
         return probs
 
+    async def classes(self, *, refresh: bool = False) -> tuple[str, ...]:
+        """The output's class names, in order, from the model's config on Triton (the export writes them
+        into config.pbtxt): read once, and again when ``refresh`` (a re-export changed the output)."""
+        if self._classes is None or refresh:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    config = await self.client.get_model_config(self.model)
+            except TimeoutError:
+                raise TritonUnavailableError(f"Triton did not answer within {self.timeout_s * 1000:.0f} ms") from None
+            except InferenceServerException as exc:
+                raise TritonUnavailableError(f"Triton error: {exc.message()}") from None
+            except Exception as exc:
+                raise TritonUnavailableError(f"Triton unreachable at {self.url}: {exc!r}") from None
+            self._classes = classes_from_config(self.model, config)
+        return self._classes
+
     async def ready(self) -> bool:
-        """Model readiness, cached for a second so probes do not hammer Triton."""
+        """Model readiness (loaded, and its class names known), cached for a second so probes do not
+        hammer Triton."""
         now = time.monotonic()
         if now - self._ready_at > 1.0:
             try:
                 async with asyncio.timeout(min(self.timeout_s, 1.0)):
                     self._ready = bool(await self.client.is_model_ready(self.model))
+                if self._ready:
+                    await self.classes()
             except Exception:
                 self._ready = False
             self._ready_at = now
@@ -57,3 +78,22 @@ class TritonModel:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def classes_from_config(model: str, config: dict[str, Any]) -> tuple[str, ...]:
+    """The ``classes`` parameter of a model config (Triton's JSON form of config.pbtxt), checked against the
+    output's size; a model exported without it cannot be served (its answers would have no names)."""
+    value = config.get("parameters", {}).get(CLASSES_PARAMETER, {}).get("string_value", "")
+    classes = tuple(c for c in value.split(",") if c)
+    if not classes:
+        raise TritonUnavailableError(
+            f"model {model!r} on Triton has no {CLASSES_PARAMETER!r} parameter in its config.pbtxt: "
+            "export it with `python -m jobs export-triton`"
+        )
+    for output in config.get("output", []):
+        dims = [int(d) for d in output.get("dims", [])]
+        if output.get("name") == OUTPUT and dims and dims[-1] != len(classes):
+            raise TritonUnavailableError(
+                f"model {model!r} on Triton outputs {dims[-1]} probabilities but names {len(classes)} classes"
+            )
+    return classes

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from devharness import GunicornService, free_port
+from jobs.settings import REFERENCE_REPO
 
 pytestmark = pytest.mark.integration
 
@@ -27,6 +28,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GunicornServic
         {
             "WORKER_CONNECTIONS": str(LIMIT),
             "FEATURES_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "FEATURES_REPO": REFERENCE_REPO,
             "FEATURES_ACCESS_LOG": "false",
         },
         workers=1,

@@ -18,10 +18,12 @@ from typing import Any
 import httpx
 import pytest
 
+from app.featureserver.core.config import Settings as FeatureServerSettings
 from app.featureserver.main import create_app as featureserver_app
 from app.predict.main import create_app as predict_app
 from app.preprocess.main import create_app as preprocess_app
 from devharness import VENV_BIN, GunicornService, RedisServer, TritonServer
+from jobs.settings import REFERENCE_REPO
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +66,11 @@ def run_schemathesis(url: str, workdir: Path, max_examples: int, config: str = "
     return result
 
 
-@pytest.mark.parametrize("create_app", [predict_app, featureserver_app, preprocess_app])
+@pytest.mark.parametrize(
+    "create_app",
+    [predict_app, lambda: featureserver_app(FeatureServerSettings(repo=REFERENCE_REPO)), preprocess_app],
+    ids=["predict", "featureserver", "preprocess"],
+)
 def test_schema_declares_bodies_and_real_statuses(create_app: Any) -> None:
     schema = create_app().openapi()
     for path, operations in schema["paths"].items():
@@ -117,7 +123,12 @@ def test_feature_server_matches_its_schema(tmp_path: Path) -> None:
     try:
         srv = GunicornService(
             tmp_path / "svc",
-            {"FEATURES_REDIS_URL": redis.url, "FEATURES_MAX_ENTITIES": "100", "FEATURES_ACCESS_LOG": "false"},
+            {
+                "FEATURES_REDIS_URL": redis.url,
+                "FEATURES_REPO": REFERENCE_REPO,
+                "FEATURES_MAX_ENTITIES": "100",
+                "FEATURES_ACCESS_LOG": "false",
+            },
             app="app.featureserver.main:app",
         )
         try:
@@ -130,8 +141,8 @@ def test_feature_server_matches_its_schema(tmp_path: Path) -> None:
 
 
 def test_preprocessing_service_matches_its_schema(tmp_path: Path) -> None:
-    from app.multimodal.training import train
     from app.multimodal.triton_repo import export
+    from examples.multimodal.training import train
 
     model, _, _ = train(n_train=40, n_test=10, epochs=1, seed=0)  # the contract, not the accuracy
     export(model, str(tmp_path / "repo"))

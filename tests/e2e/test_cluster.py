@@ -140,7 +140,7 @@ def test_each_system_answers(release: None) -> None:
         pf.kill()
     import base64
 
-    from app.multimodal.dataset import generate
+    from examples.multimodal.dataset import generate
 
     listing = generate(1, seed=5, size=(640, 480))[0]
     pf, murl = port_forward(f"{RELEASE}-multimodal-preprocess")

@@ -14,6 +14,7 @@ import redis
 from app.features.online import OnlineStore
 from devharness import GunicornService, RedisServer, free_port
 from examples.fraud.repo import user_stats
+from jobs.settings import REFERENCE_REPO
 from tests.features.conftest import T0, TS
 
 pytestmark = pytest.mark.integration
@@ -43,7 +44,12 @@ def feature_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[G
         store.write_latest(user_stats, _user_rows())  # type: ignore[arg-type]
         with GunicornService(
             work / "svc",
-            {"FEATURES_REDIS_URL": rs.url, "FEATURES_MAX_ENTITIES": "100", "FEATURES_EXPIRY_GRACE_HOURS": "720"},
+            {
+                "FEATURES_REDIS_URL": rs.url,
+                "FEATURES_REPO": REFERENCE_REPO,
+                "FEATURES_MAX_ENTITIES": "100",
+                "FEATURES_EXPIRY_GRACE_HOURS": "720",
+            },
             app="app.featureserver.main:app",
         ) as srv:
             yield srv.wait_ready(), rs
@@ -91,7 +97,11 @@ def test_bad_requests(
 def test_redis_down_is_a_fast_503_and_unready(tmp_path: Path) -> None:
     srv = GunicornService(
         tmp_path / "svc",
-        {"FEATURES_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "FEATURES_READ_TIMEOUT_MS": "100"},
+        {
+            "FEATURES_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "FEATURES_REPO": REFERENCE_REPO,
+            "FEATURES_READ_TIMEOUT_MS": "100",
+        },
         app="app.featureserver.main:app",
         ready_path="/healthz",
     ).wait_ready()
@@ -102,3 +112,13 @@ def test_redis_down_is_a_fast_503_and_unready(tmp_path: Path) -> None:
         assert httpx.get(srv.url + "/readyz").status_code == 503
     finally:
         srv.stop()
+
+
+def test_without_a_feature_repository_the_server_refuses_to_start() -> None:
+    from app.features.definitions import DefinitionError
+    from app.featureserver.core.config import Settings
+    from app.featureserver.main import create_app
+
+    with pytest.raises(DefinitionError, match="no feature repository configured: set FEATURES_REPO"):
+        create_app(Settings(repo=None))
+    assert create_app(Settings(repo=REFERENCE_REPO)).state.repo.view("user_stats") is user_stats

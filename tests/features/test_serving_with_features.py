@@ -21,6 +21,7 @@ from app.modelstore import LocalModelStore
 from devharness import ROOT, GunicornService, RedisServer, free_port
 from examples.fraud import transforms
 from examples.fraud.repo import reference_repo, user_stats
+from jobs.settings import REFERENCE_REPO
 from tests.features.conftest import T0
 from tests.predict.helpers import reference
 
@@ -57,7 +58,12 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
         jobs(env, "train", "--dataset", "fraud", "--name", "fraud", "--n-estimators", "30")
         jobs(env, "materialize-incremental")
         with GunicornService(
-            work / "svc", {"PREDICT_MODEL_STORE_URL": str(work / "models"), "PREDICT_FEATURES_REDIS_URL": rs.url}
+            work / "svc",
+            {
+                "PREDICT_MODEL_STORE_URL": str(work / "models"),
+                "PREDICT_FEATURES_REDIS_URL": rs.url,
+                "PREDICT_FEATURES_REPO": REFERENCE_REPO,
+            },
         ).wait_ready() as srv:
             yield {"srv": srv, "env": env, "work": work, "redis": rs}
 
@@ -143,6 +149,7 @@ def test_missing_policy_zeros_and_redis_down(platform: dict[str, Any], tmp_path:
         {
             "PREDICT_MODEL_STORE_URL": models,
             "PREDICT_FEATURES_REDIS_URL": platform["redis"].url,
+            "PREDICT_FEATURES_REPO": REFERENCE_REPO,
             "PREDICT_MISSING_ENTITY_POLICY": "zeros",
         },
     ).wait_ready()
@@ -159,6 +166,7 @@ def test_missing_policy_zeros_and_redis_down(platform: dict[str, Any], tmp_path:
         {
             "PREDICT_MODEL_STORE_URL": models,
             "PREDICT_FEATURES_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "PREDICT_FEATURES_REPO": REFERENCE_REPO,
             "PREDICT_FEATURES_TIMEOUT_MS": "100",
         },
     ).wait_ready()
@@ -182,6 +190,23 @@ def test_model_needing_features_is_not_served_without_an_online_store(platform: 
     finally:
         srv.stop()
     assert user_stats.name == "user_stats"
+
+
+def test_model_needing_features_is_refused_without_a_feature_repository(
+    platform: dict[str, Any], tmp_path: Path
+) -> None:
+    """The platform names no repository of its own: a model that reads features needs one configured."""
+    env = {
+        "PREDICT_MODEL_STORE_URL": str(platform["work"] / "models"),
+        "PREDICT_FEATURES_REDIS_URL": platform["redis"].url,
+    }
+    srv = GunicornService(tmp_path / "norepo", env).wait_live()
+    try:
+        r = httpx.get(srv.url + "/readyz")
+        assert r.status_code == 503 and "fraud" in r.json()["error"]
+        assert "no feature repository is configured: set PREDICT_FEATURES_REPO" in srv.server.log_text()
+    finally:
+        srv.stop()
 
 
 def test_batch_predictions_match_online_ones(platform: dict[str, Any]) -> None:

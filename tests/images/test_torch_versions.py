@@ -58,13 +58,13 @@ def test_gpu_triton_torch_loads_the_exported_torchscript(tmp_path: Path) -> None
         pytest.skip(f"no virtualenv with torch {gpu_torch} at {GPU_PYTHON}: `make torch-gpu-venv` (~4 GB)")
     import torch
 
-    from app.multimodal.model import ProductClassifier
+    from app.multimodal.model import ProductClassifier, save_checkpoint
     from app.multimodal.preprocessing import IMAGE_SIZE
     from app.multimodal.tokenizer import MAX_TOKENS, VOCAB_SIZE
+    from examples.multimodal.dataset import CLASSES
 
     torch.manual_seed(0)
-    (tmp_path / "ckpt").mkdir()
-    torch.save(ProductClassifier().state_dict(), tmp_path / "ckpt" / "model.pt")
+    save_checkpoint(ProductClassifier(CLASSES), tmp_path / "ckpt")
     repo = tmp_path / "repo"
     # the export Job's command on GPU (charts/ml-platform/charts/multimodal/templates/export-job.yaml)
     export = ["export-triton", "--checkpoint", str(tmp_path / "ckpt"), "--repository", str(repo)]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 from unittest import mock
 
+from app.features.config import FeatureStoreSettings
 from jobs.__main__ import build_parser
-from jobs.settings import JobSettings
+from jobs.settings import REFERENCE_REPO, JobSettings
 from tests.jobs.test_cli import run_jobs
 
 
@@ -45,3 +47,18 @@ def test_a_bad_variable_is_one_summary_line_naming_it() -> None:
     code, out = run_jobs("list-models", env={"MATERIALIZE_SHARDS": "four"})
     assert code == 1 and out["job"] == "list-models" and out["status"] == "error"
     assert "materialize_shards" in out["error"]
+
+
+def test_the_jobs_default_to_the_reference_scenarios_repository_and_empty_means_none(tmp_path: Path) -> None:
+    with mock.patch.dict(os.environ, {}, clear=True):
+        assert JobSettings().features.repo == REFERENCE_REPO == "examples.fraud.repo:reference_repo"
+    with mock.patch.dict(os.environ, {"FEATURES_REPO": "tests.features.custom_repo:custom_repo"}, clear=True):
+        assert JobSettings().features.repo == "tests.features.custom_repo:custom_repo"
+    # the platform's own settings name no repository: the reference scenario is the jobs' default only
+    with mock.patch.dict(os.environ, {}, clear=True):
+        assert FeatureStoreSettings().repo is None
+    code, out = run_jobs(
+        "materialize-incremental", env={"FEATURES_REPO": "", "FEATURES_OFFLINE_URL": str(tmp_path / "offline")}
+    )
+    assert code == 1 and out["job"] == "materialize-incremental" and out["status"] == "error"
+    assert "no feature repository configured: set FEATURES_REPO" in out["error"]

@@ -37,6 +37,7 @@ from devharness import (
     http_ok,
     wait_until,
 )
+from jobs.settings import REFERENCE_REPO
 from tests.multimodal.trained import Trained
 from tests.preprocess.conftest import trained, triton  # noqa: F401 - fixtures
 
@@ -127,7 +128,11 @@ def monitored_platform(
             GunicornService(work / "predict", {"PREDICT_MODEL_STORE_URL": str(trained_store)})
         )
         features = started.enter_context(
-            GunicornService(work / "features", {"FEATURES_REDIS_URL": rs.url}, app="app.featureserver.main:app")
+            GunicornService(
+                work / "features",
+                {"FEATURES_REDIS_URL": rs.url, "FEATURES_REPO": REFERENCE_REPO},
+                app="app.featureserver.main:app",
+            )
         )
         preprocess = started.enter_context(
             GunicornService(work / "preprocess", {"PREPROCESS_TRITON_URL": triton_url}, app="app.preprocess.main:app")

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from devharness import ROOT
+from examples.multimodal.dataset import CLASSES
 
 
 def jobs(*args: str) -> tuple[int, dict[str, Any]]:
@@ -37,6 +38,7 @@ def test_train_then_export_for_gpu(tmp_path: Path) -> None:
     )
     assert code == 0 and {"accuracy", "accuracy_image_only", "accuracy_text_only"} <= set(out)
     assert json.loads((tmp_path / "ckpt" / "metrics.json").read_text())["accuracy"] == out["accuracy"]
+    assert json.loads((tmp_path / "ckpt" / "classes.json").read_text()) == list(CLASSES)
     code, out = jobs(
         "export-triton",
         "--checkpoint",
@@ -50,8 +52,10 @@ def test_train_then_export_for_gpu(tmp_path: Path) -> None:
         "2",
     )
     assert code == 0 and out["kind"] == "KIND_GPU"
+    assert out["classes"] == list(CLASSES)
     config = (tmp_path / "repo" / "product_classifier" / "config.pbtxt").read_text()
     assert "kind: KIND_GPU" in config and "count: 2" in config and 'platform: "pytorch_libtorch"' in config
+    assert f'string_value: "{",".join(CLASSES)}"' in config  # what the preprocessing service reads
     assert (tmp_path / "repo" / "product_classifier" / "1" / "model.pt").stat().st_size > 10_000
     assert not (tmp_path / "repo" / "product_classifier" / "1" / "model.py").exists()  # libtorch needs no wrapper
 

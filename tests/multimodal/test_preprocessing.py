@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.multimodal.dataset import generate
 from app.multimodal.preprocessing import ImageError, decode_and_resize, naive_decode_and_resize
 from app.multimodal.tokenizer import MAX_TOKENS, UNK, tokenize
+from examples.multimodal.dataset import generate
 
 
 def _encode(img: Image.Image, fmt: str, **kw: object) -> bytes:

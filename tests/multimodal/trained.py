@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from app.multimodal.dataset import Listing, generate
 from app.multimodal.model import ProductClassifier
-from app.multimodal.training import TRAIN_IMAGE_SIZE, train
 from app.multimodal.triton_repo import export
+from examples.multimodal.dataset import Listing, generate
+from examples.multimodal.training import TRAIN_IMAGE_SIZE, train
 
 
 @dataclass

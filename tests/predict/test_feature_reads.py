@@ -20,6 +20,7 @@ import pytest
 from app.features.online import OnlineStore, Status, connect
 from devharness import ROOT, GunicornService, RedisServer
 from examples.fraud.repo import user_stats
+from jobs.settings import REFERENCE_REPO
 from tests.features.conftest import T0
 
 pytestmark = pytest.mark.integration
@@ -103,7 +104,11 @@ def test_burst_onto_a_fresh_service_gives_no_errors(
     rs, models = fraud
     users = _present_users(rs.url)
     assert len(users) > USERS / 2
-    env = {"PREDICT_MODEL_STORE_URL": str(models), "PREDICT_FEATURES_REDIS_URL": rs.url}
+    env = {
+        "PREDICT_MODEL_STORE_URL": str(models),
+        "PREDICT_FEATURES_REDIS_URL": rs.url,
+        "PREDICT_FEATURES_REPO": REFERENCE_REPO,
+    }
     with GunicornService(tmp_path / "svc", env).wait_ready() as srv:
         statuses, errors = asyncio.run(_burst(srv.port, users, connections, seconds=2.0))
         statuses_again, errors_again = asyncio.run(_burst(srv.port, users, connections, seconds=1.0))

@@ -18,10 +18,10 @@ import pytest
 import torch
 from PIL import Image
 
-from app.multimodal.dataset import CLASSES
 from app.multimodal.preprocessing import decode_and_resize
 from app.multimodal.tokenizer import tokenize
 from devharness import GunicornService, TritonServer, free_port
+from examples.multimodal.dataset import CLASSES
 from tests.multimodal.trained import Trained
 
 pytestmark = pytest.mark.integration
@@ -224,3 +224,30 @@ def test_50mb_upload_is_413_with_or_without_content_length(
     # The body is counted as it streams and reading stops at the limit (4 MB here), far from 50 MB.
     assert sent < 20 * 1024 * 1024, sent
     assert time.monotonic() - t < 10
+
+
+def test_class_names_are_the_models_read_from_its_config_on_triton(trained: Trained, tmp_path: Path) -> None:
+    """The service knows no dataset: the same weights exported under other names answer with those names."""
+    import copy
+
+    from app.multimodal.triton_repo import export
+
+    renamed = copy.deepcopy(trained.model)
+    renamed.classes = tuple(f"class-{i}" for i in range(len(CLASSES)))
+    export(renamed, str(tmp_path / "repo"))
+    x = trained.held_out[0]
+    with ExitStack() as started:
+        triton = started.enter_context(TritonServer(tmp_path / "triton", tmp_path / "repo"))
+        svc = started.enter_context(
+            GunicornService(tmp_path / "svc", {"PREPROCESS_TRITON_URL": triton.url}, app="app.preprocess.main:app")
+        )
+        svc.wait_ready()
+        r = classify(svc.url, x.image, x.title)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert list(body["probabilities"]) == list(renamed.classes)
+    with torch.no_grad():
+        local = trained.model(
+            torch.from_numpy(decode_and_resize(x.image)[None]), torch.from_numpy(tokenize(x.title)[None])
+        ).numpy()[0]
+    assert body["class"] == renamed.classes[int(local.argmax())]  # the model's answer, under the new names

@@ -59,8 +59,9 @@ class Settings(ServiceSettings, S3Settings):
     features_timeout_ms: float = Field(default=50.0, gt=0)
     """Budget for fetching an entity's features; past it the request gets a 503, fast."""
 
-    features_repo: str = "examples.fraud.repo:reference_repo"
-    """Feature definitions (``module:function``) that models' feature references resolve against."""
+    features_repo: str | None = None
+    """Feature definitions (``module:function``) that models' feature references resolve against; unset:
+    models that read features are refused at load, naming this variable."""
 
     missing_entity_policy: Literal["error", "zeros"] = "error"
     """Entity without current features: 404 (error), or predict as for an entity with no history (zeros)."""

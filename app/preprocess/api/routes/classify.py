@@ -14,7 +14,6 @@ from starlette.datastructures import UploadFile
 from starlette.responses import Response
 
 from app.common.errors import ApiError, error_responses, json_response, load_json
-from app.multimodal.dataset import CLASSES
 from app.multimodal.preprocessing import ImageError, decode_and_resize
 from app.multimodal.tokenizer import tokenize
 from app.preprocess import metrics
@@ -68,7 +67,7 @@ async def read_input(request: Request, max_bytes: int) -> tuple[bytes, str]:
     return image, text
 
 
-_TEXT = {"type": "string", "description": "the listing's title (at most PREPROCESS_MAX_TEXT_CHARS characters)"}
+_TEXT = {"type": "string", "description": "the item's title (at most PREPROCESS_MAX_TEXT_CHARS characters)"}
 CLASSIFY_BODY = {
     "requestBody": {
         "required": True,
@@ -126,19 +125,26 @@ async def classify(request: Request) -> Response:
     t = time.perf_counter()
     try:
         probs = (await state.triton.infer(pixels[None], tokens[None]))[0]
+        timings["triton_ms"] = (time.perf_counter() - t) * 1000
+        # The class names are the model's (its config on Triton), cached; re-read once when the model
+        # answers with another number of classes (a new export was loaded).
+        classes = await state.triton.classes()
+        if len(classes) != len(probs):
+            classes = await state.triton.classes(refresh=True)
+        if len(classes) != len(probs):
+            raise TritonUnavailableError(f"the model answered {len(probs)} probabilities for {len(classes)} classes")
     except TritonUnavailableError as exc:
         metrics.TRITON_ERRORS.labels("unavailable").inc()
         raise ApiError(503, str(exc)) from None
-    timings["triton_ms"] = (time.perf_counter() - t) * 1000
     timings["total_ms"] = (time.perf_counter() - t_start) * 1000
     for stage in ("decode", "resize", "tokenize", "triton"):
         metrics.STAGE_LATENCY.labels(stage).observe(timings[f"{stage}_ms"] / 1000)
     best = int(np.argmax(probs))
-    metrics.PREDICTIONS.labels(CLASSES[best]).inc()
+    metrics.PREDICTIONS.labels(classes[best]).inc()
     body: dict[str, Any] = {
-        "class": CLASSES[best],
+        "class": classes[best],
         "probability": float(probs[best]),
-        "probabilities": {c: float(p) for c, p in zip(CLASSES, probs.tolist(), strict=True)},
+        "probabilities": {c: float(p) for c, p in zip(classes, probs.tolist(), strict=True)},
         "timings_ms": {k: round(v, 3) for k, v in timings.items()},
     }
     return json_response(body)

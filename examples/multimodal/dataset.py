@@ -1,4 +1,5 @@
-"""Generated product listings: a photo-like JPEG and a title; the class needs both.
+"""Generated product listings (the multimodal scenario's data): a photo-like JPEG and a title; the class
+needs both.
 
 Six classes = 3 product shapes (drawn) x 2 material families (named in the title): the
 image alone can tell the shape (1 of 3), the title alone the family (1 of 2); only both
