@@ -183,7 +183,7 @@ def main() -> int:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     store = work / "store"
-    meta = train_and_publish(dataset="reference", name="reference", store_url=str(store))
+    meta = train_and_publish(open_store(str(store)), dataset="reference", name="reference")
     _, artifact = open_store(str(store)).read_version("reference", meta.version)
     import pickle
 

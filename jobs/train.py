@@ -7,14 +7,9 @@ benchmark's reference workload of ../docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import io
-import pickle
-import platform
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -24,11 +19,11 @@ from app.features.definitions import FeatureRepo, load_repo
 from app.features.offline import OfflineStore
 from app.features.request_transforms import load_reference
 from app.features.stores import offline_store
-from app.modelstore import FeatureSpec, ModelMetadata, VerificationSample, open_store
-from app.modelstore.metadata import OnlineFeatures, TrainingData, sha256_hex, sign
+from app.modelstore import ModelMetadata, ModelStore, model_store
+from app.modelstore.metadata import OnlineFeatures
+from app.modelstore.packaging import TrainingRun, publish_sklearn
 from jobs.settings import JobSettings
 
-VERIFICATION_ROWS = 32
 # scikit-learn is imported inside the functions that train: it is slow to import, and every
 # other job (materialization runs every few minutes) shares this CLI.
 
@@ -122,33 +117,26 @@ def build_pipeline(dataset: str, n_estimators: int, max_depth: int | None) -> An
     return Pipeline([("scale", StandardScaler()), ("model", forest)])
 
 
-def fingerprint(x: NDArray[Any], y: NDArray[Any]) -> str:
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(x).tobytes())
-    h.update(np.ascontiguousarray(y).tobytes())
-    return h.hexdigest()
-
-
 def train_and_publish(
+    store: ModelStore,
     *,
     dataset: str,
     name: str,
-    store_url: str,
     n_estimators: int = 50,
     max_depth: int | None = 8,
     test_size: float = 0.25,
     seed: int = 0,
     hmac_key: bytes | None = None,
-    s3_endpoint_url: str | None = None,
     version: str | None = None,
     set_latest: bool = True,
     offline: OfflineStore | None = None,
     repo: FeatureRepo | None = None,
     training_set: str | None = None,
 ) -> ModelMetadata:
-    """``training_set``: a ``module:function`` building the data from the feature store (``offline`` and
-    ``repo``); the feature-store datasets (FEATURE_STORE_DATASETS) are named ones."""
-    import sklearn
+    """Train, then publish to ``store`` (``model_store(settings)``): packaging (metadata, signature,
+    verification sample) is the store's (app.modelstore.packaging). ``training_set``: a ``module:function``
+    building the data from the feature store (``offline`` and ``repo``); the feature-store datasets
+    (FEATURE_STORE_DATASETS) are named ones."""
     from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
     from sklearn.model_selection import train_test_split
 
@@ -184,37 +172,19 @@ def train_and_publish(
     else:
         metrics["roc_auc_ovr"] = float(roc_auc_score(y_test, proba, multi_class="ovr"))
 
-    buf = io.BytesIO()
-    pickle.dump(pipe, buf, protocol=5)
-    artifact = buf.getvalue()
-    digest = sha256_hex(artifact)
-    now = datetime.now(UTC)
-    meta = ModelMetadata(
-        name=name,
-        version=version or f"{now:%Y%m%dT%H%M%S}-{digest[:8]}",
-        created_at=now.isoformat(),
-        sha256=digest,
-        size_bytes=len(artifact),
-        signature=sign(digest, hmac_key) if hmac_key else None,
-        features=[FeatureSpec(name=f, dtype="float64") for f in data.feature_names],
-        classes=[c.item() for c in pipe.classes_],
+    run = TrainingRun(
+        feature_names=data.feature_names,
         target_name=data.target_name,
         metrics=metrics,
-        training_data=TrainingData(source=data.source, rows=len(x_train), fingerprint=fingerprint(x_train, y_train)),
-        library_versions={
-            "python": platform.python_version(),
-            "scikit-learn": sklearn.__version__,
-            "numpy": np.__version__,
-        },
+        source=data.source,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        test_probabilities=proba,
         params={"dataset": training_set or dataset, "n_estimators": n_estimators, "max_depth": max_depth, "seed": seed},
         online_features=data.online_features,
-        verification=VerificationSample(
-            inputs=x_test[:VERIFICATION_ROWS].tolist(), probabilities=proba[:VERIFICATION_ROWS].tolist()
-        ),
     )
-    store = open_store(store_url, s3_endpoint_url=s3_endpoint_url)
-    store.publish(meta, artifact, set_latest=set_latest)
-    return meta
+    return publish_sklearn(store, pipe, name, run, hmac_key=hmac_key, version=version, set_latest=set_latest)
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -241,17 +211,16 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     if args.training_set or args.dataset in FEATURE_STORE_DATASETS:
         offline, repo = offline_store(settings.features), load_repo(settings.features.require_repo())
     meta = train_and_publish(
+        model_store(settings),  # the URL (or --store), S3 endpoint and region of the settings
         offline=offline,
         repo=repo,
         training_set=args.training_set,
         dataset=args.dataset,
         name=args.name or args.dataset,
-        store_url=settings.model_store_url,
         n_estimators=args.n_estimators,
         max_depth=args.max_depth or None,
         seed=args.seed,
         hmac_key=settings.hmac_key,
-        s3_endpoint_url=settings.s3_endpoint_url,
         set_latest=not args.no_latest,
     )
     return {

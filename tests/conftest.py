@@ -63,8 +63,9 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 def trained_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local store with two real models: breast-cancer (scaler + forest) and iris (3 classes)."""
     root = tmp_path_factory.mktemp("store")
-    train_and_publish(dataset="breast-cancer", name="breast-cancer", store_url=str(root), n_estimators=20)
-    train_and_publish(dataset="iris", name="iris", store_url=str(root), n_estimators=10, max_depth=4)
+    store = LocalModelStore(root)
+    train_and_publish(store, dataset="breast-cancer", name="breast-cancer", n_estimators=20)
+    train_and_publish(store, dataset="iris", name="iris", n_estimators=10, max_depth=4)
     return root
 
 

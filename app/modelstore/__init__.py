@@ -1,6 +1,8 @@
-"""Versioned model artifacts with metadata, in a local directory or on S3."""
+"""Versioned model artifacts with metadata, in a local directory or on S3, and how a trainer packages one
+(metadata, signature, verification sample: packaging)."""
 
 from app.modelstore.metadata import FeatureSpec, ModelMetadata, VerificationSample
+from app.modelstore.packaging import TrainingRun, package_sklearn, publish_sklearn
 from app.modelstore.store import (
     ArtifactIntegrityError,
     LocalModelStore,
@@ -21,7 +23,10 @@ __all__ = [
     "ModelStoreError",
     "ModelStoreSettings",
     "S3ModelStore",
+    "TrainingRun",
     "VerificationSample",
     "model_store",
     "open_store",
+    "package_sklearn",
+    "publish_sklearn",
 ]

@@ -18,7 +18,7 @@ import numpy as np
 import orjson
 import pytest
 
-from app.modelstore import LocalModelStore, S3ModelStore
+from app.modelstore import LocalModelStore, S3ModelStore, open_store
 from app.modelstore.metadata import sha256_hex
 from devharness import GunicornService, S3Server, wait_until
 from jobs.train import train_and_publish
@@ -122,9 +122,9 @@ def test_hot_reload_under_load_and_broken_artifacts(
     try:
         time.sleep(0.5)
         new = train_and_publish(
+            store_copy,
             dataset="breast-cancer",
             name="breast-cancer",
-            store_url=str(store_copy.root),
             n_estimators=7,
             version="v-new",
         )
@@ -218,7 +218,7 @@ def test_starts_unready_on_empty_store_and_discovers_models(tmp_path: Path) -> N
     try:
         r = httpx.get(srv.url + "/readyz")
         assert r.status_code == 503 and "no models found" in r.json()["error"]
-        train_and_publish(dataset="iris", name="iris", store_url=str(root), n_estimators=3)
+        train_and_publish(LocalModelStore(root), dataset="iris", name="iris", n_estimators=3)
         # Each worker discovers the model on its own poll: within one poll interval all of them serve it.
         wait_until(
             lambda: all(httpx.get(srv.url + "/v2/models/iris/ready").status_code == 200 for _ in range(20)),
@@ -248,7 +248,8 @@ def test_serves_from_s3(s3_server: S3Server, tmp_path: Path) -> None:
     bucket = s3_server.create_bucket("serve-from-s3")
     url = f"s3://{bucket}/models"
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    train_and_publish(dataset="iris", name="iris", store_url=url, n_estimators=5, s3_endpoint_url=s3_server.endpoint)
+    store = open_store(url, s3_endpoint_url=s3_server.endpoint, s3_region="us-east-1")
+    train_and_publish(store, dataset="iris", name="iris", n_estimators=5)
     srv = GunicornService(
         tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": url, "AWS_ENDPOINT_URL_S3": s3_server.endpoint}
     ).wait_ready()

@@ -1,0 +1,121 @@
+"""Packaging a trained model for the store: the artifact's bytes, its metadata, its signature and the
+verification sample.
+
+A trainer hands over the fitted estimator and what it knows of the training run; this module writes
+what the prediction service checks before it serves a version (app/predict/model.py): the sha256 of
+the artifact, the HMAC-SHA256 signature of that digest under the store's key, and held-out rows with
+the probabilities the trainer computed for them, which the service must reproduce.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from app.modelstore.metadata import (
+    FeatureSpec,
+    ModelMetadata,
+    OnlineFeatures,
+    TrainingData,
+    VerificationSample,
+    sha256_hex,
+    sign,
+)
+from app.modelstore.store import ModelStore
+
+VERIFICATION_ROWS = 32  # held-out rows the service reproduces at load: enough to catch a skew, cheap to check
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """What a trainer knows of one run, beside the fitted estimator."""
+
+    feature_names: Sequence[str]
+    target_name: str
+    metrics: dict[str, float]
+    source: str  # where the training data came from
+    x_train: NDArray[Any]
+    y_train: NDArray[Any]
+    x_test: NDArray[Any]  # held out: the verification sample's rows come from here
+    test_probabilities: NDArray[Any]  # the estimator's predict_proba on x_test
+    params: dict[str, Any]
+    online_features: OnlineFeatures | None = None
+
+
+def fingerprint(x: NDArray[Any], y: NDArray[Any]) -> str:
+    """sha256 over the training matrix and labels: two runs on the same data record the same value."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(x).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()
+
+
+def package_sklearn(
+    estimator: Any,
+    name: str,
+    run: TrainingRun,
+    *,
+    hmac_key: bytes | None = None,
+    version: str | None = None,
+) -> tuple[ModelMetadata, bytes]:
+    """The artifact (the estimator pickled, protocol 5) and its metadata. ``version`` defaults to the
+    creation time and the digest's prefix; with ``hmac_key`` the metadata carries the signature."""
+    import sklearn  # the trainer's scikit-learn, recorded so the service can refuse a mismatch
+
+    buf = io.BytesIO()
+    pickle.dump(estimator, buf, protocol=5)
+    artifact = buf.getvalue()
+    digest = sha256_hex(artifact)
+    now = datetime.now(UTC)
+    meta = ModelMetadata(
+        name=name,
+        version=version or f"{now:%Y%m%dT%H%M%S}-{digest[:8]}",
+        created_at=now.isoformat(),
+        sha256=digest,
+        size_bytes=len(artifact),
+        signature=sign(digest, hmac_key) if hmac_key else None,
+        features=[FeatureSpec(name=f, dtype="float64") for f in run.feature_names],
+        classes=[c.item() for c in estimator.classes_],
+        target_name=run.target_name,
+        metrics=run.metrics,
+        training_data=TrainingData(
+            source=run.source, rows=len(run.x_train), fingerprint=fingerprint(run.x_train, run.y_train)
+        ),
+        library_versions={
+            "python": platform.python_version(),
+            "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__,
+        },
+        params=run.params,
+        online_features=run.online_features,
+        verification=VerificationSample(
+            inputs=run.x_test[:VERIFICATION_ROWS].tolist(),
+            probabilities=run.test_probabilities[:VERIFICATION_ROWS].tolist(),
+        ),
+    )
+    return meta, artifact
+
+
+def publish_sklearn(
+    store: ModelStore,
+    estimator: Any,
+    name: str,
+    run: TrainingRun,
+    *,
+    hmac_key: bytes | None = None,
+    version: str | None = None,
+    set_latest: bool = True,
+) -> ModelMetadata:
+    """Package the estimator and publish it to ``store`` (metadata written last, then ``latest``)."""
+    meta, artifact = package_sklearn(estimator, name, run, hmac_key=hmac_key, version=version)
+    store.publish(meta, artifact, set_latest=set_latest)
+    return meta
