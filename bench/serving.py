@@ -83,7 +83,7 @@ def run_ours(
 ) -> list[Point]:
     port = free_port()
     env = {
-        "PREDICT_MODEL_STORE_URL": str(store),
+        "MODEL_STORE_URL": str(store),
         "BIND": f"127.0.0.1:{port}",
         "WEB_CONCURRENCY": "2",
         **extra_env,

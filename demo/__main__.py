@@ -152,9 +152,9 @@ def main() -> int:
         predict = GunicornService(
             WORK / "predict",
             {
-                "PREDICT_MODEL_STORE_URL": env["MODEL_STORE_URL"],
-                "PREDICT_FEATURES_REDIS_URL": redis_server.url,
-                "PREDICT_FEATURES_REPO": REFERENCE_REPO,
+                "MODEL_STORE_URL": env["MODEL_STORE_URL"],
+                "FEATURES_REDIS_URL": redis_server.url,
+                "FEATURES_REPO": REFERENCE_REPO,
                 "PREDICT_POLL_INTERVAL_SECONDS": "1",
             },
         )

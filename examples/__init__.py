@@ -7,7 +7,7 @@
   training run on them (``training``); the trained model carries the class names to Triton and the
   preprocessing service.
 
-The images ship this package, so that the chart's values (FEATURES_REPO, PREDICT_FEATURES_REPO), the jobs'
+The images ship this package, so that the chart's values (FEATURES_REPO, for every program), the jobs'
 defaults (``FEATURES_REPO``, ``--dataset fraud``, ``train-multimodal``) work out of the box; app/ never imports
 it nor names it (tests/test_layers.py).
 """

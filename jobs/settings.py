@@ -16,10 +16,10 @@ from collections.abc import Callable
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from app.common.settings import S3Settings
+from app.common.settings import ModelStoreSettings
 from app.features.config import FeatureStoreSettings
 
 if TYPE_CHECKING:
@@ -39,17 +39,13 @@ class JobFeatureStoreSettings(FeatureStoreSettings):
     (examples.fraud.repo:reference_repo); empty: none, and the jobs that need one fail naming FEATURES_REPO."""
 
 
-class JobSettings(S3Settings):
-    """The S3 endpoint and region come from S3Settings (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``),
-    the names the services and the AWS SDK read too."""
+class JobSettings(ModelStoreSettings):
+    """The model store and its key come from ModelStoreSettings (``MODEL_STORE_URL``, ``--store`` overrides
+    it; ``MODEL_STORE_HMAC_KEY``, the key published artifacts are signed with), the S3 endpoint and region
+    from S3Settings (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``): the names the prediction service and
+    the AWS SDK read too."""
 
     model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="ignore")
-
-    model_store_url: str = "./var/model-store"
-    """Model store: a directory, or s3://bucket/prefix (``--store`` overrides it)."""
-
-    model_store_hmac_key: SecretStr | None = None
-    """Sign published artifacts with HMAC-SHA256 under this key (the service's PREDICT_ARTIFACT_HMAC_KEY)."""
 
     log_level: str = "WARNING"
     """Root log level (JSON lines on stderr; stdout carries only the summary line)."""
@@ -69,11 +65,6 @@ class JobSettings(S3Settings):
         needs them, so that a bad ``FEATURES_`` value fails the feature jobs (with a summary line), not
         ``train --dataset iris``."""
         return JobFeatureStoreSettings()
-
-    @property
-    def hmac_key(self) -> bytes | None:
-        key = self.model_store_hmac_key
-        return key.get_secret_value().encode() if key and key.get_secret_value() else None
 
 
 # What each subcommand's parser carries as ``handler`` (``set_defaults(handler=...)``): it gets the parsed

@@ -8,6 +8,12 @@ have in common is declared once here:
 - :class:`S3Settings`: where S3 is. These two settings have one name everywhere, the AWS SDK's own
   (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``): boto3 and Triton's S3 client read the same
   variables, so one value in the chart configures our code and the libraries alike.
+- :class:`ModelStoreSettings`: where the model store is and the key its artifacts are signed with,
+  ``MODEL_STORE_URL`` and ``MODEL_STORE_HMAC_KEY`` for the jobs that publish and the service that serves.
+
+Settings that several programs read have one name, without a program's prefix: besides these, the
+online feature store (``FEATURES_REDIS_URL``, ``FEATURES_REDIS_CLUSTER``, ``FEATURES_REPO``) is read
+under the feature store's names by the feature server, the jobs and the prediction service.
 
 Fields are documented with attribute docstrings (``use_attribute_docstrings``); the README's
 configuration tables list them.
@@ -18,7 +24,7 @@ from __future__ import annotations
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PACKAGE = "ml-platform"
@@ -60,3 +66,21 @@ class S3Settings(BaseSettings):
     s3_region: str | None = Field(default=None, validation_alias="AWS_DEFAULT_REGION")
     """Region of the buckets. Env ``AWS_DEFAULT_REGION``, as for the AWS SDK; unset: the SDK's own
     chain (``AWS_REGION``, the config file) for boto3, ``us-east-1`` for the offline store's Arrow client."""
+
+
+class ModelStoreSettings(S3Settings):
+    """Where the model store is (on S3Settings' S3) and the artifacts' key: one name for every reader."""
+
+    model_config = SettingsConfigDict(use_attribute_docstrings=True, extra="ignore")
+
+    model_store_url: str = Field(default="./var/model-store", validation_alias="MODEL_STORE_URL")
+    """Model store: a directory, or s3://bucket/prefix. Env ``MODEL_STORE_URL``, for the service and the jobs."""
+
+    model_store_hmac_key: SecretStr | None = Field(default=None, validation_alias="MODEL_STORE_HMAC_KEY")
+    """HMAC-SHA256 key of the artifacts: the jobs sign what they publish with it; the service, when it is set,
+    loads only artifacts signed with it. Env ``MODEL_STORE_HMAC_KEY``, one Secret for both."""
+
+    @property
+    def hmac_key(self) -> bytes | None:
+        key = self.model_store_hmac_key
+        return key.get_secret_value().encode() if key and key.get_secret_value() else None

@@ -279,8 +279,9 @@ def open_store(url: str, *, s3_endpoint_url: str | None = None, s3_region: str |
     return LocalModelStore(url)
 
 
-class ModelStoreSettings(Protocol):
-    """What locates a model store: the services' and the jobs' settings classes both have these."""
+class ModelStoreLocation(Protocol):
+    """What locates a model store: app.common.settings.ModelStoreSettings, which the service's and the jobs'
+    settings classes share (``MODEL_STORE_URL``, ``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``)."""
 
     @property
     def model_store_url(self) -> str: ...
@@ -290,6 +291,6 @@ class ModelStoreSettings(Protocol):
     def s3_region(self) -> str | None: ...
 
 
-def model_store(settings: ModelStoreSettings) -> ModelStore:
+def model_store(settings: ModelStoreLocation) -> ModelStore:
     """The model store the settings name: the one way the service and the jobs open it."""
     return open_store(settings.model_store_url, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region)

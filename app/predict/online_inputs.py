@@ -48,13 +48,11 @@ class OnlineInputs:
         if spec is None:
             raise OnlineInputsError("model has no online features")
         if reader is None:
-            raise OnlineInputsError(
-                f"model {meta.name!r} reads the online feature store: set PREDICT_FEATURES_REDIS_URL"
-            )
+            raise OnlineInputsError(f"model {meta.name!r} reads the online feature store: set FEATURES_REDIS_URL")
         if repo is None:
             raise OnlineInputsError(
                 f"model {meta.name!r} reads features {spec.feature_refs} but no feature repository is "
-                "configured: set PREDICT_FEATURES_REPO to the module:function that returns it"
+                "configured: set FEATURES_REPO to the module:function that returns it"
             )
         try:
             self.transform = load_transform(spec.transform)

@@ -104,7 +104,7 @@ class ModelRegistry:
         # model -> (latest, when) once a selection ended elsewhere than at latest.
         self._settled: dict[str, tuple[str, float]] = {}
         self._task: asyncio.Task[None] | None = None
-        self._hmac_key = settings.artifact_hmac_key.get_secret_value().encode() if settings.artifact_hmac_key else None
+        self._hmac_key = settings.hmac_key
         self.reader: AsyncOnlineReader | None = None
         if settings.features_redis_url:
             self.reader = AsyncOnlineReader(

@@ -213,12 +213,20 @@ def env_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for _, _, s in pod_specs(docs) for c in s["containers"] for e in c.get("env", [])}
 
 
+def env_of_workload(docs: list[dict[str, Any]], name: str) -> dict[str, dict[str, Any]]:
+    """The environment of one workload's containers (the services share variable names now)."""
+    (spec,) = [s for n, _, s in pod_specs(docs) if n == name]
+    return {e["name"]: e for c in spec["containers"] for e in c.get("env", [])}
+
+
 def test_profiles_differ_where_they_should() -> None:
     kind = rendered("kind")
     eks = rendered("eks")
-    for name in ("FEATURES_REDIS_URL", "PREDICT_FEATURES_REDIS_URL"):
-        assert env_of(eks)[name]["valueFrom"]["secretKeyRef"] == {"name": "elasticache-redis", "key": "redis-url"}
-        assert env_of(kind)[name]["valueFrom"]["secretKeyRef"] == {"name": "mlp-redis", "key": "redis-url"}
+    for workload in ("mlp-featurestore-featureserver", "mlp-predict"):  # one name, FEATURES_REDIS_URL, for both
+        eks_env, kind_env = env_of_workload(eks, workload), env_of_workload(kind, workload)
+        secret = {"name": "elasticache-redis", "key": "redis-url"}
+        assert eks_env["FEATURES_REDIS_URL"]["valueFrom"]["secretKeyRef"] == secret, workload
+        assert kind_env["FEATURES_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "mlp-redis", "key": "redis-url"}
     assert not by_kind(eks, "StatefulSet") and by_kind(kind, "StatefulSet")
     assert not [s for s in by_kind(eks, "Secret")]  # ElastiCache's URL is in the operator's Secret
     sas = {d["metadata"]["name"]: d for d in by_kind(eks, "ServiceAccount")}
@@ -474,7 +482,7 @@ def test_every_pod_touching_s3_has_an_irsa_service_account_on_eks() -> None:
 
 def test_every_model_publisher_signs_with_the_key_predict_verifies() -> None:
     docs = render(*values_args("eks"), "--set", "bootstrap.enabled=true")
-    verify = env_of(by_kind(docs, "Deployment"))["PREDICT_ARTIFACT_HMAC_KEY"]["valueFrom"]["secretKeyRef"]
+    verify = env_of_workload(docs, "mlp-predict")["MODEL_STORE_HMAC_KEY"]["valueFrom"]["secretKeyRef"]
     publishers = [
         (name, spec) for name, _, spec in pod_specs(docs) if "python -m jobs train " in yaml.safe_dump(spec, width=1000)
     ]
@@ -508,11 +516,12 @@ def test_redis_auth_reaches_every_client_from_one_secret() -> None:
                     clients[name] = e["valueFrom"]["secretKeyRef"]
     assert len(clients) == 4, clients  # feature server, materializer, bootstrap, predict
     assert all(ref == {"name": secret["metadata"]["name"], "key": "redis-url"} for ref in clients.values())
-    env = env_of(docs)
-    assert env["PREDICT_FEATURES_REDIS_CLUSTER"]["value"] == env["FEATURES_REDIS_CLUSTER"]["value"] == "false"
-    clustered = env_of(render(*values_args("eks"), "--set", "global.redis.cluster=true"))
-    assert clustered["PREDICT_FEATURES_REDIS_CLUSTER"]["value"] == clustered["FEATURES_REDIS_CLUSTER"]["value"]
-    assert clustered["FEATURES_REDIS_CLUSTER"]["value"] == "true"
+    predict, server = env_of_workload(docs, "mlp-predict"), env_of_workload(docs, "mlp-featurestore-featureserver")
+    assert predict["FEATURES_REDIS_CLUSTER"]["value"] == server["FEATURES_REDIS_CLUSTER"]["value"] == "false"
+    clustered = render(*values_args("eks"), "--set", "global.redis.cluster=true")
+    predict = env_of_workload(clustered, "mlp-predict")
+    server = env_of_workload(clustered, "mlp-featurestore-featureserver")
+    assert predict["FEATURES_REDIS_CLUSTER"]["value"] == server["FEATURES_REDIS_CLUSTER"]["value"] == "true"
     p = helm("template", "mlp", str(CHART), "--set", "featurestore.redis.enabled=false")
     assert p.returncode != 0 and "global.redis.existingSecret" in p.stderr
 

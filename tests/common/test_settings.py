@@ -12,7 +12,7 @@ import yaml
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
-from app.common.settings import S3Settings, ServiceSettings, package_version
+from app.common.settings import ModelStoreSettings, S3Settings, ServiceSettings, package_version
 from app.features.config import FeatureStoreSettings
 from app.featureserver.core.config import Settings as FeatureServerSettings
 from app.predict.core.config import Settings as PredictSettings
@@ -69,6 +69,36 @@ def test_s3_has_one_name_everywhere(cls: type[S3Settings]) -> None:
     }
     s = settings_from(cls, old)
     assert (s.s3_endpoint_url, s.s3_region) == (None, None)
+
+
+@pytest.mark.parametrize("cls", [PredictSettings, JobSettings], ids=lambda c: f"{c.__module__}.{c.__name__}")
+def test_the_model_store_has_one_name_for_the_service_and_the_jobs(cls: type[ModelStoreSettings]) -> None:
+    """MODEL_STORE_URL and MODEL_STORE_HMAC_KEY: what the jobs publish and sign, the service reads and checks."""
+    assert issubclass(cls, ModelStoreSettings)
+    s = settings_from(cls, {"MODEL_STORE_URL": "s3://models/prod", "MODEL_STORE_HMAC_KEY": "k3y"})
+    assert (s.model_store_url, s.hmac_key) == ("s3://models/prod", b"k3y")
+    old = settings_from(cls, {"PREDICT_MODEL_STORE_URL": "s3://old/x", "PREDICT_ARTIFACT_HMAC_KEY": "old"})
+    assert (old.model_store_url, old.hmac_key) == ("./var/model-store", None)
+
+
+def test_the_online_store_has_one_name_for_every_reader() -> None:
+    """FEATURES_REDIS_URL, FEATURES_REDIS_CLUSTER and FEATURES_REPO: the feature server, the jobs and the
+    prediction service read the same variables; the prediction service's old PREDICT_ spellings are gone."""
+    env = {"FEATURES_REDIS_URL": "redis://r:6379/1", "FEATURES_REDIS_CLUSTER": "true", "FEATURES_REPO": "m:f"}
+    p = settings_from(PredictSettings, env)
+    assert (p.features_redis_url, p.features_redis_cluster, p.features_repo) == ("redis://r:6379/1", True, "m:f")
+    for cls in (FeatureServerSettings, FeatureStoreSettings):
+        f = settings_from(cls, env)
+        assert (f.redis_url, f.redis_cluster, f.repo) == ("redis://r:6379/1", True, "m:f")
+    with mock.patch.dict(os.environ, env, clear=True):  # the jobs read FEATURES_ when a job needs them
+        assert JobSettings().features.repo == "m:f"
+    old = {
+        "PREDICT_FEATURES_REDIS_URL": "redis://old",
+        "PREDICT_FEATURES_REDIS_CLUSTER": "true",
+        "PREDICT_FEATURES_REPO": "o:f",
+    }
+    p = settings_from(PredictSettings, old)
+    assert (p.features_redis_url, p.features_redis_cluster, p.features_repo) == (None, False, None)
 
 
 def test_preprocess_body_limit_follows_the_image_limit() -> None:

@@ -91,7 +91,7 @@ def predict(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     srv = GunicornService(
         tmp_path_factory.mktemp("predict"),
         {
-            "PREDICT_MODEL_STORE_URL": str(trained_store),
+            "MODEL_STORE_URL": str(trained_store),
             "PREDICT_DEFAULT_MODEL": "breast-cancer",
             "PREDICT_MAX_INSTANCES": "100",
             "PREDICT_ACCESS_LOG": "false",

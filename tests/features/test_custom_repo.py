@@ -73,9 +73,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, objec
             "30",
         )
         service_env = {
-            "PREDICT_MODEL_STORE_URL": str(work / "models"),
-            "PREDICT_FEATURES_REDIS_URL": rs.url,
-            "PREDICT_FEATURES_REPO": REPO,
+            "MODEL_STORE_URL": str(work / "models"),
+            "FEATURES_REDIS_URL": rs.url,
+            "FEATURES_REPO": REPO,
         }
         with GunicornService(work / "svc", service_env).wait_ready() as srv:
             yield {"srv": srv, "work": work, "profiles": profiles, "materialized": materialized, "trained": trained}

@@ -60,9 +60,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obj
         with GunicornService(
             work / "svc",
             {
-                "PREDICT_MODEL_STORE_URL": str(work / "models"),
-                "PREDICT_FEATURES_REDIS_URL": rs.url,
-                "PREDICT_FEATURES_REPO": REFERENCE_REPO,
+                "MODEL_STORE_URL": str(work / "models"),
+                "FEATURES_REDIS_URL": rs.url,
+                "FEATURES_REPO": REFERENCE_REPO,
             },
         ).wait_ready() as srv:
             yield {"srv": srv, "env": env, "work": work, "redis": rs}
@@ -147,9 +147,9 @@ def test_missing_policy_zeros_and_redis_down(platform: dict[str, Any], tmp_path:
     srv = GunicornService(
         tmp_path / "zeros",
         {
-            "PREDICT_MODEL_STORE_URL": models,
-            "PREDICT_FEATURES_REDIS_URL": platform["redis"].url,
-            "PREDICT_FEATURES_REPO": REFERENCE_REPO,
+            "MODEL_STORE_URL": models,
+            "FEATURES_REDIS_URL": platform["redis"].url,
+            "FEATURES_REPO": REFERENCE_REPO,
             "PREDICT_MISSING_ENTITY_POLICY": "zeros",
         },
     ).wait_ready()
@@ -164,9 +164,9 @@ def test_missing_policy_zeros_and_redis_down(platform: dict[str, Any], tmp_path:
     down = GunicornService(
         tmp_path / "down",
         {
-            "PREDICT_MODEL_STORE_URL": models,
-            "PREDICT_FEATURES_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
-            "PREDICT_FEATURES_REPO": REFERENCE_REPO,
+            "MODEL_STORE_URL": models,
+            "FEATURES_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+            "FEATURES_REPO": REFERENCE_REPO,
             "PREDICT_FEATURES_TIMEOUT_MS": "100",
         },
     ).wait_ready()
@@ -182,11 +182,11 @@ def test_missing_policy_zeros_and_redis_down(platform: dict[str, Any], tmp_path:
 
 
 def test_model_needing_features_is_not_served_without_an_online_store(platform: dict[str, Any], tmp_path: Path) -> None:
-    srv = GunicornService(tmp_path / "nofs", {"PREDICT_MODEL_STORE_URL": str(platform["work"] / "models")}).wait_live()
+    srv = GunicornService(tmp_path / "nofs", {"MODEL_STORE_URL": str(platform["work"] / "models")}).wait_live()
     try:
         r = httpx.get(srv.url + "/readyz")
         assert r.status_code == 503 and "fraud" in r.json()["error"]
-        assert "set PREDICT_FEATURES_REDIS_URL" in srv.server.log_text()
+        assert "set FEATURES_REDIS_URL" in srv.server.log_text()
     finally:
         srv.stop()
     assert user_stats.name == "user_stats"
@@ -197,14 +197,14 @@ def test_model_needing_features_is_refused_without_a_feature_repository(
 ) -> None:
     """The platform names no repository of its own: a model that reads features needs one configured."""
     env = {
-        "PREDICT_MODEL_STORE_URL": str(platform["work"] / "models"),
-        "PREDICT_FEATURES_REDIS_URL": platform["redis"].url,
+        "MODEL_STORE_URL": str(platform["work"] / "models"),
+        "FEATURES_REDIS_URL": platform["redis"].url,
     }
     srv = GunicornService(tmp_path / "norepo", env).wait_live()
     try:
         r = httpx.get(srv.url + "/readyz")
         assert r.status_code == 503 and "fraud" in r.json()["error"]
-        assert "no feature repository is configured: set PREDICT_FEATURES_REPO" in srv.server.log_text()
+        assert "no feature repository is configured: set FEATURES_REPO" in srv.server.log_text()
     finally:
         srv.stop()
 

@@ -124,9 +124,7 @@ def monitored_platform(
                 check=True,
                 capture_output=True,
             )
-        predict = started.enter_context(
-            GunicornService(work / "predict", {"PREDICT_MODEL_STORE_URL": str(trained_store)})
-        )
+        predict = started.enter_context(GunicornService(work / "predict", {"MODEL_STORE_URL": str(trained_store)}))
         features = started.enter_context(
             GunicornService(
                 work / "features",

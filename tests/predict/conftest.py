@@ -14,7 +14,7 @@ def service(trained_store: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     srv = GunicornService(
         tmp_path_factory.mktemp("svc"),
         {
-            "PREDICT_MODEL_STORE_URL": str(trained_store),
+            "MODEL_STORE_URL": str(trained_store),
             "PREDICT_DEFAULT_MODEL": "breast-cancer",
             "PREDICT_MAX_INSTANCES": "100",
             "PREDICT_MAX_BODY_BYTES": "65536",

@@ -47,7 +47,10 @@ def _failures(version: str) -> float:
 def test_fallback_order_newest_good_version_not_newer_than_latest(store_copy: LocalModelStore) -> None:
     original = store_copy.latest(NAME)
     _publish(store_copy, "fb-good", 10, corrupt=False)
-    settings = Settings(model_store_url=str(store_copy.root), models=[NAME], batching_enabled=False)
+    # the model store is read as MODEL_STORE_URL (no prefix): validated by that name
+    settings = Settings.model_validate(
+        {"MODEL_STORE_URL": str(store_copy.root), "models": [NAME], "batching_enabled": False}
+    )
 
     async def serving_after_refresh(registry: ModelRegistry) -> str:
         await registry.refresh()
@@ -94,7 +97,7 @@ def test_respawned_worker_serves_the_last_good_version_when_latest_is_corrupt(
 ) -> None:
     ref = reference(store_copy, NAME)
     body = {"instances": instances(ref, np.asarray(ref.meta.verification.inputs)[:2])}
-    with GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready() as srv:
+    with GunicornService(tmp_path / "svc", {"MODEL_STORE_URL": str(store_copy.root)}).wait_ready() as srv:
         master = srv.server.pid
         workers = _children(master)
         assert len(workers) == 2

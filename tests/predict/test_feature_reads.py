@@ -105,9 +105,9 @@ def test_burst_onto_a_fresh_service_gives_no_errors(
     users = _present_users(rs.url)
     assert len(users) > USERS / 2
     env = {
-        "PREDICT_MODEL_STORE_URL": str(models),
-        "PREDICT_FEATURES_REDIS_URL": rs.url,
-        "PREDICT_FEATURES_REPO": REFERENCE_REPO,
+        "MODEL_STORE_URL": str(models),
+        "FEATURES_REDIS_URL": rs.url,
+        "FEATURES_REPO": REFERENCE_REPO,
     }
     with GunicornService(tmp_path / "svc", env).wait_ready() as srv:
         statuses, errors = asyncio.run(_burst(srv.port, users, connections, seconds=2.0))

@@ -38,7 +38,7 @@ def metric_sum(text: str, name: str, **labels: str) -> float:
 
 
 def test_metrics_are_summed_across_workers(store_copy: LocalModelStore, tmp_path: Path) -> None:
-    srv = GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+    srv = GunicornService(tmp_path / "svc", {"MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
     try:
         ref = reference(store_copy, "iris")
         x = np.asarray(ref.meta.verification.inputs)[:3]
@@ -112,7 +112,7 @@ def test_hot_reload_under_load_and_broken_artifacts(
     store_copy: LocalModelStore, tmp_path: Path, started: ExitStack
 ) -> None:
     srv = started.enter_context(
-        GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+        GunicornService(tmp_path / "svc", {"MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
     )
     ref = reference(store_copy, "breast-cancer")
     load = Load(
@@ -189,7 +189,7 @@ def _read_response(s: socket.socket) -> tuple[int, bytes]:
 
 def test_sigterm_drains_in_flight_requests(store_copy: LocalModelStore, tmp_path: Path, started: ExitStack) -> None:
     srv = started.enter_context(
-        GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+        GunicornService(tmp_path / "svc", {"MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
     )
     ref = reference(store_copy, "breast-cancer")
     body = orjson.dumps({"instances": instances(ref, np.asarray(ref.meta.verification.inputs))})
@@ -214,7 +214,7 @@ def test_sigterm_drains_in_flight_requests(store_copy: LocalModelStore, tmp_path
 
 def test_starts_unready_on_empty_store_and_discovers_models(tmp_path: Path) -> None:
     root = tmp_path / "empty"
-    srv = GunicornService(tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(root)}).wait_live()
+    srv = GunicornService(tmp_path / "svc", {"MODEL_STORE_URL": str(root)}).wait_live()
     try:
         r = httpx.get(srv.url + "/readyz")
         assert r.status_code == 503 and "no models found" in r.json()["error"]
@@ -232,7 +232,7 @@ def test_starts_unready_on_empty_store_and_discovers_models(tmp_path: Path) -> N
 
 def test_configured_model_missing_keeps_pod_unready(trained_store: Path, tmp_path: Path) -> None:
     srv = GunicornService(
-        tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": str(trained_store), "PREDICT_MODELS": "iris,churn"}
+        tmp_path / "svc", {"MODEL_STORE_URL": str(trained_store), "PREDICT_MODELS": "iris,churn"}
     ).wait_live()
     try:
         time.sleep(1.0)
@@ -251,7 +251,7 @@ def test_serves_from_s3(s3_server: S3Server, tmp_path: Path) -> None:
     store = open_store(url, s3_endpoint_url=s3_server.endpoint, s3_region="us-east-1")
     train_and_publish(store, dataset="iris", name="iris", n_estimators=5)
     srv = GunicornService(
-        tmp_path / "svc", {"PREDICT_MODEL_STORE_URL": url, "AWS_ENDPOINT_URL_S3": s3_server.endpoint}
+        tmp_path / "svc", {"MODEL_STORE_URL": url, "AWS_ENDPOINT_URL_S3": s3_server.endpoint}
     ).wait_ready()
     try:
         store = S3ModelStore(url, client=s3_server.client())

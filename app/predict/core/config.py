@@ -5,20 +5,20 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
-from app.common.settings import S3Settings, ServiceSettings
+from app.common.settings import ModelStoreSettings, ServiceSettings
 
 
-class Settings(ServiceSettings, S3Settings):
-    """Log level, access log and body limit come from ServiceSettings; the S3 endpoint and region from
-    S3Settings (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``: no prefix)."""
+class Settings(ServiceSettings, ModelStoreSettings):
+    """Log level, access log and body limit come from ServiceSettings; the model store and its key from
+    ModelStoreSettings (``MODEL_STORE_URL``, ``MODEL_STORE_HMAC_KEY``), its S3 from S3Settings
+    (``AWS_ENDPOINT_URL_S3``, ``AWS_DEFAULT_REGION``); the online feature store under the feature store's
+    own names (``FEATURES_REDIS_URL``, ``FEATURES_REDIS_CLUSTER``, ``FEATURES_REPO``). None has the
+    ``PREDICT_`` prefix: the jobs and the feature server read the same variables."""
 
     model_config = SettingsConfigDict(env_prefix="PREDICT_", use_attribute_docstrings=True, extra="ignore")
-
-    model_store_url: str = "./var/model-store"
-    """Model store: a directory, or s3://bucket/prefix."""
 
     models: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Comma-separated model names to serve; empty serves every model in the store (and new ones)."""
@@ -28,9 +28,6 @@ class Settings(ServiceSettings, S3Settings):
 
     poll_interval_seconds: float = Field(default=5.0, ge=0.1)
     """How often each worker checks the store's latest pointers for hot reload."""
-
-    artifact_hmac_key: SecretStr | None = None
-    """If set, only artifacts whose metadata carries a matching HMAC-SHA256 signature are loaded."""
 
     verify_tolerance: float = Field(default=1e-9, ge=0.0)
     """Max absolute difference allowed between served and trainer-computed verification probabilities."""
@@ -50,21 +47,27 @@ class Settings(ServiceSettings, S3Settings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
     """Largest request body accepted, counted as it streams and after content decoding (413 above it)."""
 
-    features_redis_url: str | None = None
-    """Online feature store for models trained on feature views; unset: such models are not served."""
+    features_redis_url: str | None = Field(default=None, validation_alias="FEATURES_REDIS_URL")
+    """Online feature store for models trained on feature views; unset: such models are not served. Env
+    ``FEATURES_REDIS_URL``, as for the feature server and the jobs."""
 
-    features_redis_cluster: bool = False
-    """The online store is a Redis Cluster."""
+    features_redis_cluster: bool = Field(default=False, validation_alias="FEATURES_REDIS_CLUSTER")
+    """The online store is a Redis Cluster. Env ``FEATURES_REDIS_CLUSTER``."""
 
     features_timeout_ms: float = Field(default=50.0, gt=0)
     """Budget for fetching an entity's features; past it the request gets a 503, fast."""
 
-    features_repo: str | None = None
+    features_repo: str | None = Field(default=None, validation_alias="FEATURES_REPO")
     """Feature definitions (``module:function``) that models' feature references resolve against; unset:
-    models that read features are refused at load, naming this variable."""
+    models that read features are refused at load, naming this variable. Env ``FEATURES_REPO``."""
 
     missing_entity_policy: Literal["error", "zeros"] = "error"
     """Entity without current features: 404 (error), or predict as for an entity with no history (zeros)."""
+
+    @field_validator("features_repo", "features_redis_url", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("models", mode="before")
     @classmethod

@@ -103,7 +103,7 @@ async def precomputed_prediction(name: str, entity_id: int, registry: RegistryDe
     """A prediction written by ``python -m jobs batch-predict``: no model call, one Redis GET."""
     reader = registry.reader
     if reader is None:
-        raise ApiError(404, "precomputed predictions need the online store: set PREDICT_FEATURES_REDIS_URL")
+        raise ApiError(404, "precomputed predictions need the online store: set FEATURES_REDIS_URL")
     try:
         raw = await reader.get(precomputed.prediction_key(name, entity_id))
     except OnlineStoreUnavailableError as exc:
