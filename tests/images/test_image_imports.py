@@ -46,12 +46,15 @@ main.build_parser().parse_args(["list-models"])
 """
 ENTRY_POINTS = {
     "predict": SERVICE.format(svc="predict"),
-    "featureserver": SERVICE.format(svc="featureserver"),
+    # The feature server refuses to start without a repository: the chart's value (featurestore.repo).
+    "featureserver": 'import os\nos.environ["FEATURES_REPO"] = "examples.fraud.repo:reference_repo"\n'
+    + SERVICE.format(svc="featureserver"),
     "preprocess": SERVICE.format(svc="preprocess"),
     "jobs": JOBS,
     "jobs-multimodal": JOBS
     + """
-for m in ("torch", "app.multimodal.model", "app.multimodal.training", "app.multimodal.triton_repo"):
+for m in ("torch", "app.multimodal.model", "app.multimodal.training", "app.multimodal.triton_repo",
+          "examples.multimodal.training"):
     importlib.import_module(m)
 """,
     "triton-cpu": """
