@@ -8,6 +8,7 @@ app/ imports it (tests/test_layers.py).
 - ``devharness.processes``: the registry of started processes (``Server``), waiting, free ports, and the
   leak checks (``stop_leftovers``, ``leaves_nothing_running``).
 - ``devharness.servers``: one class per server.
+- ``devharness.jobs``: ``python -m jobs ...`` as a Job runs it, with its summary line (``run_job``).
 """
 
 from devharness.processes import (

@@ -5,10 +5,6 @@ imported is refused at load; the previous version keeps serving."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +15,8 @@ import pytest
 
 from app.features.offline import OfflineStore
 from app.modelstore import LocalModelStore
-from devharness import ROOT, GunicornService, RedisServer, wait_until
+from devharness import GunicornService, RedisServer, wait_until
+from devharness.jobs import run_job
 from tests.features import custom_repo
 from tests.features.conftest import T0
 
@@ -28,19 +25,8 @@ REPO = "tests.features.custom_repo:custom_repo"
 USERS = 300
 
 
-def jobs(env: dict[str, str], *args: str) -> dict[str, object]:
-    p = subprocess.run(
-        [sys.executable, "-m", "jobs", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        timeout=300,
-        check=False,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
-    result: dict[str, object] = json.loads(p.stdout.strip().splitlines()[-1])
-    return result
+def jobs(env: dict[str, str], *args: str) -> dict[str, Any]:
+    return run_job(*args, env=env).ok()
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,16 @@ A multiprocess directory that does not exist must change nothing for a job."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from devharness import ROOT, Pushgateway, RedisServer
+from devharness import Pushgateway, RedisServer
+from devharness.jobs import run_job
 from tests.features.conftest import T0
 
 pytestmark = pytest.mark.integration
@@ -31,16 +30,8 @@ def valkey(tmp_path: Path) -> Iterator[RedisServer]:
         srv.stop()
 
 
-def _jobs(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "jobs", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        timeout=180,
-        check=False,
-    )
+def _jobs(env: dict[str, str], *args: str) -> dict[str, Any]:
+    return run_job(*args, env=env, timeout=180).ok()
 
 
 def test_materialize_pushes_with_a_missing_multiproc_dir(tmp_path: Path, valkey: RedisServer) -> None:
@@ -55,11 +46,8 @@ def test_materialize_pushes_with_a_missing_multiproc_dir(tmp_path: Path, valkey:
         }
         start = (T0 - timedelta(days=2)).date().isoformat()
         for step in (("seed",), ("features",)):
-            res = _jobs(env, *step, "--users", "40", "--days", "2", "--start", start)
-            assert res.returncode == 0, res.stdout + res.stderr
-        res = _jobs(env, "materialize-incremental")
-        assert res.returncode == 0, res.stdout + res.stderr
-        assert '"status":"ok"' in res.stdout
+            _jobs(env, *step, "--users", "40", "--days", "2", "--start", start)
+        assert _jobs(env, "materialize-incremental")["status"] == "ok"
         assert redis.Redis.from_url(valkey.url).dbsize() > 0
         series = [ln for ln in gw.metrics().splitlines() if ln.startswith("mlplatform_job_")]
         labels = 'job="materialize",shard="0of1",view="user_stats"'

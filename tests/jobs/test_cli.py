@@ -1,30 +1,16 @@
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from app.modelstore import LocalModelStore, S3ModelStore
-from devharness import ROOT, S3Server
+from devharness import S3Server
+from devharness.jobs import run_job
 
 
 def run_jobs(*args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    import os
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "jobs", *args],
-        capture_output=True,
-        check=False,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        timeout=300,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected one summary line, got: {proc.stdout!r} {proc.stderr!r}"
-    return proc.returncode, json.loads(lines[0])
+    run = run_job(*args, env=env)
+    return run.code, run.summary
 
 
 def test_train_publishes_complete_metadata(tmp_path: Path) -> None:

@@ -4,10 +4,7 @@ Redis gives no errors at any concurrency the benchmark uses (up to 128 connectio
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,7 +15,8 @@ import orjson
 import pytest
 
 from app.features.online import OnlineStore, Status, connect
-from devharness import ROOT, GunicornService, RedisServer
+from devharness import GunicornService, RedisServer
+from devharness.jobs import run_job
 from examples.fraud.repo import user_stats
 from jobs.settings import REFERENCE_REPO
 from tests.features.conftest import T0
@@ -30,16 +28,7 @@ START = (T0 - timedelta(days=DAYS - 1)).date().isoformat()
 
 
 def _jobs(env: dict[str, str], *args: str) -> None:
-    p = subprocess.run(
-        [sys.executable, "-m", "jobs", *args],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, **env},
-        timeout=300,
-        check=False,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
+    run_job(*args, env=env).ok()
 
 
 @pytest.fixture(scope="module")
