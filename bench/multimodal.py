@@ -28,7 +28,7 @@ from PIL import Image
 from app.multimodal.preprocessing import decode_and_resize, naive_decode_and_resize
 from bench.loadgen import wrk_post
 from devharness import leaves_nothing_running
-from examples.multimodal.dataset import draw
+from examples.multimodal.dataset import VOCABULARY, draw
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -145,10 +145,10 @@ def main() -> int:
             )
             import asyncio
 
-            from app.multimodal.tokenizer import tokenize
+            from app.multimodal.tokenizer import Tokenizer
 
             pix = np.stack([decode_and_resize(d) for d in images])
-            tok = np.stack([tokenize("Deluxe wool set")] * len(images))
+            tok = np.stack([Tokenizer(VOCABULARY).tokenize("Deluxe wool set")] * len(images))
             for conc in (1, 16):
                 lat = asyncio.run(_triton_load(triton.url, pix, tok, args.seconds, conc))
                 lat.sort()

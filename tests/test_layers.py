@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 from devharness import ROOT
-from examples.multimodal.dataset import CLASSES, FAMILIES, SHAPES
+from examples.multimodal.dataset import CLASSES, FAMILIES, SHAPES, VOCABULARY
 
 OUTSIDE_THE_PLATFORM = ("tests", "devharness", "examples", "bench", "demo")
 
@@ -40,10 +40,13 @@ def test_the_scan_sees_imports_of_every_form(tmp_path: Path) -> None:
 
 
 # Words that belong to a scenario, not to the platform: the examples package, the fraud example's names, and
-# the multimodal example's (its listings and class names; "round" and "square" are ordinary words in code).
+# the multimodal example's (its listings, class names and title words; "round", "square" and most of the title
+# words, "set", "model", "the", are ordinary words in code: the materials and a few descriptors are not).
+TITLE_WORDS = ("cotton", "linen", "wool", "steel", "aluminium", "titanium", "deluxe", "vintage", "everyday")
 MULTIMODAL_WORDS = (
     *CLASSES,
     *(w for w in (*SHAPES, *FAMILIES) if w not in ("round", "square")),
+    *TITLE_WORDS,
     "listing",
     "listings",
 )
@@ -61,6 +64,10 @@ def scenario_words(path: Path, words: tuple[str, ...] = SCENARIO_WORDS) -> list[
     ]
 
 
+def test_the_title_words_scanned_for_are_the_scenarios() -> None:
+    assert set(TITLE_WORDS) <= set(VOCABULARY)  # the vocabulary lives in examples/, and app/ never names it
+
+
 def test_app_names_no_scenario() -> None:
     offending = [hit for path in sorted((ROOT / "app").rglob("*.py")) for hit in scenario_words(path)]
     assert offending == []
@@ -71,6 +78,7 @@ def test_the_word_scan_finds_names_in_code_strings_and_comments(tmp_path: Path) 
     module.write_text(
         'repo: str = "examples.fraud.repo:reference_repo"\n# see USER_STATS\nfraudulent = 1\n'
         'CLASSES = ("round-textile", "triangle-metal")  # generated Listings\n'
+        'VOCAB = ("Cotton", "titanium", "deluxe", "set")\n'
     )
     assert scenario_words(module) == [
         "m.py:1: examples",
@@ -79,4 +87,7 @@ def test_the_word_scan_finds_names_in_code_strings_and_comments(tmp_path: Path) 
         "m.py:4: round-textile",
         "m.py:4: triangle-metal",
         "m.py:4: Listings",
+        "m.py:5: Cotton",
+        "m.py:5: titanium",
+        "m.py:5: deluxe",
     ]

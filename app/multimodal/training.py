@@ -1,7 +1,7 @@
 """Train the image+text classifier on labelled items, through the serving preprocessing.
 
-The items and their class names come from the caller (a scenario's dataset); the model carries the
-class names from here on (its checkpoint, then Triton's config).
+The items, their class names and the title vocabulary come from the caller (a scenario's dataset); the
+model carries the class names and the vocabulary from here on (its checkpoint, then Triton's config).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from numpy.typing import NDArray
 
 from app.multimodal.model import ProductClassifier
 from app.multimodal.preprocessing import decode_and_resize
-from app.multimodal.tokenizer import tokenize
+from app.multimodal.tokenizer import Tokenizer
 
 
 class LabelledItem(Protocol):
@@ -37,10 +37,11 @@ class Arrays:
     labels: NDArray[np.int64]
 
 
-def to_arrays(items: Sequence[LabelledItem]) -> Arrays:
+def to_arrays(items: Sequence[LabelledItem], tokenizer: Tokenizer) -> Arrays:
+    """The model's inputs, made as serving makes them (the same image preprocessing, the model's tokenizer)."""
     return Arrays(
         np.stack([decode_and_resize(x.image) for x in items]),
-        np.stack([tokenize(x.title) for x in items]),
+        np.stack([tokenizer.tokenize(x.title) for x in items]),
         np.array([x.label for x in items], dtype=np.int64),
     )
 
@@ -64,17 +65,19 @@ def fit(
     train_items: Sequence[LabelledItem],
     test_items: Sequence[LabelledItem],
     classes: Sequence[str],
+    vocabulary: Sequence[str],
     epochs: int = 25,
     seed: int = 0,
 ) -> tuple[ProductClassifier, dict[str, float], Arrays]:
-    """Train on ``train_items`` (labels index ``classes``); metrics on ``test_items``."""
+    """Train on ``train_items`` (labels index ``classes``, titles tokenized with ``vocabulary``); metrics on
+    ``test_items``."""
     torch.manual_seed(seed)
-    train_set, test_set = to_arrays(train_items), to_arrays(test_items)
+    model = ProductClassifier(classes, vocabulary)
+    train_set, test_set = to_arrays(train_items, model.tokenizer), to_arrays(test_items, model.tokenizer)
     for name, data in (("train", train_set), ("test", test_set)):
         if len(data.labels) and not 0 <= int(data.labels.min()) <= int(data.labels.max()) < len(classes):
             raise ValueError(f"{name} labels must index the {len(classes)} classes")
     n_train = len(train_set.labels)
-    model = ProductClassifier(classes)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
     rng = np.random.default_rng(seed)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from app.multimodal.preprocessing import IMAGE_SIZE
-from app.multimodal.tokenizer import MAX_TOKENS
+from app.multimodal.tokenizer import MAX_TOKENS, Tokenizer
 
 if TYPE_CHECKING:
     from app.multimodal.model import ProductClassifier
@@ -30,6 +30,9 @@ INPUT_IMAGE, INPUT_TOKENS, OUTPUT = "IMAGE", "TOKENS", "PROBS"
 # the preprocessing service reads them from Triton's model config, so it needs neither the checkpoint
 # nor the dataset that defined them.
 CLASSES_PARAMETER = "classes"
+# The tokenizer's words travel the same way (comma-separated, in id order): the service tokenizes with the
+# model's vocabulary, read from the same config.
+VOCABULARY_PARAMETER = "vocabulary"
 _CLASS_NAME = re.compile(r"^[A-Za-z0-9_.:/ +-]+$")  # nothing that needs quoting in pbtxt or splits the list
 
 PYTHON_BACKEND_MODEL = '''
@@ -72,6 +75,7 @@ class TritonPythonModel:
 
 def config_pbtxt(
     classes: Sequence[str],
+    vocabulary: Sequence[str],
     kind: Literal["KIND_CPU", "KIND_GPU"] = "KIND_CPU",
     backend: Literal["python", "pytorch"] = "python",
     max_batch_size: int = 64,
@@ -82,6 +86,7 @@ def config_pbtxt(
     bad = [c for c in classes if not _CLASS_NAME.match(c)]
     if bad:
         raise ValueError(f"class names {bad} cannot be written to config.pbtxt (letters, digits, '_.:/ +-' only)")
+    words = Tokenizer(vocabulary).vocabulary  # lowercase letters and digits: nothing to quote, no comma
     image = f"data_type: TYPE_UINT8, dims: [ {IMAGE_SIZE}, {IMAGE_SIZE}, 3 ]"
     tokens = f"data_type: TYPE_INT64, dims: [ {MAX_TOKENS} ]"
     lines = [
@@ -110,6 +115,7 @@ def config_pbtxt(
         f'  inputs {{ key: "{INPUT_TOKENS}" value: {{ {tokens}, zero_data: true }} }}',
         "} ]",
         f'parameters: {{ key: "{CLASSES_PARAMETER}", value: {{ string_value: "{",".join(classes)}" }} }}',
+        f'parameters: {{ key: "{VOCABULARY_PARAMETER}", value: {{ string_value: "{",".join(words)}" }} }}',
     ]
     return "\n".join(lines) + "\n"
 
@@ -137,7 +143,7 @@ def export(model: ProductClassifier, repo: str, **config: object) -> dict[str, b
         files[f"{MODEL_NAME}/1/model.py"] = PYTHON_BACKEND_MODEL.encode()
     # The config goes last: a model directory with its config.pbtxt is complete (what `jobs wait-for`
     # waits on before Triton starts).
-    files[f"{MODEL_NAME}/config.pbtxt"] = config_pbtxt(model.classes, **config).encode()  # type: ignore[arg-type]
+    files[f"{MODEL_NAME}/config.pbtxt"] = config_pbtxt(model.classes, model.tokenizer.vocabulary, **config).encode()  # type: ignore[arg-type]
     if repo.startswith("s3://"):
         from app.common.s3 import parse_s3_url, s3_client
 

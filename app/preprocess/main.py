@@ -46,8 +46,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.triton = TritonModel(settings.triton_url, settings.model_name, settings.triton_timeout_ms / 1000)
         app.state.decode_pool = ThreadPoolExecutor(settings.decode_threads, thread_name_prefix="decode")
-        try:  # the class names, from the model's config on Triton; if Triton is not up yet, on first use
-            await app.state.triton.classes()
+        try:  # the class names and vocabulary, from the model's config on Triton; if Triton is not up, on first use
+            await app.state.triton.served()
         except TritonUnavailableError as exc:
             log.warning("model config not readable at start-up", extra={"error": str(exc)})
         freeze_startup_objects()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -11,11 +12,21 @@ import tritonclient.http.aio as httpclient
 from numpy.typing import NDArray
 from tritonclient.utils import InferenceServerException
 
-from app.multimodal.triton_repo import CLASSES_PARAMETER, INPUT_IMAGE, INPUT_TOKENS, OUTPUT
+from app.multimodal.tokenizer import Tokenizer
+from app.multimodal.triton_repo import CLASSES_PARAMETER, INPUT_IMAGE, INPUT_TOKENS, OUTPUT, VOCABULARY_PARAMETER
 
 
 class TritonUnavailableError(Exception):
     """Triton is down, slow or failing; the message says which."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the service needs to know of the model on Triton, from its config: the output's class names (in
+    order) and the tokenizer built from the model's vocabulary."""
+
+    classes: tuple[str, ...]
+    tokenizer: Tokenizer
 
 
 class TritonModel:
@@ -24,7 +35,7 @@ class TritonModel:
         self.client = httpclient.InferenceServerClient(url, conn_timeout=timeout_s)
         self._ready_at = 0.0
         self._ready = False
-        self._classes: tuple[str, ...] | None = None
+        self._served: ServedModel | None = None
 
     async def infer(self, images: NDArray[np.uint8], tokens: NDArray[np.int64]) -> NDArray[np.float32]:
         img = httpclient.InferInput(INPUT_IMAGE, list(images.shape), "UINT8")
@@ -45,10 +56,10 @@ class TritonModel:
         probs: NDArray[np.float32] = result.as_numpy(OUTPUT)
         return probs
 
-    async def classes(self, *, refresh: bool = False) -> tuple[str, ...]:
-        """The output's class names, in order, from the model's config on Triton (the export writes them
-        into config.pbtxt): read once, and again when ``refresh`` (a re-export changed the output)."""
-        if self._classes is None or refresh:
+    async def served(self, *, refresh: bool = False) -> ServedModel:
+        """The model's class names and tokenizer, from its config on Triton (the export writes both into
+        config.pbtxt): read once, and again when ``refresh`` (a re-export changed the output)."""
+        if self._served is None or refresh:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     config = await self.client.get_model_config(self.model)
@@ -58,11 +69,13 @@ class TritonModel:
                 raise TritonUnavailableError(f"Triton error: {exc.message()}") from None
             except Exception as exc:
                 raise TritonUnavailableError(f"Triton unreachable at {self.url}: {exc!r}") from None
-            self._classes = classes_from_config(self.model, config)
-        return self._classes
+            self._served = ServedModel(
+                classes_from_config(self.model, config), tokenizer_from_config(self.model, config)
+            )
+        return self._served
 
     async def ready(self) -> bool:
-        """Model readiness (loaded, and its class names known), cached for a second so probes do not
+        """Model readiness (loaded, and its class names and vocabulary known), cached for a second so probes do not
         hammer Triton."""
         now = time.monotonic()
         if now - self._ready_at > 1.0:
@@ -70,7 +83,7 @@ class TritonModel:
                 async with asyncio.timeout(min(self.timeout_s, 1.0)):
                     self._ready = bool(await self.client.is_model_ready(self.model))
                 if self._ready:
-                    await self.classes()
+                    await self.served()
             except Exception:
                 self._ready = False
             self._ready_at = now
@@ -97,3 +110,21 @@ def classes_from_config(model: str, config: dict[str, Any]) -> tuple[str, ...]:
                 f"model {model!r} on Triton outputs {dims[-1]} probabilities but names {len(classes)} classes"
             )
     return classes
+
+
+def tokenizer_from_config(model: str, config: dict[str, Any]) -> Tokenizer:
+    """The tokenizer of the ``vocabulary`` parameter of a model config (the words the model was trained to read,
+    in id order). A
+    model exported without it, or with words the tokenizer cannot hold, cannot be served (its titles would be
+    tokenized with ids it never learned)."""
+    value = config.get("parameters", {}).get(VOCABULARY_PARAMETER, {}).get("string_value", "")
+    words = tuple(w for w in value.split(",") if w)
+    if not words:
+        raise TritonUnavailableError(
+            f"model {model!r} on Triton has no {VOCABULARY_PARAMETER!r} parameter in its config.pbtxt: "
+            "export it with `python -m jobs export-triton`"
+        )
+    try:
+        return Tokenizer(words)
+    except ValueError as exc:
+        raise TritonUnavailableError(f"model {model!r} on Triton, {VOCABULARY_PARAMETER!r} parameter: {exc}") from None

@@ -15,11 +15,16 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from app.multimodal.tokenizer import DESCRIPTORS, EXTRA, MATERIALS, NOUNS
-
 SHAPES = ("round", "square", "triangle")
 FAMILIES = ("textile", "metal")
 CLASSES = tuple(f"{s}-{f}" for s in SHAPES for f in FAMILIES)
+# The title words. The model is trained with VOCABULARY and carries it (checkpoint, then Triton's config), so
+# the serving tokenizer gets it from the model; its order fixes the token ids.
+MATERIALS = ("cotton", "linen", "wool", "steel", "aluminium", "titanium")
+DESCRIPTORS = ("classic", "modern", "compact", "deluxe", "everyday", "premium", "vintage", "sport", "travel", "home")
+NOUNS = ("item", "piece", "set", "kit", "edition", "model", "design", "pack")
+EXTRA = ("new", "sale", "with", "for", "and", "the", "limited", "gift", "original", "best")
+VOCABULARY: tuple[str, ...] = (*MATERIALS, *DESCRIPTORS, *NOUNS, *EXTRA)
 FAMILY_MATERIALS = {"textile": MATERIALS[:3], "metal": MATERIALS[3:]}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.multimodal.model import ProductClassifier
 from app.multimodal.training import Arrays, fit
-from examples.multimodal.dataset import CLASSES, generate
+from examples.multimodal.dataset import CLASSES, VOCABULARY, generate
 
 TRAIN_IMAGE_SIZE = (320, 240)  # small photos keep generation fast; preprocessing is the same code as serving
 
@@ -14,4 +14,4 @@ def train(
 ) -> tuple[ProductClassifier, dict[str, float], Arrays]:
     train_set = generate(n_train, seed=seed, size=TRAIN_IMAGE_SIZE)
     test_set = generate(n_test, seed=seed + 1, size=TRAIN_IMAGE_SIZE)
-    return fit(train_set, test_set, CLASSES, epochs=epochs, seed=seed)
+    return fit(train_set, test_set, CLASSES, VOCABULARY, epochs=epochs, seed=seed)

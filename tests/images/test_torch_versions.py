@@ -60,11 +60,11 @@ def test_gpu_triton_torch_loads_the_exported_torchscript(tmp_path: Path) -> None
 
     from app.multimodal.model import ProductClassifier, save_checkpoint
     from app.multimodal.preprocessing import IMAGE_SIZE
-    from app.multimodal.tokenizer import MAX_TOKENS, VOCAB_SIZE
-    from examples.multimodal.dataset import CLASSES
+    from app.multimodal.tokenizer import MAX_TOKENS
+    from examples.multimodal.dataset import CLASSES, VOCABULARY
 
     torch.manual_seed(0)
-    save_checkpoint(ProductClassifier(CLASSES), tmp_path / "ckpt")
+    save_checkpoint(ProductClassifier(CLASSES, VOCABULARY), tmp_path / "ckpt")
     repo = tmp_path / "repo"
     # the export Job's command on GPU (charts/ml-platform/charts/multimodal/templates/export-job.yaml)
     export = ["export-triton", "--checkpoint", str(tmp_path / "ckpt"), "--repository", str(repo)]
@@ -81,7 +81,7 @@ def test_gpu_triton_torch_loads_the_exported_torchscript(tmp_path: Path) -> None
     assert 'platform: "pytorch_libtorch"' in (repo / "product_classifier" / "config.pbtxt").read_text()
     g = torch.Generator().manual_seed(1)
     image = torch.randint(0, 256, (4, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=torch.uint8, generator=g)
-    tokens = torch.randint(0, VOCAB_SIZE, (4, MAX_TOKENS), dtype=torch.int64, generator=g)
+    tokens = torch.randint(0, len(VOCABULARY) + 2, (4, MAX_TOKENS), dtype=torch.int64, generator=g)
     with torch.no_grad():
         probs = torch.jit.load(str(exported)).eval()(image, tokens)  # type: ignore[no-untyped-call]
     torch.save({"image": image, "tokens": tokens, "probs": probs}, tmp_path / "io.pt")

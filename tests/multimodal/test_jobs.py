@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from devharness import ROOT
-from examples.multimodal.dataset import CLASSES
+from examples.multimodal.dataset import CLASSES, VOCABULARY
 
 
 def jobs(*args: str) -> tuple[int, dict[str, Any]]:
@@ -39,6 +39,7 @@ def test_train_then_export_for_gpu(tmp_path: Path) -> None:
     assert code == 0 and {"accuracy", "accuracy_image_only", "accuracy_text_only"} <= set(out)
     assert json.loads((tmp_path / "ckpt" / "metrics.json").read_text())["accuracy"] == out["accuracy"]
     assert json.loads((tmp_path / "ckpt" / "classes.json").read_text()) == list(CLASSES)
+    assert json.loads((tmp_path / "ckpt" / "vocabulary.json").read_text()) == list(VOCABULARY)
     code, out = jobs(
         "export-triton",
         "--checkpoint",

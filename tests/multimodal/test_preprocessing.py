@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from app.multimodal.preprocessing import ImageError, decode_and_resize, naive_decode_and_resize
-from app.multimodal.tokenizer import MAX_TOKENS, UNK, tokenize
-from examples.multimodal.dataset import generate
+from app.multimodal.tokenizer import MAX_TOKENS, UNK, Tokenizer
+from examples.multimodal.dataset import VOCABULARY, generate
 
 
 def _encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
@@ -52,11 +52,33 @@ def test_bad_images_are_clear_errors(data: bytes, message: str) -> None:
 
 
 def test_tokenizer() -> None:
+    tokenize = Tokenizer(VOCABULARY).tokenize
     ids = tokenize("Deluxe  WOOL set, gift!")
     assert ids.shape == (MAX_TOKENS,) and ids.dtype == np.int64
     assert (ids[:4] > 1).all() and (ids[4:] == 0).all()
     assert tokenize("zzz unknownword")[:2].tolist() == [UNK, UNK]
     assert (tokenize("wool " * 40) > 0).sum() == MAX_TOKENS
+
+
+def test_token_ids_follow_the_vocabulary_given() -> None:
+    tokenizer = Tokenizer(("red", "blue", "x2"))
+    assert tokenizer.size == 5  # the words, padding and unknown: the model's embedding size
+    assert tokenizer.tokenize("Blue-RED x2 green")[:5].tolist() == [3, 2, 4, UNK, 0]
+    assert Tokenizer(("blue", "red")).tokenize("blue red")[:2].tolist() == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("vocabulary", "message"),
+    [
+        ((), "it is empty"),
+        (("red", "Red"), r"not words: \['Red'\]"),
+        (("a b",), "not words"),
+        (("red", "blue", "red"), r"repeated: \['red'\]"),
+    ],
+)
+def test_a_vocabulary_the_tokenizer_could_not_match_is_refused(vocabulary: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Tokenizer(vocabulary)
 
 
 def _seed_images() -> dict[str, bytes]:

@@ -15,7 +15,6 @@ from starlette.responses import Response
 
 from app.common.errors import ApiError, error_responses, json_response, load_json
 from app.multimodal.preprocessing import ImageError, decode_and_resize
-from app.multimodal.tokenizer import tokenize
 from app.preprocess import metrics
 from app.preprocess.triton import TritonUnavailableError
 
@@ -119,18 +118,23 @@ async def classify(request: Request) -> Response:
     except ImageError as exc:
         status = 413 if "above the limit" in str(exc) else 400
         raise reject(status, "image", str(exc)) from None
-    t = time.perf_counter()
-    tokens = tokenize(text)
-    timings["tokenize_ms"] = (time.perf_counter() - t) * 1000
-    t = time.perf_counter()
     try:
+        # The class names and the tokenizer are the model's (its config on Triton), cached; re-read once when
+        # the model answers with another number of classes (a new export was loaded), and the title
+        # re-tokenized if the new model reads other words.
+        served = await state.triton.served()
+        t = time.perf_counter()
+        tokens = served.tokenizer.tokenize(text)
+        timings["tokenize_ms"] = (time.perf_counter() - t) * 1000
+        t = time.perf_counter()
         probs = (await state.triton.infer(pixels[None], tokens[None]))[0]
+        if len(served.classes) != len(probs):
+            previous, served = served, await state.triton.served(refresh=True)
+            if served.tokenizer.vocabulary != previous.tokenizer.vocabulary:
+                tokens = served.tokenizer.tokenize(text)
+                probs = (await state.triton.infer(pixels[None], tokens[None]))[0]
         timings["triton_ms"] = (time.perf_counter() - t) * 1000
-        # The class names are the model's (its config on Triton), cached; re-read once when the model
-        # answers with another number of classes (a new export was loaded).
-        classes = await state.triton.classes()
-        if len(classes) != len(probs):
-            classes = await state.triton.classes(refresh=True)
+        classes = served.classes
         if len(classes) != len(probs):
             raise TritonUnavailableError(f"the model answered {len(probs)} probabilities for {len(classes)} classes")
     except TritonUnavailableError as exc:
