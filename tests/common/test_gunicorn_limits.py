@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from devharness import GunicornService, free_port
+from devharness import GunicornService, free_port, wait_until
 from jobs.settings import REFERENCE_REPO
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,14 @@ def _read_response(s: socket.socket) -> bytes:
     return raw
 
 
+def wait_idle(service: GunicornService) -> None:
+    """Until the worker answers 200 again: connections an earlier test closed are counted against the limit
+    until the worker has seen them close, which takes a moment on a loaded machine."""
+    wait_until(lambda: httpx.get(service.url + "/healthz", timeout=2).status_code == 200, 10, "worker idle")
+
+
 def test_more_connections_than_the_limit_are_refused_fast(service: GunicornService) -> None:
+    wait_idle(service)
     port = int(service.url.rsplit(":", 1)[1])
     socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(FLOOD)]
     try:
@@ -70,7 +77,9 @@ def test_more_connections_than_the_limit_are_refused_fast(service: GunicornServi
     assert len(refused) >= FLOOD - 3 * LIMIT, statuses
     assert all(b"connection: close" in h.lower() for h in refused)  # ... and the refused ones are shed
     assert elapsed < 3, f"{FLOOD} answers took {elapsed:.1f} s"
-    assert 200 in statuses
+    # No "some got 200" here: uvicorn refuses every request while the worker holds more connections
+    # than the limit, so whether any of the flood is served depends on how its connects and requests
+    # interleave (test_within_the_limit_every_request_is_served covers serving within the limit).
 
 
 def test_within_the_limit_every_request_is_served(service: GunicornService) -> None:

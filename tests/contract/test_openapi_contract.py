@@ -119,25 +119,16 @@ def test_predict_service_matches_its_schema(predict: GunicornService, tmp_path: 
 
 
 def test_feature_server_matches_its_schema(tmp_path: Path) -> None:
-    redis = RedisServer(tmp_path / "redis")
-    try:
-        srv = GunicornService(
-            tmp_path / "svc",
-            {
-                "FEATURES_REDIS_URL": redis.url,
-                "FEATURES_REPO": REFERENCE_REPO,
-                "FEATURES_MAX_ENTITIES": "100",
-                "FEATURES_ACCESS_LOG": "false",
-            },
-            app="app.featureserver.main:app",
-        )
-        try:
+    with RedisServer(tmp_path / "redis") as redis:
+        env = {
+            "FEATURES_REDIS_URL": redis.url,
+            "FEATURES_REPO": REFERENCE_REPO,
+            "FEATURES_MAX_ENTITIES": "100",
+            "FEATURES_ACCESS_LOG": "false",
+        }
+        with GunicornService(tmp_path / "svc", env, app="app.featureserver.main:app") as srv:
             srv.wait_ready()
             run_schemathesis(srv.url, tmp_path / "st", max_examples=1000)
-        finally:
-            srv.stop()
-    finally:
-        redis.stop()
 
 
 def test_preprocessing_service_matches_its_schema(tmp_path: Path) -> None:
@@ -146,17 +137,8 @@ def test_preprocessing_service_matches_its_schema(tmp_path: Path) -> None:
 
     model, _, _ = train(n_train=40, n_test=10, epochs=1, seed=0)  # the contract, not the accuracy
     export(model, str(tmp_path / "repo"))
-    triton = TritonServer(tmp_path / "triton", tmp_path / "repo")
-    try:
-        srv = GunicornService(
-            tmp_path / "svc",
-            {"PREPROCESS_TRITON_URL": triton.url, "PREPROCESS_ACCESS_LOG": "false"},
-            app="app.preprocess.main:app",
-        )
-        try:
+    with TritonServer(tmp_path / "triton", tmp_path / "repo") as triton:
+        env = {"PREPROCESS_TRITON_URL": triton.url, "PREPROCESS_ACCESS_LOG": "false"}
+        with GunicornService(tmp_path / "svc", env, app="app.preprocess.main:app") as srv:
             srv.wait_ready()
             run_schemathesis(srv.url, tmp_path / "st", max_examples=1000)
-        finally:
-            srv.stop()
-    finally:
-        triton.stop()
