@@ -43,7 +43,7 @@ def train_multimodal(args: argparse.Namespace, settings: JobSettings) -> dict[st
     from examples.multimodal.training import train  # the reference scenario's listings (examples/multimodal)
 
     model, metrics, _ = train(args.train_size, args.test_size, args.epochs, args.seed)
-    out = save_checkpoint(model, args.output)  # weights and class names; the export reads both
+    out = save_checkpoint(model, args.output)  # weights, class names and vocabulary; the export reads them all
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return {"checkpoint": str(out), **metrics}
 

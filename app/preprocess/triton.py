@@ -93,16 +93,22 @@ class TritonModel:
         await self.client.close()
 
 
-def classes_from_config(model: str, config: dict[str, Any]) -> tuple[str, ...]:
-    """The ``classes`` parameter of a model config (Triton's JSON form of config.pbtxt), checked against the
-    output's size; a model exported without it cannot be served (its answers would have no names)."""
-    value = config.get("parameters", {}).get(CLASSES_PARAMETER, {}).get("string_value", "")
-    classes = tuple(c for c in value.split(",") if c)
-    if not classes:
+def _words_parameter(model: str, config: dict[str, Any], key: str) -> tuple[str, ...]:
+    """A comma-separated string parameter of a model config (Triton's JSON form of config.pbtxt); a model
+    exported without it cannot be served."""
+    value = config.get("parameters", {}).get(key, {}).get("string_value", "")
+    words = tuple(w for w in value.split(",") if w)
+    if not words:
         raise TritonUnavailableError(
-            f"model {model!r} on Triton has no {CLASSES_PARAMETER!r} parameter in its config.pbtxt: "
+            f"model {model!r} on Triton has no {key!r} parameter in its config.pbtxt: "
             "export it with `python -m jobs export-triton`"
         )
+    return words
+
+
+def classes_from_config(model: str, config: dict[str, Any]) -> tuple[str, ...]:
+    """The ``classes`` parameter, checked against the output's size (answers without names cannot be served)."""
+    classes = _words_parameter(model, config, CLASSES_PARAMETER)
     for output in config.get("output", []):
         dims = [int(d) for d in output.get("dims", [])]
         if output.get("name") == OUTPUT and dims and dims[-1] != len(classes):
@@ -113,17 +119,9 @@ def classes_from_config(model: str, config: dict[str, Any]) -> tuple[str, ...]:
 
 
 def tokenizer_from_config(model: str, config: dict[str, Any]) -> Tokenizer:
-    """The tokenizer of the ``vocabulary`` parameter of a model config (the words the model was trained to read,
-    in id order). A
-    model exported without it, or with words the tokenizer cannot hold, cannot be served (its titles would be
-    tokenized with ids it never learned)."""
-    value = config.get("parameters", {}).get(VOCABULARY_PARAMETER, {}).get("string_value", "")
-    words = tuple(w for w in value.split(",") if w)
-    if not words:
-        raise TritonUnavailableError(
-            f"model {model!r} on Triton has no {VOCABULARY_PARAMETER!r} parameter in its config.pbtxt: "
-            "export it with `python -m jobs export-triton`"
-        )
+    """The tokenizer of the ``vocabulary`` parameter (the words the model was trained to read, in id order). A
+    vocabulary the tokenizer cannot hold cannot be served: titles would get ids the model never learned."""
+    words = _words_parameter(model, config, VOCABULARY_PARAMETER)
     try:
         return Tokenizer(words)
     except ValueError as exc:
