@@ -22,7 +22,7 @@ from app.features.materialize import MaterializationLockedError
 from app.features.offline import OfflineStoreError
 from app.features.online import OnlineStoreUnavailableError
 from app.modelstore import ModelStoreError, model_store
-from jobs import batch_predict, featurestore, multimodal, rollout, summary, train, wait
+from jobs import batch_predict, export_edge, featurestore, monitoring, multimodal, rollout, summary, train, wait
 from jobs.settings import Handler, JobSettings
 
 EXIT_LOCKED = 3
@@ -57,8 +57,10 @@ def build_parser(settings: JobSettings | None = None) -> argparse.ArgumentParser
     featurestore.add_parsers(sub, settings)
     batch_predict.add_parser(sub)
     multimodal.add_parsers(sub)
+    export_edge.add_parser(sub)
     rollout.add_parser(sub, settings)
     wait.add_parser(sub)
+    monitoring.add_parsers(sub)
     return parser
 
 

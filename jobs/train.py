@@ -22,6 +22,7 @@ from app.features.stores import offline_store
 from app.modelstore import ModelMetadata, ModelStore, model_store
 from app.modelstore.metadata import OnlineFeatures
 from app.modelstore.packaging import TrainingRun, publish_sklearn
+from app.monitoring.profile import compute_profile, score_of
 from jobs.settings import JobSettings
 
 # scikit-learn is imported inside the functions that train: it is slow to import, and every
@@ -172,6 +173,9 @@ def train_and_publish(
     else:
         metrics["roc_auc_ovr"] = float(roc_auc_score(y_test, proba, multi_class="ovr"))
 
+    # The reference the service bins served rows against (drift, schema skew): training features,
+    # held-out scores.
+    profile = compute_profile(x_train, data.feature_names, score_of(proba))
     run = TrainingRun(
         feature_names=data.feature_names,
         target_name=data.target_name,
@@ -183,6 +187,7 @@ def train_and_publish(
         test_probabilities=proba,
         params={"dataset": training_set or dataset, "n_estimators": n_estimators, "max_depth": max_depth, "seed": seed},
         online_features=data.online_features,
+        reference_profile=profile.model_dump(),
     )
     return publish_sklearn(store, pipe, name, run, hmac_key=hmac_key, version=version, set_latest=set_latest)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,6 +52,24 @@ class OnlineFeatures(BaseModel):
     )
 
 
+class OnnxArtifact(BaseModel):
+    """The model as an ONNX graph, converted and verified at publish time (app/onnx), stored beside the pickle.
+
+    The service runs it with onnxruntime and checks it again at load against ``verification``; a version
+    whose graph is missing, corrupt or disagrees with the pickle is refused (docs/design.md).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    file: str = "model.onnx"
+    sha256: str
+    size_bytes: int
+    signature: str | None = Field(default=None, description="HMAC-SHA256 of sha256, as for the pickle")
+    opsets: dict[str, int] = Field(description='opset imports of the graph, e.g. {"": 18, "ai.onnx.ml": 3}')
+    converter: str = Field(description="the converter and its version, e.g. skl2onnx 1.20.0")
+    max_abs_diff: float = Field(description="largest |dp| against scikit-learn on the held-out rows at publish")
+    rows_checked: int
+
+
 class ModelMetadata(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_version: Literal[1] = 1
@@ -76,6 +94,16 @@ class ModelMetadata(BaseModel):
     params: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     verification: VerificationSample
     online_features: OnlineFeatures | None = None
+    # Both absent: published before ONNX graphs existed; the service serves it with scikit-learn.
+    onnx: OnnxArtifact | None = None
+    onnx_unavailable: str | None = Field(
+        default=None, description="why the publisher stored no ONNX graph (the step that does not convert, ...)"
+    )
+    reference_profile: dict[str, Any] | None = Field(
+        default=None,
+        description="training data and held-out score profile (app/monitoring/profile.py), checked at load; "
+        "versions published without one are served and monitored as 'no reference'",
+    )
 
     @property
     def feature_views(self) -> list[str]:

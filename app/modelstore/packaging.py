@@ -49,6 +49,7 @@ class TrainingRun:
     test_probabilities: NDArray[Any]  # the estimator's predict_proba on x_test
     params: dict[str, Any]
     online_features: OnlineFeatures | None = None
+    reference_profile: dict[str, Any] | None = None  # app.monitoring.profile.ReferenceProfile, dumped
 
 
 def fingerprint(x: NDArray[Any], y: NDArray[Any]) -> str:
@@ -97,6 +98,7 @@ def package_sklearn(
         },
         params=run.params,
         online_features=run.online_features,
+        reference_profile=run.reference_profile,
         verification=VerificationSample(
             inputs=run.x_test[:VERIFICATION_ROWS].tolist(),
             probabilities=run.test_probabilities[:VERIFICATION_ROWS].tolist(),

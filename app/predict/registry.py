@@ -27,6 +27,8 @@ from prometheus_client import Counter
 from app.features.definitions import load_repo
 from app.features.online import AsyncOnlineReader, OnlineStoreUnavailableError
 from app.modelstore import ModelMetadata, ModelStore, ModelStoreError
+from app.monitoring.capture import ModelMonitor, monitor_for
+from app.monitoring.profile import ProfileError
 from app.predict import metrics
 from app.predict.batcher import MicroBatcher
 from app.predict.core.config import Settings
@@ -59,6 +61,7 @@ class LoadedModel:
     batcher: MicroBatcher | None
     online: OnlineInputs | None = None
     _class_counters: list[Counter] = field(default_factory=list)
+    monitor: ModelMonitor | None = None  # drift and schema-skew recording (app/monitoring), None when off
 
     @property
     def input_names(self) -> list[str]:
@@ -280,7 +283,11 @@ class ModelRegistry:
                 raise ModelLoadError(f"{name}:{version}: {exc}") from exc
         model = SklearnModel(meta)
         model.load(artifact, hmac_key=self._hmac_key, tolerance=self.settings.verify_tolerance)
-        lm = LoadedModel(model=model, batcher=None, online=online)
+        try:  # a corrupt or mismatched reference profile refuses the version like a bad artifact
+            monitor = monitor_for(name, version, model.feature_names, meta.reference_profile)
+        except ProfileError as exc:
+            raise ModelLoadError(f"{name}:{version}: {exc}") from exc
+        lm = LoadedModel(model=model, batcher=None, online=online, monitor=monitor)
         lm._class_counters = [metrics.PREDICTIONS.labels(name, version, str(c)) for c in model.classes]
         if self.settings.batching_enabled:
             lm.batcher = MicroBatcher(

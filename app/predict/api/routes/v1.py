@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -34,9 +35,11 @@ PREDICT_ERRORS = error_responses(400, 404, 413, 415, 503)
 
 
 async def _predict(lm: LoadedModel, request: Request, max_instances: int) -> Response:
-    x = parse_instances(load_json(await request.body()), lm.input_names, max_instances)
-    x, feature_status = await lm.prepare(x)
+    raw = parse_instances(load_json(await request.body()), lm.input_names, max_instances)
+    x, feature_status = await lm.prepare(raw)
     proba = await lm.predict_proba(x)
+    if lm.monitor is not None:  # bins the model input and score; never raises
+        lm.monitor.observe(x, proba, raw[:, 0].astype(np.int64).tolist() if lm.online is not None else None)
     idx = proba.argmax(axis=1)
     lm.count_predictions(idx)
     classes = lm.model.classes

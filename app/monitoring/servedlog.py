@@ -1,0 +1,129 @@
+"""The sampled served-data log: rows a worker served, written to the offline store as Parquet.
+
+Layout: ``<url>/served/<model>/date=YYYY-MM-DD/<time>-<pid>-<random>.parquet`` with columns ``ts``
+(UTC, microseconds), ``model``, ``version``, ``entity`` (the request's entity id, as a string, or
+null), one float64 column per model feature (the model input after request-time transforms) and
+``score``. ``python -m jobs feature-skew`` and ``outcomes`` read it.
+
+A request only appends to an in-memory buffer (bounded: past ``max_rows`` rows are dropped and
+counted). A daemon thread writes the buffer every ``flush_seconds``; a write that fails (store down,
+no permission) drops those rows and counts them. Nothing here blocks or fails a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from numpy.typing import NDArray
+
+from app.monitoring import metrics
+
+log = logging.getLogger(__name__)
+
+SERVED_DATASET = "served"
+
+
+def served_dataset(model: str) -> str:
+    """The offline-store dataset name of a model's served log."""
+    return f"{SERVED_DATASET}/{model}"
+
+
+class _Batch:
+    def __init__(self, version: str, features: list[str]) -> None:
+        self.version, self.features = version, features
+        self.ts: list[int] = []
+        self.entities: list[str | None] = []
+        self.rows: list[NDArray[np.float64]] = []
+        self.scores: list[NDArray[np.float64]] = []
+
+
+class ServedLog:
+    def __init__(self, url: str, flush_seconds: float = 30.0, max_rows: int = 50_000) -> None:
+        from app.features.offline import OfflineStore  # the offline store's filesystem (dir or S3)
+
+        self.store = OfflineStore(url, s3_endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None)
+        self.flush_seconds = flush_seconds
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str], _Batch] = {}
+        self._rows = 0
+        self._thread: threading.Thread | None = None
+
+    def offer(
+        self,
+        model: str,
+        version: str,
+        features: Sequence[str],
+        x: NDArray[np.float64],
+        scores: NDArray[np.float64],
+        entities: Sequence[Any] | None,
+    ) -> None:
+        n = len(x)
+        with self._lock:
+            if self._rows + n > self.max_rows:
+                metrics.LOG_DROPPED.labels(model, "buffer_full").inc(n)
+                return
+            batch = self._pending.get((model, version))
+            if batch is None:
+                batch = self._pending[(model, version)] = _Batch(version, list(features))
+            now = int(time.time() * 1_000_000)
+            batch.ts += [now] * n
+            batch.entities += [None if e is None else str(e) for e in entities] if entities is not None else [None] * n
+            batch.rows.append(np.array(x, dtype=np.float64))
+            batch.scores.append(np.array(scores, dtype=np.float64))
+            self._rows += n
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="served-log", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.flush_seconds)
+            self.flush()
+
+    def flush(self) -> int:
+        """Write what is buffered; returns the rows written. Failures are counted, never raised."""
+        with self._lock:
+            pending, self._pending, self._rows = self._pending, {}, 0
+        written = 0
+        for (model, _), batch in pending.items():
+            n = len(batch.ts)
+            try:
+                self._write(model, batch)
+                metrics.LOGGED_ROWS.labels(model).inc(n)
+                written += n
+            except Exception as exc:  # the store is down or refuses: drop, count, keep serving
+                metrics.LOG_DROPPED.labels(model, "write_error").inc(n)
+                log.warning(
+                    "served-data log write failed; rows dropped", extra={"model": model, "rows": n, "error": str(exc)}
+                )
+        return written
+
+    def _write(self, model: str, batch: _Batch) -> None:
+        x = np.concatenate(batch.rows)
+        columns: dict[str, Any] = {
+            "ts": pa.array(batch.ts, type=pa.timestamp("us", tz="UTC")),
+            "model": pa.array([model] * len(batch.ts)),
+            "version": pa.array([batch.version] * len(batch.ts)),
+            "entity": pa.array(batch.entities, type=pa.string()),
+        }
+        for j, name in enumerate(batch.features):
+            columns[name] = pa.array(x[:, j])
+        columns["score"] = pa.array(np.concatenate(batch.scores))
+        table = pa.table(columns)
+        day = datetime.fromtimestamp(batch.ts[0] / 1e6, UTC).strftime("%Y-%m-%d")
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        parent = f"{self.store.path(served_dataset(model))}/date={day}"
+        self.store.fs.create_dir(parent, recursive=True)
+        name = f"{stamp}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+        pq.write_table(table, f"{parent}/{name}", filesystem=self.store.fs)

@@ -1,0 +1,151 @@
+"""Where a drift report gets served bin counts: the summed counters, from Prometheus (one query per
+window) or straight from services' ``/metrics`` (cumulative since the pods started), or the sampled
+served-data log in the offline store (binned here, with the same rule serving uses)."""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+from numpy.typing import NDArray
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.monitoring.drift import n_bins
+from app.monitoring.profile import SCORE_FEATURE, ReferenceProfile, bin_rows
+
+WINDOW_RE = re.compile(r"^(\d+)([smhdw])$")
+_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def window_seconds(window: str) -> int:
+    m = WINDOW_RE.match(window)
+    if m is None:
+        raise ValueError(f"window {window!r}: want a number and a unit, e.g. 1h, 30m, 1d")
+    return int(m.group(1)) * _SECONDS[m.group(2)]
+
+
+@dataclass
+class Served:
+    """Summed served counts of one model version over one window."""
+
+    rows: int = 0
+    bins: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
+    schema: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+
+    def arrays(self, profile: ReferenceProfile) -> dict[str, NDArray[np.float64]]:
+        """feature -> counts in the reference layout; features never served are left out."""
+        out = {}
+        for name, fp in [*profile.features.items(), (SCORE_FEATURE, profile.score)]:
+            got = self.bins.get(name)
+            if not got:
+                continue
+            size = n_bins(fp)
+            if max(got) >= size:
+                raise ValueError(
+                    f"feature {name!r}: served bin {max(got)} but the reference has {size} bins; "
+                    "do the counts belong to another version?"
+                )
+            arr = np.zeros(size)
+            for b, v in got.items():
+                arr[b] = v
+            out[name] = arr
+        return out
+
+
+def from_metrics_text(texts: list[str], model: str, version: str) -> Served:
+    """Counters of one or more ``/metrics`` pages (several pods: summed)."""
+    served = Served()
+    for text in texts:
+        for fam in text_string_to_metric_families(text):
+            for s in fam.samples:
+                if not s.name.endswith("_total"):
+                    continue
+                lab = s.labels
+                if lab.get("model") != model or lab.get("version") != version:
+                    continue
+                if s.name == "model_feature_bin_total":
+                    b = int(lab["bin"])
+                    served.bins[lab["feature"]][b] = served.bins[lab["feature"]].get(b, 0.0) + s.value
+                elif s.name == "model_feature_schema_violations_total":
+                    d = served.schema[lab["feature"]]
+                    d[lab["kind"]] = d.get(lab["kind"], 0.0) + s.value
+                elif s.name == "model_monitored_rows_total":
+                    served.rows += int(s.value)
+    return served
+
+
+def fetch_text(url: str, timeout: float = 10.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return str(resp.read().decode())
+
+
+def _prom_query(base: str, query: str, timeout: float = 30.0) -> list[dict[str, object]]:
+    url = f"{base.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        body = json.loads(resp.read())
+    if body.get("status") != "success":
+        raise ValueError(f"Prometheus query failed: {body.get('error', body)}")
+    result: list[dict[str, object]] = body["data"]["result"]
+    return result
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def from_prometheus(base: str, model: str, version: str, window: str) -> Served:
+    """The increase of the summed counters over the last ``window`` (all pods and workers)."""
+    window_seconds(window)
+    sel = f'model="{_label(model)}",version="{_label(version)}"'
+    served = Served()
+    for r in _prom_query(base, f"sum by (feature, bin) (increase(model_feature_bin_total{{{sel}}}[{window}]))"):
+        lab, val = r["metric"], r["value"]
+        assert isinstance(lab, dict) and isinstance(val, list)
+        served.bins[lab["feature"]][int(lab["bin"])] = float(val[1])
+    for r in _prom_query(
+        base, f"sum by (feature, kind) (increase(model_feature_schema_violations_total{{{sel}}}[{window}]))"
+    ):
+        lab, val = r["metric"], r["value"]
+        assert isinstance(lab, dict) and isinstance(val, list)
+        served.schema[lab["feature"]][lab["kind"]] = float(val[1])
+    rows = _prom_query(base, f"sum(increase(model_monitored_rows_total{{{sel}}}[{window}]))")
+    if rows:
+        val = rows[0]["value"]
+        assert isinstance(val, list)
+        served.rows = round(float(val[1]))
+    return served
+
+
+def from_served_log(
+    url: str,
+    model: str,
+    version: str,
+    profile: ReferenceProfile,
+    end: datetime,
+    window: str,
+    s3_endpoint_url: str | None = None,
+) -> Served:
+    """Rows of the sampled log in [end - window, end), binned against the profile."""
+    import pyarrow.compute as pc
+
+    from app.features.offline import OfflineStore
+    from app.monitoring.servedlog import served_dataset
+
+    store = OfflineStore(url, s3_endpoint_url=s3_endpoint_url)
+    names = list(profile.features)
+    table = store.read_window(
+        served_dataset(model), "ts", end - timedelta(seconds=window_seconds(window)), end, [*names, "score", "version"]
+    )
+    table = table.filter(pc.equal(table.column("version"), version))
+    x = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names]) if names else np.zeros((0, 0))
+    scores = table.column("score").to_numpy(zero_copy_only=False)
+    served = Served(rows=table.num_rows)
+    for name, counts in bin_rows(profile, x.astype(np.float64), scores).items():
+        served.bins[name] = {i: float(c) for i, c in enumerate(counts) if c}
+    return served
