@@ -1,0 +1,64 @@
+"""``python -m app.stream``: one stream scorer process (the chart's ``stream-scorer`` Deployment).
+
+SIGTERM (a rollout, a scale-in) sets the stop flag: the micro-batch in hand is scored, written and
+acknowledged, then the process exits 0. Whatever it had not read stays in the stream for the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+import redis.asyncio as aioredis
+from prometheus_client import start_http_server
+from redis.asyncio.cluster import RedisCluster
+
+from app.common.logging import configure_logging
+from app.modelstore import model_store
+from app.predict.registry import ModelRegistry
+from app.stream.config import StreamSettings
+from app.stream.scorer import StreamScorer
+from app.stream.scripts import Broker
+
+log = logging.getLogger("app.stream")
+
+
+def connect(settings: StreamSettings) -> Broker:
+    if settings.redis_cluster:
+        return RedisCluster.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    return aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=10
+    )
+
+
+async def serve(settings: StreamSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    registry = ModelRegistry(settings, model_store(settings))
+    client = connect(settings)
+    await registry.start()
+    log.info(
+        "stream scorer started",
+        extra={"consumer": settings.consumer, "stream": settings.stream, "shards": settings.shards},
+    )
+    try:
+        await StreamScorer(settings, client, registry).run(stop)
+    finally:
+        await registry.stop()
+        await client.aclose()
+    log.info("stream scorer stopped", extra={"consumer": settings.consumer})
+
+
+def main() -> None:
+    settings = StreamSettings()
+    configure_logging(settings.log_level)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

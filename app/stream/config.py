@@ -1,0 +1,107 @@
+"""Settings of the stream scorer: environment variables prefixed ``STREAM_``.
+
+The scorer serves models with the prediction service's own registry (hot reload, verification, fallback to
+the previous version), so it reads the prediction service's settings too, under its own prefix
+(``STREAM_POLL_INTERVAL_SECONDS``, ...), and the shared names (``MODEL_STORE_URL``, ``FEATURES_REDIS_URL``,
+``FEATURES_REPO``, ...) unprefixed, like every other program.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from app.predict.core.config import Settings as PredictSettings
+from app.stream.windows import Window, parse_windows
+
+
+class StreamSettings(PredictSettings):
+    model_config = SettingsConfigDict(env_prefix="STREAM_", use_attribute_docstrings=True, extra="ignore")
+
+    redis_url: str = "redis://localhost:6379/0"
+    """The broker: the Redis (or Redis Cluster) that holds the event, decision and dead-letter streams."""
+
+    redis_cluster: bool = False
+    """The broker is a Redis Cluster: the streams are sharded with a hash tag per shard."""
+
+    stream: str = "transactions"
+    """Name of the event stream; shard ``i`` of ``shards`` is the key ``<stream>:{i}``."""
+
+    shards: int = Field(default=1, ge=1, le=1024)
+    """Number of event-stream shards (events of one entity always go to one shard: entity id mod shards)."""
+
+    group: str = "scorer"
+    """Consumer group; every replica of the scorer is a consumer of it, on every shard."""
+
+    consumer: str = Field(default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname())
+    """This consumer's name: stable across restarts (the pod name), so a restarted scorer takes back its
+    own pending events first."""
+
+    model: str = "fraud"
+    """The model that scores the events."""
+
+    event_id_field: str = "event_id"
+    """Field holding the event's unique id; decisions and feature updates are keyed by it."""
+
+    event_time_field: str = "event_time_ms"
+    """Field holding the event time, in milliseconds since the epoch (UTC)."""
+
+    entity_field: str = "user_id"
+    """The entity whose streaming features an event updates (an integer id)."""
+
+    value_field: str = "amount"
+    """The numeric field that the windows sum."""
+
+    windows: str = "10m,1h"
+    """Sliding event-time windows of the streaming features: counts and sums of ``value_field``."""
+
+    allowed_lateness_ms: int = Field(default=300_000, ge=0)
+    """How far behind an entity's newest event an event may arrive and still be counted."""
+
+    batch_size: int = Field(default=256, ge=1, le=10_000)
+    """Most events read and scored as one micro-batch (one XREADGROUP, one predict call)."""
+
+    block_ms: int = Field(default=200, ge=1, le=60_000)
+    """How long one XREADGROUP waits for new events when the stream is idle."""
+
+    claim_idle_ms: int = Field(default=30_000, ge=100)
+    """A pending event idle this long belongs to a crashed consumer: XAUTOCLAIM takes it over."""
+
+    max_deliveries: int = Field(default=5, ge=1)
+    """An event delivered this many times without success goes to the dead-letter stream."""
+
+    output_stream: str = "decisions"
+    """Stream of decisions (shard ``i``: ``<output_stream>:{i}``)."""
+
+    dead_letter_stream: str = "dead-letters"
+    """Stream of events that could not be scored, with the reason (shard ``i``: ``<name>:{i}``)."""
+
+    output_maxlen: int = Field(default=1_000_000, ge=1000)
+    """Approximate cap (MAXLEN ~) of the decision and dead-letter streams."""
+
+    decision_ttl_seconds: int = Field(default=7 * 86_400, ge=60)
+    """How long a decision stays readable by event id."""
+
+    batching_enabled: bool = False
+    """The prediction service's request coalescing: off, a micro-batch is already one predict call."""
+
+    missing_entity_policy: Literal["error", "zeros"] = "zeros"
+    """An entity with no batch features (a new user) is scored as one with no history; "error" would leave
+    its events pending until they are dead-lettered."""
+
+    metrics_port: int = Field(default=9100, ge=0, le=65535)
+    """Port of the scorer's /metrics (0: no metrics server)."""
+
+    @field_validator("windows")
+    @classmethod
+    def _windows_parse(cls, value: str) -> str:
+        parse_windows(value)
+        return value
+
+    @property
+    def window_list(self) -> tuple[Window, ...]:
+        return parse_windows(self.windows)

@@ -1,0 +1,371 @@
+"""The stream scorer: read a consumer group in micro-batches, update streaming features, score, decide, ack.
+
+Per micro-batch of one shard:
+
+1. parse the events; malformed ones, and ones delivered ``max_deliveries`` times, become dead letters;
+2. update each event's entity's streaming features (app.stream.windows) and read them at its event time;
+3. build the model inputs exactly as the HTTP API does (``LoadedModel.prepare``: the online store's batch
+   features and the model's request-time transform), and score the batch in one predict call;
+4. write each decision, keyed by event id, to a key the HTTP API reads and to the decision stream;
+5. XACK the batch, only now that every effect is written.
+
+Every effect is keyed by event id (the decision key is set only if absent, in the same script that appends
+to the decision stream; the windows' members are event ids), so an event delivered twice, after a crash
+between steps 2 and 5, changes nothing: at least once delivery, exactly one decision. A batch that fails
+(the online store or the model is unavailable) stays pending and is read again; a crashed consumer's
+pending events are taken over with XAUTOCLAIM once idle for ``claim_idle_ms``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from redis.exceptions import RedisError, ResponseError
+
+from app.common.errors import ApiError
+from app.predict.registry import ModelNotReadyError, ModelRegistry, UnknownModelError
+from app.stream import metrics
+from app.stream.config import StreamSettings
+from app.stream.events import Event, EventSchema, MalformedEventError
+from app.stream.scripts import Broker, Scripts
+from app.stream.windows import StreamingFeatures
+
+log = logging.getLogger(__name__)
+
+# KEYS: marker key, stream. ARGV: ttl ms, maxlen, marker value, field, value, ... -> 1 written, 0 already there
+_APPEND_ONCE = """
+if redis.call('SET', KEYS[1], ARGV[3], 'NX', 'PX', ARGV[1]) then
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', unpack(ARGV, 4))
+  return 1
+end
+return 0
+"""
+
+Entry = tuple[str, Mapping[bytes | str, bytes | str]]
+
+
+class StreamKeys:
+    """Every key of one stream's shards. All keys of shard ``i`` share the hash tag ``{i}``: one slot, so
+    one script may touch them together on a Redis Cluster, and shards spread over the nodes."""
+
+    def __init__(self, settings: StreamSettings) -> None:
+        self.s = settings
+
+    def events(self, shard: int) -> str:
+        return f"{self.s.stream}:{{{shard}}}"
+
+    def decisions(self, shard: int) -> str:
+        return f"{self.s.output_stream}:{{{shard}}}"
+
+    def dead_letters(self, shard: int) -> str:
+        return f"{self.s.dead_letter_stream}:{{{shard}}}"
+
+    def decision(self, shard: int, event_id: str) -> str:
+        return f"{self.s.output_stream}:{{{shard}}}:{event_id}"
+
+    def dead_marker(self, shard: int, entry_id: str) -> str:
+        return f"{self.s.dead_letter_stream}:{{{shard}}}:{entry_id}"
+
+    def shard_of(self, entity: int) -> int:
+        return entity % self.s.shards
+
+
+@dataclass
+class BatchResult:
+    scored: int = 0
+    duplicates: int = 0
+    dead: int = 0
+
+
+class StreamScorer:
+    def __init__(self, settings: StreamSettings, client: Broker, registry: ModelRegistry) -> None:
+        self.s = settings
+        self.client = client
+        self.registry = registry
+        self.keys = StreamKeys(settings)
+        self.features = StreamingFeatures(
+            client,
+            settings.window_list,
+            value_field=settings.value_field,
+            allowed_lateness_ms=settings.allowed_lateness_ms,
+        )
+        self.scripts = Scripts(client, append_once=_APPEND_ONCE)
+        self.ttl_ms = settings.decision_ttl_seconds * 1000
+        self._recovering = dict.fromkeys(range(settings.shards), True)  # read our own pending entries first
+        self._next_claim = 0.0
+        self._next_gauges = 0.0
+        self._failures: dict[str, str] = {}  # entry id -> why its last delivery failed (this process only)
+
+    # -- setup ---------------------------------------------------------------------------------
+    async def setup(self) -> None:
+        await self.scripts.load()
+        await self.features.scripts.load()
+        for shard in range(self.s.shards):
+            await self._create_group(shard)
+
+    async def _create_group(self, shard: int) -> None:
+        try:
+            # From the stream's start: events appended before the first scorer came up are scored too.
+            await self.client.xgroup_create(self.keys.events(shard), self.s.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Score until ``stop`` is set; the batch in hand is finished and acknowledged first."""
+        await self._retrying(self.setup, stop)
+        while not stop.is_set():
+            try:
+                await self.step()
+            except (RedisError, OSError) as exc:
+                # Redis restarted or unreachable: redis-py reconnects on the next command; nothing was acked.
+                log.warning("broker error; retrying", extra={"error": str(exc)})
+                self._recovering = dict.fromkeys(self._recovering, True)
+                await _sleep_or_stop(stop, 0.5)
+                if "NOGROUP" in str(exc):
+                    await self._retrying(self.setup, stop)
+
+    async def _retrying(self, fn: Any, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await fn()
+                return
+            except (RedisError, OSError) as exc:
+                log.warning("broker not ready; retrying", extra={"error": str(exc)})
+                await _sleep_or_stop(stop, 0.5)
+
+    async def step(self) -> int:
+        """One pass over the shards: take over stale pending entries, read, score. Returns events handled."""
+        handled = 0
+        now = time.monotonic()
+        if now >= self._next_claim:
+            self._next_claim = now + self.s.claim_idle_ms / 2000
+            for shard in range(self.s.shards):
+                handled += await self._claim(shard)
+        block = max(1, self.s.block_ms // self.s.shards)
+        for shard in range(self.s.shards):
+            key = self.keys.events(shard)
+            recovering = self._recovering[shard]
+            reply = await self.client.xreadgroup(
+                self.s.group,
+                self.s.consumer,
+                {key: "0" if recovering else ">"},
+                count=self.s.batch_size,
+                block=None if recovering else block,
+            )
+            entries = _entries(reply)
+            if recovering and not entries:
+                self._recovering[shard] = False
+                continue
+            counts = await self._delivery_counts(shard, entries) if recovering else {}
+            handled += await self._handle(shard, entries, counts)
+        if time.monotonic() >= self._next_gauges:
+            self._next_gauges = time.monotonic() + 1.0
+            await self.update_gauges()
+        return handled
+
+    async def _claim(self, shard: int) -> int:
+        key = self.keys.events(shard)
+        start, handled = "0-0", 0
+        while True:
+            reply = await self.client.xautoclaim(
+                key, self.s.group, self.s.consumer, self.s.claim_idle_ms, start, count=self.s.batch_size
+            )
+            start, entries, deleted = _text(reply[0]), _entries([[key, reply[1]]]), [_text(d) for d in reply[2]]
+            if deleted:  # trimmed away while pending: cannot be scored, say so
+                why = "trimmed: the entry was removed from the stream before it was scored"
+                await self._dead(shard, [(d, {}, why) for d in deleted])
+                await self.client.xack(key, self.s.group, *deleted)
+                metrics.DEAD_LETTERS.labels(self.s.stream, "trimmed").inc(len(deleted))
+            if entries:
+                log.info("took over pending events", extra={"shard": shard, "events": len(entries)})
+                handled += await self._handle(shard, entries, await self._delivery_counts(shard, entries))
+            if start == "0-0":
+                return handled
+
+    async def _delivery_counts(self, shard: int, entries: Sequence[Entry]) -> dict[str, int]:
+        if not entries:
+            return {}
+        ids = [e[0] for e in entries]
+        rows = await self.client.xpending_range(
+            self.keys.events(shard), self.s.group, min=ids[0], max=ids[-1], count=len(ids) * 2 + 10
+        )
+        return {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
+
+    # -- one batch -----------------------------------------------------------------------------
+    async def _handle(self, shard: int, entries: Sequence[Entry], counts: Mapping[str, int]) -> int:
+        if not entries:
+            return 0
+        try:
+            result = await self.process(shard, entries, counts)
+        except (ApiError, ModelNotReadyError, UnknownModelError) as exc:
+            # Not the events' fault: leave them pending, read them again, dead-letter after max_deliveries.
+            for entry_id, _ in entries:
+                self._failures[entry_id] = f"{type(exc).__name__}: {exc}"
+            metrics.FAILED_BATCHES.labels(self.s.stream, type(exc).__name__).inc()
+            log.warning(
+                "batch left pending for retry", extra={"shard": shard, "events": len(entries), "error": str(exc)}
+            )
+            self._recovering[shard] = True
+            await asyncio.sleep(0.2)
+            return len(entries)  # handled: read and left for retry (a pass that read nothing is idle)
+        metrics.EVENTS.labels(self.s.stream, "scored").inc(result.scored)
+        metrics.EVENTS.labels(self.s.stream, "duplicate").inc(result.duplicates)
+        metrics.EVENTS.labels(self.s.stream, "dead_letter").inc(result.dead)
+        metrics.BATCH_SIZE.labels(self.s.stream).observe(len(entries))
+        return len(entries)
+
+    async def process(self, shard: int, entries: Sequence[Entry], counts: Mapping[str, int]) -> BatchResult:
+        """Score one shard's entries and acknowledge them (see the module's docstring for the steps)."""
+        dead: list[tuple[str, Mapping[bytes | str, bytes | str], str]] = []
+        fresh: list[Entry] = []
+        for entry_id, fields in entries:
+            delivered = counts.get(entry_id, 1)
+            if delivered > self.s.max_deliveries:
+                why = self._failures.get(entry_id, "unknown (the failing consumer's reason died with it)")
+                dead.append((entry_id, fields, f"delivered {delivered} times without success; last error: {why}"))
+                metrics.DEAD_LETTERS.labels(self.s.stream, "max_deliveries").inc()
+            else:
+                fresh.append((entry_id, fields))
+        try:
+            lm = self.registry.get(self.s.model)
+        except (ModelNotReadyError, UnknownModelError):
+            await self._settle(shard, dead)  # those are done with, whatever the model does
+            raise
+        schema = EventSchema(
+            self.s.event_id_field, self.s.event_time_field, self.s.entity_field, self.s.value_field, lm.input_names
+        )
+        events: list[Event] = []
+        for entry_id, fields in fresh:
+            try:
+                events.append(schema.parse(entry_id, fields))
+            except MalformedEventError as exc:
+                dead.append((entry_id, fields, f"malformed: {exc}"))
+                metrics.DEAD_LETTERS.labels(self.s.stream, "malformed").inc()
+        result = BatchResult(dead=len(dead))
+        if events:
+            windows = await self.features.update([(e.event_id, e.entity, e.event_time_ms, e.value) for e in events])
+            x = np.array([e.inputs for e in events], dtype=np.float64)
+            xm, status = await lm.prepare(x)
+            proba = await lm.predict_proba(xm)
+            idx = proba.argmax(axis=1)
+            lm.count_predictions(idx)
+            decided_ms = int(time.time() * 1000)
+            calls = []
+            for i, e in enumerate(events):
+                decision = {
+                    "event_id": e.event_id,
+                    "model": lm.model.name,
+                    "version": lm.version,
+                    "prediction": lm.model.classes[int(idx[i])],
+                    "probabilities": dict(zip((str(c) for c in lm.model.classes), proba[i].tolist(), strict=True)),
+                    "feature_status": status[i] if status is not None else "NONE",
+                    "streaming_features": windows[i].values,
+                    "streaming_status": windows[i].status,
+                    "entity": e.entity,
+                    "event_time_ms": e.event_time_ms,
+                    "decided_ms": decided_ms,
+                }
+                body = json.dumps(decision, separators=(",", ":"))
+                calls.append(
+                    (
+                        [self.keys.decision(shard, e.event_id), self.keys.decisions(shard)],
+                        [self.ttl_ms, self.s.output_maxlen, body, "event_id", e.event_id, "decision", body],
+                    )
+                )
+            written = await self.scripts.run_many("append_once", calls)
+            result.scored = sum(int(w) for w in written)
+            result.duplicates = len(events) - result.scored
+            now_s = time.time()
+            for e in events:
+                metrics.DECISION_LATENCY.labels(self.s.stream).observe(max(0.0, now_s - _entry_ms(e.entry_id) / 1000))
+        await self._dead(shard, dead)
+        ids = [entry_id for entry_id, _ in entries]
+        await self.client.xack(self.keys.events(shard), self.s.group, *ids)
+        for entry_id in ids:
+            self._failures.pop(entry_id, None)
+        return result
+
+    async def _settle(self, shard: int, dead: Sequence[tuple[str, Mapping[bytes | str, bytes | str], str]]) -> None:
+        """Dead-letter and acknowledge these entries."""
+        if dead:
+            await self._dead(shard, dead)
+            await self.client.xack(self.keys.events(shard), self.s.group, *(d[0] for d in dead))
+            for entry_id, _, _ in dead:
+                self._failures.pop(entry_id, None)
+
+    async def _dead(self, shard: int, dead: Sequence[tuple[str, Mapping[bytes | str, bytes | str], str]]) -> None:
+        calls = []
+        for entry_id, fields, reason in dead:
+            original = json.dumps({_text(k): _text(v) for k, v in fields.items()}, separators=(",", ":"))
+            entry = ["entry_id", entry_id, "reason", reason, "event", original]
+            calls.append(
+                (
+                    [self.keys.dead_marker(shard, entry_id), self.keys.dead_letters(shard)],
+                    [self.ttl_ms, self.s.output_maxlen, reason, *entry],
+                )
+            )
+        await self.scripts.run_many("append_once", calls)
+
+    # -- operations ----------------------------------------------------------------------------
+    async def update_gauges(self) -> None:
+        now_ms = time.time() * 1000
+        for shard in range(self.s.shards):
+            key, label = self.keys.events(shard), str(shard)
+            groups = await self.client.xinfo_groups(key)
+            group = next((g for g in groups if _text(g["name"]) == self.s.group), None)
+            if group is None:
+                continue
+            lag = group.get("lag")
+            metrics.LAG.labels(self.s.stream, label).set(float(lag) if lag is not None else float("nan"))
+            summary = await self.client.xpending(key, self.s.group)
+            metrics.PENDING.labels(self.s.stream, label).set(int(summary["pending"]))
+            oldest = summary.get("min")
+            age = (now_ms - _entry_ms(_text(oldest))) / 1000 if oldest else 0.0
+            metrics.OLDEST_PENDING_AGE.labels(self.s.stream, label).set(max(0.0, age))
+
+    async def decision(self, event_id: str) -> dict[str, Any] | None:
+        """The decision of an event, by id (any shard)."""
+        for shard in range(self.s.shards):
+            raw = await self.client.get(self.keys.decision(shard, event_id))
+            if raw is not None:
+                out: dict[str, Any] = json.loads(raw)
+                return out
+        return None
+
+
+def _entries(reply: Any) -> list[Entry]:
+    """XREADGROUP's reply (a list or, with RESP3, a dict) -> [(entry id, fields)]."""
+    if not reply:
+        return []
+    streams = reply.items() if isinstance(reply, dict) else reply
+    out: list[Entry] = []
+    for _, messages in streams:
+        for msg in messages or []:
+            entry_id, fields = msg
+            if fields is None:  # pending entry already deleted from the stream
+                fields = {}
+            out.append((_text(entry_id), fields))
+    return out
+
+
+def _entry_ms(entry_id: str) -> int:
+    return int(entry_id.split("-", 1)[0])
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,157 @@
+"""Streaming features: per-entity counts and sums over sliding event-time windows, in Redis.
+
+Each entity keeps the events of the last ``horizon`` (longest window + allowed lateness) as a sorted set
+(event id -> event time) and a hash (event id -> value), both under the entity's hash tag so that one
+script updates them atomically on any Redis Cluster node. A window's features at time ``t`` are always
+recomputed from the set, over ``(t - w, t]``. Two properties follow:
+
+- idempotent: the event id is the member, so a redelivered event is not counted twice (``ZADD NX``);
+- no regression on late or out-of-order events: a late event joins the set and every later read sees it;
+  nothing is an incremental counter that an out-of-order update could corrupt.
+
+An event older than the horizon behind its entity's newest event is *too late*: it is still scored, with
+status ``LATE``, but not kept (its window is already gone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.stream.scripts import Broker, Scripts
+
+KEY_PREFIX = "sf"
+
+# KEYS: events zset, values hash. ARGV: event id, event time ms, value, horizon ms, ttl ms, windows ms...
+# Returns {status, count_1, sum_1, count_2, sum_2, ...}; sums as strings (Lua numbers reply as integers).
+_UPDATE = """
+local eid, ts, value = ARGV[1], tonumber(ARGV[2]), ARGV[3]
+local horizon, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local status = 'NEW'
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+if top[2] and ts < tonumber(top[2]) - horizon then
+  status = 'LATE'
+elseif redis.call('ZADD', KEYS[1], 'NX', ts, eid) == 1 then
+  redis.call('HSET', KEYS[2], eid, value)
+  local newest = math.max(ts, top[2] and tonumber(top[2]) or ts)
+  local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (newest - horizon))
+  if #old > 0 then
+    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (newest - horizon))
+    redis.call('HDEL', KEYS[2], unpack(old))
+  end
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+else
+  status = 'DUPLICATE'
+end
+local out = {status}
+for i = 6, #ARGV do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (ts - tonumber(ARGV[i])), ts)
+  local sum = 0
+  if #ids > 0 then
+    for _, v in ipairs(redis.call('HMGET', KEYS[2], unpack(ids))) do sum = sum + tonumber(v) end
+  end
+  out[#out + 1] = #ids
+  out[#out + 1] = tostring(sum)
+end
+return out
+"""
+
+# KEYS: events zset, values hash. ARGV: time ms, windows ms... -> {count_1, sum_1, ...}
+_READ = """
+local ts = tonumber(ARGV[1])
+local out = {}
+for i = 2, #ARGV do
+  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (ts - tonumber(ARGV[i])), ts)
+  local sum = 0
+  if #ids > 0 then
+    for _, v in ipairs(redis.call('HMGET', KEYS[2], unpack(ids))) do sum = sum + tonumber(v) end
+  end
+  out[#out + 1] = #ids
+  out[#out + 1] = tostring(sum)
+end
+return out
+"""
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sliding window ``(t - length, t]``; its features are ``<entity>_count_<name>`` and ``..._sum_<name>``."""
+
+    name: str  # e.g. "10m"
+    length_ms: int
+
+
+def parse_windows(spec: str) -> tuple[Window, ...]:
+    """``"10m,1h"`` -> windows; units s, m, h, d. ValueError names a bad entry."""
+    units = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+    out: list[Window] = []
+    for raw in (p.strip() for p in spec.split(",")):
+        if not raw:
+            continue
+        num, unit = raw[:-1], raw[-1:]
+        if unit not in units or not num.isdigit() or int(num) <= 0:
+            raise ValueError(f"window {raw!r}: expected a positive integer and a unit s, m, h or d, e.g. 10m")
+        out.append(Window(raw, int(num) * units[unit]))
+    if not out:
+        raise ValueError("no windows configured")
+    if len({w.name for w in out}) != len(out):
+        raise ValueError(f"duplicate windows in {spec!r}")
+    return tuple(sorted(out, key=lambda w: w.length_ms))
+
+
+@dataclass(frozen=True)
+class WindowValues:
+    status: str  # NEW, DUPLICATE (redelivered: nothing changed) or LATE (beyond the horizon: not kept)
+    values: dict[str, float]
+
+
+class StreamingFeatures:
+    """Counts and sums of one numeric event field per entity over ``windows`` (asyncio client)."""
+
+    def __init__(
+        self,
+        client: Broker,
+        windows: Sequence[Window],
+        *,
+        value_field: str,
+        allowed_lateness_ms: int,
+        prefix: str = KEY_PREFIX,
+    ) -> None:
+        self.client = client
+        self.windows = tuple(windows)
+        self.value_field = value_field
+        self.horizon_ms = max(w.length_ms for w in self.windows) + allowed_lateness_ms
+        self.ttl_ms = self.horizon_ms + 86_400_000  # a quiet entity's keys go a day after its window
+        self.prefix = prefix
+        self.scripts = Scripts(client, update=_UPDATE, read=_READ)
+        self.feature_names = [n for w in self.windows for n in (f"count_{w.name}", f"{value_field}_sum_{w.name}")]
+
+    def keys(self, entity: int) -> list[str]:
+        return [f"{self.prefix}:{{{entity}}}:ev", f"{self.prefix}:{{{entity}}}:val"]
+
+    async def update(self, events: Sequence[tuple[str, int, int, float]]) -> list[WindowValues]:
+        """Add ``(event id, entity, event time ms, value)`` events (one round trip) and return each one's
+        features at its own event time, itself included."""
+        lengths = [w.length_ms for w in self.windows]
+        calls = [
+            (self.keys(entity), [eid, ts, repr(float(value)), self.horizon_ms, self.ttl_ms, *lengths])
+            for eid, entity, ts, value in events
+        ]
+        replies = await self.scripts.run_many("update", calls)
+        return [self._values(r[1:], _text(r[0])) for r in replies]
+
+    async def read(self, entity: int, at_ms: int) -> dict[str, float]:
+        """The entity's features at event time ``at_ms`` from what has arrived."""
+        args: list[str | int] = [at_ms, *(w.length_ms for w in self.windows)]
+        (raw,) = await self.scripts.run_many("read", [(self.keys(entity), args)])
+        return self._values(raw, "NEW").values
+
+    def _values(self, raw: list[Any], status: str) -> WindowValues:
+        values = {name: float(_text(v)) for name, v in zip(self.feature_names, raw, strict=True)}
+        return WindowValues(status, values)
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)

@@ -1,0 +1,147 @@
+"""The stream scorer against a real valkey and the prediction service's own registry and model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from app.predict.registry import ModelRegistry
+from app.stream.scorer import StreamScorer
+from tests.stream.conftest import IRIS, iris_events
+
+
+async def produce(client: aioredis.Redis, events: list[dict[str, Any]], key: str = "transactions:{0}") -> None:
+    pipe = client.pipeline(transaction=False)
+    for e in events:
+        pipe.xadd(key, {k: str(v) for k, v in e.items()})
+    await pipe.execute()
+
+
+async def drain(scorer: StreamScorer, rounds: int = 200) -> None:
+    """Step until a pass handles nothing and nothing is pending."""
+    await scorer.setup()
+    idle = 0
+    for _ in range(rounds):
+        handled = await scorer.step()
+        idle = idle + 1 if handled == 0 else 0
+        if idle >= 2:
+            return
+    raise AssertionError("the scorer did not drain the stream")
+
+
+async def decisions(client: aioredis.Redis, key: str = "decisions:{0}") -> list[dict[str, Any]]:
+    return [json.loads(f[b"decision"]) for _, f in await client.xrange(key)]
+
+
+async def test_scores_every_event_once_with_the_models_probabilities(
+    make_scorer: Any, client: aioredis.Redis, registry: ModelRegistry
+) -> None:
+    events = iris_events(300)
+    await produce(client, events)
+    scorer: StreamScorer = make_scorer(batch_size=64)
+    await drain(scorer)
+    out = await decisions(client)
+    assert sorted(d["event_id"] for d in out) == sorted(e["event_id"] for e in events)
+    lm = registry.get("iris")
+    x = np.array([[e[f] for f in IRIS] for e in events])
+    expected = lm.model.predict_proba(x)
+    by_id = {d["event_id"]: d for d in out}
+    for i, e in enumerate(events):
+        got = by_id[e["event_id"]]
+        assert [got["probabilities"][str(c)] for c in lm.model.classes] == expected[i].tolist()
+        assert got["version"] == lm.version
+    # the HTTP API's lookup by event id
+    assert await scorer.decision("e7") == by_id["e7"]
+    assert (await client.xpending("transactions:{0}", "scorer"))["pending"] == 0
+
+
+async def test_a_redelivered_event_changes_nothing(make_scorer: Any, client: aioredis.Redis) -> None:
+    events = iris_events(50)
+    await produce(client, events)
+    scorer: StreamScorer = make_scorer()
+    await drain(scorer)
+    first = await decisions(client)
+    state = await scorer.features.read(events[0]["user_id"], events[-1]["event_time_ms"])
+    await produce(client, events[:20])  # a producer retried: the same event ids again
+    await drain(scorer)
+    assert await decisions(client) == first
+    assert await scorer.features.read(events[0]["user_id"], events[-1]["event_time_ms"]) == state
+
+
+async def test_a_crashed_consumers_pending_events_are_taken_over(make_scorer: Any, client: aioredis.Redis) -> None:
+    events = iris_events(80)
+    await produce(client, events)
+    scorer: StreamScorer = make_scorer(consumer="survivor", claim_idle_ms=100)
+    await scorer.setup()
+    # Another consumer reads half the stream and dies before acknowledging anything.
+    await client.xreadgroup("scorer", "crashed", {"transactions:{0}": ">"}, count=40)
+    await asyncio.sleep(0.15)
+    await drain(scorer)
+    out = await decisions(client)
+    assert sorted(d["event_id"] for d in out) == sorted(e["event_id"] for e in events)
+    assert (await client.xpending("transactions:{0}", "scorer"))["pending"] == 0
+
+
+async def test_malformed_events_are_dead_lettered_at_once_and_block_nothing(
+    make_scorer: Any, client: aioredis.Redis
+) -> None:
+    good = iris_events(10)
+    bad: list[dict[str, Any]] = [
+        {"event_id": "no-time", "user_id": 1, "amount": 1, **dict.fromkeys(IRIS, 1.0)},
+        {**good[0], "event_id": "nan", "petal_length_cm": "nan"},
+        {**good[0], "event_id": "text", "amount": "ten"},
+        {**good[0], "event_id": "frac-user", "user_id": "1.5"},
+        {"junk": "x"},
+    ]
+    await produce(client, [*bad, *good])
+    await drain(make_scorer())
+    dead = {f[b"reason"].decode() for _, f in await client.xrange("dead-letters:{0}")}
+    assert dead == {
+        "malformed: missing field 'event_time_ms'",
+        "malformed: petal_length_cm: not a finite number: 'nan'",
+        "malformed: amount: not a number: 'ten'",
+        "malformed: user_id: must be an integer in [-9007199254740992, 2**53), got '1.5'",
+        "malformed: missing field 'event_id'",
+    }
+    assert len(await decisions(client)) == len(good)
+    assert (await client.xpending("transactions:{0}", "scorer"))["pending"] == 0
+
+
+async def test_events_that_keep_failing_go_to_the_dead_letter_stream_with_the_reason(
+    make_scorer: Any, client: aioredis.Redis
+) -> None:
+    await produce(client, iris_events(5))
+    scorer: StreamScorer = make_scorer(model="no-such-model", max_deliveries=3)
+    await drain(scorer, rounds=400)
+    dead = [f for _, f in await client.xrange("dead-letters:{0}")]
+    assert len(dead) == 5
+    reason = dead[0][b"reason"].decode()
+    assert reason.startswith("delivered 4 times without success; last error: UnknownModelError")
+    assert json.loads(dead[0][b"event"])["event_id"] == "e0"  # the original event travels with it
+    assert await decisions(client) == []
+
+
+async def test_windows_equal_a_brute_force_recount_under_shuffled_late_events(
+    make_scorer: Any, client: aioredis.Redis
+) -> None:
+    events = iris_events(400, seed=3)
+    rng = np.random.default_rng(1)
+    # out of order: each event delayed by up to 5 minutes of event time
+    order = np.argsort([e["event_time_ms"] + rng.integers(0, 300_000) for e in events])
+    await produce(client, [events[i] for i in order])
+    scorer: StreamScorer = make_scorer(batch_size=32)
+    await drain(scorer)
+    t = np.array([e["event_time_ms"] for e in events])
+    u = np.array([e["user_id"] for e in events])
+    a = np.array([e["amount"] for e in events])
+    for user in np.unique(u)[:8]:
+        for at in (int(t.max()), int(np.median(t))):
+            got = await scorer.features.read(int(user), at)
+            for name, w in (("10m", 600_000), ("1h", 3_600_000)):
+                sel = (u == user) & (t > at - w) & (t <= at)
+                assert got[f"count_{name}"] == sel.sum()
+                assert abs(got[f"amount_sum_{name}"] - a[sel].sum()) < 1e-6
