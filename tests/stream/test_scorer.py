@@ -33,8 +33,14 @@ async def drain(scorer: StreamScorer, rounds: int = 200) -> None:
     raise AssertionError("the scorer did not drain the stream")
 
 
+async def entries(client: aioredis.Redis, key: str) -> list[dict[str, str]]:
+    """A stream's entries' fields, decoded."""
+    raw: Any = await client.xrange(key)
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in raw]
+
+
 async def decisions(client: aioredis.Redis, key: str = "decisions:{0}") -> list[dict[str, Any]]:
-    return [json.loads(f[b"decision"]) for _, f in await client.xrange(key)]
+    return [json.loads(f["decision"]) for f in await entries(client, key)]
 
 
 async def test_scores_every_event_once_with_the_models_probabilities(
@@ -99,7 +105,7 @@ async def test_malformed_events_are_dead_lettered_at_once_and_block_nothing(
     ]
     await produce(client, [*bad, *good])
     await drain(make_scorer())
-    dead = {f[b"reason"].decode() for _, f in await client.xrange("dead-letters:{0}")}
+    dead = {f["reason"] for f in await entries(client, "dead-letters:{0}")}
     assert dead == {
         "malformed: missing field 'event_time_ms'",
         "malformed: petal_length_cm: not a finite number: 'nan'",
@@ -117,11 +123,11 @@ async def test_events_that_keep_failing_go_to_the_dead_letter_stream_with_the_re
     await produce(client, iris_events(5))
     scorer: StreamScorer = make_scorer(model="no-such-model", max_deliveries=3)
     await drain(scorer, rounds=400)
-    dead = [f for _, f in await client.xrange("dead-letters:{0}")]
+    dead = await entries(client, "dead-letters:{0}")
     assert len(dead) == 5
-    reason = dead[0][b"reason"].decode()
+    reason = dead[0]["reason"]
     assert reason.startswith("delivered 4 times without success; last error: UnknownModelError")
-    assert json.loads(dead[0][b"event"])["event_id"] == "e0"  # the original event travels with it
+    assert json.loads(dead[0]["event"])["event_id"] == "e0"  # the original event travels with it
     assert await decisions(client) == []
 
 
