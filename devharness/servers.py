@@ -153,12 +153,12 @@ def valkey_binary() -> str:
 
 
 class RedisServer(Stoppable):
-    """valkey-server (Redis protocol) on a free port; ``cluster=True`` makes a one-node Redis Cluster."""
+    """valkey-server (Redis protocol) on a free port; ``cluster=True`` makes a one-node Redis Cluster;
+    ``persistent=True`` keeps an append-only file, so that ``restart()`` comes back with the data."""
 
-    def __init__(self, workdir: Path, cluster: bool = False) -> None:
-        import redis
-
+    def __init__(self, workdir: Path, cluster: bool = False, persistent: bool = False) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir = workdir
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         argv = [
@@ -170,7 +170,9 @@ class RedisServer(Stoppable):
             "--save",
             "",
             "--appendonly",
-            "no",
+            "yes" if persistent else "no",
+            "--appendfsync",
+            "always",
             "--dir",
             str(workdir),
             "--protected-mode",
@@ -186,11 +188,18 @@ class RedisServer(Stoppable):
                 "--cluster-port",
                 str(free_port()),
             ]
-        self.server = Server(argv, workdir / "valkey.log")
+        self.argv = argv
+        self.cluster = cluster
+        self._start(first=True)
+
+    def _start(self, first: bool) -> None:
+        import redis
+
+        self.server = Server(self.argv, self.workdir / "valkey.log")
         client = redis.Redis(port=self.port)
         try:
             wait_until(lambda: bool(client.ping()), 20, "valkey", self.server.proc, self.server.log)
-            if cluster:
+            if self.cluster and first:
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)  # type: ignore[no-untyped-call]
                 wait_until(
                     lambda: b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO"),  # type: ignore[no-untyped-call]
@@ -205,6 +214,11 @@ class RedisServer(Stoppable):
 
     def stop(self) -> None:
         self.server.stop()
+
+    def restart(self) -> None:
+        """Stop (SIGTERM) and start again on the same port and directory."""
+        self.server.stop()
+        self._start(first=False)
 
 
 def debian_binary(name: str, package: str) -> str:

@@ -22,7 +22,7 @@ from app.features.materialize import MaterializationLockedError
 from app.features.offline import OfflineStoreError
 from app.features.online import OnlineStoreUnavailableError
 from app.modelstore import ModelStoreError, model_store
-from jobs import batch_predict, export_edge, featurestore, monitoring, multimodal, rollout, summary, train, wait
+from jobs import batch_predict, export_edge, featurestore, monitoring, multimodal, rollout, stream, summary, train, wait
 from jobs.settings import Handler, JobSettings
 
 EXIT_LOCKED = 3
@@ -60,6 +60,7 @@ def build_parser(settings: JobSettings | None = None) -> argparse.ArgumentParser
     export_edge.add_parser(sub)
     rollout.add_parser(sub, settings)
     wait.add_parser(sub)
+    stream.add_parser(sub)
     monitoring.add_parsers(sub)
     return parser
 
@@ -73,7 +74,16 @@ def promote(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
 
 def list_models(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     store = model_store(settings)
-    return {"models": {n: {"latest": store.latest(n), "versions": store.list_versions(n)} for n in store.list_models()}}
+    return {
+        "models": {
+            n: {
+                "latest": store.latest(n),
+                "versions": store.list_versions(n),
+                "data_versions": train.data_versions(store, n),
+            }
+            for n in store.list_models()
+        }
+    }
 
 
 def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
