@@ -143,7 +143,7 @@ def _pad(rows: Sequence[NDArray[np.float64]], fill_last: bool = False) -> NDArra
 
 def compare(
     profile: ReferenceProfile,
-    served: Mapping[str, NDArray[np.float64]],
+    served: Mapping[str, NDArray[np.float64] | NDArray[np.int64]],
     thresholds: Mapping[str, float] | None = None,
 ) -> list[FeatureDrift]:
     """Drift of every profiled feature and of the score against the served bin counts (``served``: name

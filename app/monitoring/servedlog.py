@@ -38,6 +38,43 @@ def served_dataset(model: str) -> str:
     return f"{SERVED_DATASET}/{model}"
 
 
+def read_served(
+    url: str,
+    model: str,
+    start: datetime,
+    end: datetime,
+    columns: list[str],
+    s3_endpoint_url: str | None = None,
+) -> pa.Table:
+    """Rows of a model's served log with ``start <= ts < end``, reading only the days in the window.
+    The log is plain Parquet files (appended by many workers), read here directly rather than as a
+    dataset of the offline store."""
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    from app.features.offline import OfflineStore
+
+    store = OfflineStore(url, s3_endpoint_url=s3_endpoint_url)
+    root = store.path(served_dataset(model))
+    first, last = start.astimezone(UTC).strftime("%Y-%m-%d"), end.astimezone(UTC).strftime("%Y-%m-%d")
+    infos = store.fs.get_file_info(pafs.FileSelector(root, recursive=True, allow_not_found=True))
+    files = [
+        i.path
+        for i in infos
+        if i.type == pafs.FileType.File
+        and i.base_name.endswith(".parquet")
+        and (day := i.path[len(root) + 1 :].split("/", 1)[0].removeprefix("date=")) >= first
+        and day <= last
+    ]
+    if not files:
+        raise ValueError(f"no served-data log of model {model!r} under {url} between {first} and {last}")
+    ts = ds.field("ts")
+    flt = (ts >= pa.scalar(start, pa.timestamp("us", tz="UTC"))) & (ts < pa.scalar(end, pa.timestamp("us", tz="UTC")))
+    return ds.dataset(sorted(files), filesystem=store.fs, format="parquet").to_table(
+        columns=["ts", *columns], filter=flt
+    )
+
+
 class _Batch:
     def __init__(self, version: str, features: list[str]) -> None:
         self.version, self.features = version, features

@@ -134,14 +134,11 @@ def from_served_log(
     """Rows of the sampled log in [end - window, end), binned against the profile."""
     import pyarrow.compute as pc
 
-    from app.features.offline import OfflineStore
-    from app.monitoring.servedlog import served_dataset
+    from app.monitoring.servedlog import read_served
 
-    store = OfflineStore(url, s3_endpoint_url=s3_endpoint_url)
     names = list(profile.features)
-    table = store.read_window(
-        served_dataset(model), "ts", end - timedelta(seconds=window_seconds(window)), end, [*names, "score", "version"]
-    )
+    start = end - timedelta(seconds=window_seconds(window))
+    table = read_served(url, model, start, end, [*names, "score", "version"], s3_endpoint_url)
     table = table.filter(pc.equal(table.column("version"), version))
     x = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names]) if names else np.zeros((0, 0))
     scores = table.column("score").to_numpy(zero_copy_only=False)
