@@ -65,17 +65,12 @@ def export_store_model(store: ModelStore, ref: str, hmac_key: bytes | None) -> t
     import numpy as np
 
     from app.edge import sklearn_export
-    from app.predict.model import ModelLoadError, SklearnModel
 
     name, version = resolve(store, ref)
     meta, artifact = store.read_version(name, version)  # sha256 checked against the metadata
-    model = SklearnModel(meta)
-    try:
-        model.load(artifact, hmac_key=hmac_key)  # the signature, when a key is set, and the trainer's numbers
-    except ModelLoadError as exc:
-        raise ValueError(str(exc)) from None
+    estimator = sklearn_export.load_estimator(meta, artifact, hmac_key=hmac_key)
     held_out = np.asarray(meta.verification.inputs, dtype=np.float64)
-    parts = sklearn_export.export(model.estimator, meta, held_out)
+    parts = sklearn_export.export(estimator, meta, held_out)
     parts["source"] = {
         "name": name,
         "version": version,

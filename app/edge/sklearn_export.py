@@ -18,10 +18,35 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.edge.bundle import ExportError, Variant, float_parity, run_onnx
-from app.modelstore.metadata import ModelMetadata
+from app.modelstore.metadata import ModelMetadata, signature_ok
 from app.onnx.session import ONNX_INPUT, PROBABILITIES_OUTPUT
 
 MODEL_FILE = "model.onnx"
+
+
+def load_estimator(meta: ModelMetadata, artifact: bytes, *, hmac_key: bytes | None = None) -> Any:
+    """The store's estimator (its sha256 already checked by the store), refused unless its signature holds
+    (when a key is set) and scikit-learn here reproduces the trainer's verification probabilities: the
+    bundle is checked against this estimator, so it must be the one the trainer published."""
+    import io
+    import pickle
+
+    where = f"{meta.name}:{meta.version}"
+    if hmac_key is not None and not signature_ok(meta, hmac_key):
+        raise ExportError(f"{where}: signature missing or invalid for the configured artifact key")
+    try:
+        estimator = pickle.load(io.BytesIO(artifact))  # trusted as the store is (docs/design.md, "Artifact trust")
+    except Exception as exc:
+        raise ExportError(f"{where}: cannot unpickle the artifact: {exc}") from exc
+    classes = [c.item() if hasattr(c, "item") else c for c in getattr(estimator, "classes_", [])]
+    if classes != list(meta.classes):
+        raise ExportError(f"{where}: estimator classes {classes} differ from the metadata's {meta.classes}")
+    x = np.asarray(meta.verification.inputs, dtype=np.float64)
+    recorded = np.asarray(meta.verification.probabilities, dtype=np.float64)
+    got = source_probabilities(estimator, x)
+    if got.shape != recorded.shape or not np.allclose(got, recorded, rtol=0.0, atol=1e-9):
+        raise ExportError(f"{where}: scikit-learn here does not reproduce the trainer's probabilities")
+    return estimator
 
 
 def _leading_scalers(estimator: Any) -> tuple[list[Any], Any]:
