@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
 from app.predict.registry import ModelRegistry
 from app.stream.scorer import StreamScorer
-from tests.stream.conftest import IRIS, iris_events
+from devharness import RedisServer
+from tests.stream.conftest import IRIS, iris_events, stream_settings
 
 
 async def produce(client: aioredis.Redis, events: list[dict[str, Any]], key: str = "transactions:{0}") -> None:
@@ -151,3 +155,47 @@ async def test_windows_equal_a_brute_force_recount_under_shuffled_late_events(
                 sel = (u == user) & (t > at - w) & (t <= at)
                 assert got[f"count_{name}"] == sel.sum()
                 assert abs(got[f"amount_sum_{name}"] - a[sel].sum()) < 1e-6
+
+
+async def test_shards_over_a_redis_cluster(
+    tmp_path_factory: pytest.TempPathFactory, trained_store: Path, registry: ModelRegistry
+) -> None:
+    srv = RedisServer(tmp_path_factory.mktemp("cluster"), cluster=True)
+    client = RedisCluster.from_url(srv.url)
+    try:
+        settings = stream_settings(srv.url, trained_store, redis_cluster=True, shards=3)
+        scorer = StreamScorer(settings, client, registry)
+        events = iris_events(120)
+        for e in events:
+            await client.xadd(scorer.keys.events(scorer.keys.shard_of(e["user_id"])), {k: str(v) for k, v in e.items()})
+        await drain(scorer)
+        ids: list[str] = []
+        for shard in range(3):
+            raw: Any = await client.xrange(scorer.keys.decisions(shard))
+            ids += [json.loads(f[b"decision"])["event_id"] for _, f in raw]
+        assert sorted(ids) == sorted(e["event_id"] for e in events)
+        assert (await scorer.decision("e5") or {}).get("event_id") == "e5"
+    finally:
+        await client.aclose()
+        srv.stop()
+
+
+async def test_lag_and_pending_gauges(make_scorer: Any, client: aioredis.Redis) -> None:
+    from prometheus_client import REGISTRY
+
+    def gauge(name: str) -> float | None:
+        return REGISTRY.get_sample_value(name, {"stream": "transactions", "shard": "0"})
+
+    await produce(client, iris_events(50))
+    scorer: StreamScorer = make_scorer()
+    await scorer.setup()
+    await client.xreadgroup("scorer", "slow", {"transactions:{0}": ">"}, count=10)  # delivered, not acked
+    await scorer.update_gauges()
+    assert gauge("stream_consumer_lag_entries") == 40
+    assert gauge("stream_pending_entries") == 10
+    assert (gauge("stream_oldest_pending_age_seconds") or 0) >= 0
+    await asyncio.sleep(0.25)  # past claim_idle_ms: the scorer takes the slow consumer's entries over
+    await drain(scorer)
+    await scorer.update_gauges()
+    assert gauge("stream_consumer_lag_entries") == 0
+    assert gauge("stream_pending_entries") == 0
