@@ -25,6 +25,7 @@ from app.modelstore.metadata import (
     FeatureSpec,
     ModelMetadata,
     OnlineFeatures,
+    OnnxArtifact,
     TrainingData,
     VerificationSample,
     sha256_hex,
@@ -50,6 +51,8 @@ class TrainingRun:
     params: dict[str, Any]
     online_features: OnlineFeatures | None = None
     reference_profile: dict[str, Any] | None = None  # app.monitoring.profile.ReferenceProfile, dumped
+    table_versions: dict[str, int] | None = None  # offline tables read -> version (jobs train --as-of-version)
+    entity_fingerprint: str | None = None  # of the point-in-time join's entity rows
 
 
 def fingerprint(x: NDArray[Any], y: NDArray[Any]) -> str:
@@ -89,7 +92,11 @@ def package_sklearn(
         target_name=run.target_name,
         metrics=run.metrics,
         training_data=TrainingData(
-            source=run.source, rows=len(run.x_train), fingerprint=fingerprint(run.x_train, run.y_train)
+            source=run.source,
+            rows=len(run.x_train),
+            fingerprint=fingerprint(run.x_train, run.y_train),
+            table_versions=run.table_versions or {},
+            entity_fingerprint=run.entity_fingerprint,
         ),
         library_versions={
             "python": platform.python_version(),
@@ -107,6 +114,29 @@ def package_sklearn(
     return meta, artifact
 
 
+def package_onnx(
+    estimator: Any, meta: ModelMetadata, run: TrainingRun, *, hmac_key: bytes | None = None
+) -> tuple[ModelMetadata, bytes | None]:
+    """The metadata with its ``onnx`` entry and the graph, verified on every held-out row (app/onnx/publishing.py);
+    or, when the model does not convert or the graph disagrees, with ``onnx_unavailable`` saying why and no graph."""
+    from app.onnx.publishing import export_verified
+
+    export = export_verified(estimator, len(run.feature_names), run.x_test, run.test_probabilities, name=meta.name)
+    if export.graph is None or export.report is None:
+        return meta.model_copy(update={"onnx_unavailable": export.reason}), None
+    digest = sha256_hex(export.graph)
+    entry = OnnxArtifact(
+        sha256=digest,
+        size_bytes=len(export.graph),
+        signature=sign(digest, hmac_key) if hmac_key else None,
+        opsets=export.opsets or {},
+        converter=export.converter,
+        max_abs_diff=export.report.max_abs_diff,
+        rows_checked=export.report.rows,
+    )
+    return meta.model_copy(update={"onnx": entry}), export.graph
+
+
 def publish_sklearn(
     store: ModelStore,
     estimator: Any,
@@ -116,8 +146,13 @@ def publish_sklearn(
     hmac_key: bytes | None = None,
     version: str | None = None,
     set_latest: bool = True,
+    onnx: bool = True,
 ) -> ModelMetadata:
-    """Package the estimator and publish it to ``store`` (metadata written last, then ``latest``)."""
+    """Package the estimator and publish it to ``store`` (metadata written last, then ``latest``); with ``onnx``
+    (the default) the ONNX graph the service runs is stored beside the pickle when the model converts."""
     meta, artifact = package_sklearn(estimator, name, run, hmac_key=hmac_key, version=version)
-    store.publish(meta, artifact, set_latest=set_latest)
+    graph = None
+    if onnx:
+        meta, graph = package_onnx(estimator, meta, run, hmac_key=hmac_key)
+    store.publish(meta, artifact, set_latest=set_latest, onnx_graph=graph)
     return meta

@@ -4,6 +4,7 @@ Layout, identical on both backends::
 
     <root>/<model>/versions/<version>/model.pkl
     <root>/<model>/versions/<version>/metadata.json
+    <root>/<model>/versions/<version>/model.onnx   # when the publisher converted it (metadata "onnx")
     <root>/<model>/latest                 # text: the version to serve
 
 Publishing is atomic for readers, who only ever follow ``latest``:
@@ -132,19 +133,40 @@ class ModelStore(abc.ABC):
             )
         return meta, data
 
-    def publish(self, meta: ModelMetadata, artifact: bytes, *, set_latest: bool = True) -> None:
-        """Write a new version; then (by default) point ``latest`` at it."""
+    def read_onnx(self, meta: ModelMetadata) -> bytes:
+        """The version's ONNX graph (metadata ``onnx``), its sha256 checked like the artifact's."""
+        if meta.onnx is None:
+            raise ModelStoreError(f"model {meta.name!r} version {meta.version!r} was published without an ONNX graph")
+        data = self._read(f"{meta.name}/versions/{meta.version}/{meta.onnx.file}")
+        if data is None:
+            raise ModelStoreError(f"model {meta.name!r} version {meta.version!r}: {meta.onnx.file} is missing")
+        digest = sha256_hex(data)
+        if digest != meta.onnx.sha256:
+            raise ArtifactIntegrityError(
+                f"model {meta.name!r} version {meta.version!r}: {meta.onnx.file} sha256 {digest[:12]}... does not "
+                f"match metadata {meta.onnx.sha256[:12]}..."
+            )
+        return data
+
+    def publish(
+        self, meta: ModelMetadata, artifact: bytes, *, set_latest: bool = True, onnx_graph: bytes | None = None
+    ) -> None:
+        """Write a new version (with its ONNX graph when the metadata lists one); then (by default) point
+        ``latest`` at it."""
         _check_name(meta.name)
         _check_version(meta.version)
         if sha256_hex(artifact) != meta.sha256:
             raise ArtifactIntegrityError("metadata sha256 does not match the artifact being published")
+        if (meta.onnx is None) != (onnx_graph is None):
+            raise ModelStoreError("an ONNX graph is published exactly when the metadata lists one (onnx)")
+        if meta.onnx is not None and onnx_graph is not None and sha256_hex(onnx_graph) != meta.onnx.sha256:
+            raise ArtifactIntegrityError("metadata onnx.sha256 does not match the ONNX graph being published")
         if meta.version in self._list_versions(meta.name):
             raise ModelStoreError(f"model {meta.name!r} version {meta.version!r} already exists")
-        self._write_version(
-            meta.name,
-            meta.version,
-            {meta.artifact_file: artifact, METADATA_FILE: meta.model_dump_json(indent=2).encode()},
-        )
+        files = {meta.artifact_file: artifact, METADATA_FILE: meta.model_dump_json(indent=2).encode()}
+        if meta.onnx is not None and onnx_graph is not None:
+            files[meta.onnx.file] = onnx_graph
+        self._write_version(meta.name, meta.version, files)
         if set_latest:
             self._write_latest(meta.name, meta.version)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 
 # The contract between the converter and every consumer (service, edge export): one float32 input
 # [rows, features]; a label output and a [rows, classes] probability output, no ZipMap.
@@ -74,3 +76,24 @@ def graph_input_features(session: Any) -> int | None:
 
 def graph_input_type(session: Any) -> str:
     return str(session.get_inputs()[0].type)
+
+
+class OnnxPredictor:
+    """``predict_proba`` through an onnxruntime session: a [rows, features] float64 batch in, one tensor per call."""
+
+    def __init__(self, onnx_bytes: bytes, n_features: int, *, intra_op_threads: int, inter_op_threads: int) -> None:
+        self.session = make_session(onnx_bytes, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+        if graph_input_type(self.session) != "tensor(float)":
+            raise OnnxGraphError(
+                f"the graph's input is {graph_input_type(self.session)}, expected tensor(float) (float32 features)"
+            )
+        width = graph_input_features(self.session)
+        if width is not None and width != n_features:
+            raise OnnxGraphError(f"the graph's input takes {width} features, the model has {n_features}")
+        self.n_features = n_features
+        self._outputs = [PROBABILITIES_OUTPUT]
+
+    def predict_proba(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        # The whole micro-batch is one tensor: one run() whatever the number of rows.
+        (proba,) = self.session.run(self._outputs, {ONNX_INPUT: x.astype(np.float32)})
+        return np.asarray(proba, dtype=np.float64)

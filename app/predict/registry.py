@@ -281,8 +281,19 @@ class ModelRegistry:
                 online = OnlineInputs(meta, self.repo, self.reader, self.settings.missing_entity_policy)
             except OnlineInputsError as exc:
                 raise ModelLoadError(f"{name}:{version}: {exc}") from exc
+        # The graph is read (sha256 checked) only when it will run; a missing or corrupt one refuses the version.
+        graph = self.store.read_onnx(meta) if meta.onnx is not None and self.settings.engine == "onnxruntime" else None
         model = SklearnModel(meta)
-        model.load(artifact, hmac_key=self._hmac_key, tolerance=self.settings.verify_tolerance)
+        model.load(
+            artifact,
+            hmac_key=self._hmac_key,
+            tolerance=self.settings.verify_tolerance,
+            onnx_graph=graph,
+            engine=self.settings.engine,
+            onnx_tolerance=self.settings.onnx_tolerance,
+            intra_op_threads=self.settings.ort_intra_op_threads,
+            inter_op_threads=self.settings.ort_inter_op_threads,
+        )
         try:  # a corrupt or mismatched reference profile refuses the version like a bad artifact
             monitor = monitor_for(name, version, model.feature_names, meta.reference_profile)
         except ProfileError as exc:

@@ -102,7 +102,7 @@ def test_a_version_whose_transform_cannot_be_imported_is_refused(served: dict[st
             "online_features": meta.online_features.model_copy(update={"transform": "tests.features.nowhere:risk_v1"}),
         }
     )
-    store.publish(broken, artifact, set_latest=True)
+    store.publish(broken, artifact, set_latest=True, onnx_graph=store.read_onnx(meta))
     log: Path = served["srv"].server.log
     wait_until(lambda: "tests.features.nowhere" in log.read_text(), 20, "the rejection in the log")
     assert "cannot import 'tests.features.nowhere'" in log.read_text()

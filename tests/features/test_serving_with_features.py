@@ -97,7 +97,8 @@ def test_served_predictions_equal_offline_ones(platform: dict[str, Any]) -> None
     r = httpx.post(srv.url + "/v1/models/fraud/predict", json=body)
     assert r.status_code == 200, r.text
     got = np.array([[p["0"], p["1"]] for p in r.json()["probabilities"]])
-    np.testing.assert_allclose(got, expected[present], atol=1e-9)
+    # float32 ONNX engine: held to scikit-learn at 1e-5 (PREDICT_ONNX_TOLERANCE)
+    np.testing.assert_allclose(got, expected[present], atol=1e-5)
     assert set(r.json()["feature_status"]) == {"PRESENT"}
     # the V2 protocol with one tensor per request field works the same
     v2 = {
@@ -114,7 +115,7 @@ def test_served_predictions_equal_offline_ones(platform: dict[str, Any]) -> None
     r2 = httpx.post(srv.url + "/v2/models/fraud/infer", json=v2)
     assert r2.status_code == 200, r2.text
     proba = np.array(next(o for o in r2.json()["outputs"] if o["name"] == "predict_proba")["data"]).reshape(-1, 2)
-    np.testing.assert_allclose(proba, expected[present], atol=1e-9)
+    np.testing.assert_allclose(proba, expected[present], atol=1e-5)
 
 
 def test_unknown_entity_and_bad_ids(platform: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ def reference(store: ModelStore, name: str) -> SklearnModel:
     assert v is not None
     meta, data = store.read_version(name, v)
     m = SklearnModel(meta)
-    m.load(data)
+    m.load(data, onnx_graph=store.read_onnx(meta) if meta.onnx is not None else None)  # as the service loads it
     return m
 
 

@@ -34,7 +34,7 @@ def _publish(store: LocalModelStore, version: str, minutes: int, *, corrupt: boo
     copy = ModelMetadata.model_validate(
         {**meta.model_dump(), "version": version, "created_at": created.astimezone(UTC).isoformat()}
     )
-    store.publish(copy, artifact, set_latest=latest)
+    store.publish(copy, artifact, set_latest=latest, onnx_graph=store.read_onnx(meta))
     if corrupt:
         path = store.root / NAME / "versions" / version / meta.artifact_file
         path.write_bytes(artifact[: len(artifact) // 2])

@@ -134,7 +134,7 @@ def test_hot_reload_under_load_and_broken_artifacts(
         good_meta, _ = store_copy.read_version("breast-cancer", new.version)
         junk = b"definitely not a pickle"
         broken = good_meta.model_copy(
-            update={"version": "v-broken", "sha256": sha256_hex(junk), "size_bytes": len(junk)}
+            update={"version": "v-broken", "sha256": sha256_hex(junk), "size_bytes": len(junk), "onnx": None}
         )
         store_copy.publish(broken, junk)
         wait_until(

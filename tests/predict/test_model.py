@@ -16,15 +16,15 @@ def _load(store: LocalModelStore, name: str = "breast-cancer", **kw: object) -> 
     assert v is not None
     meta, data = store.read_version(name, v)
     m = SklearnModel(meta)
-    m.load(data, **kw)  # type: ignore[arg-type]
+    m.load(data, onnx_graph=store.read_onnx(meta), **kw)  # type: ignore[arg-type]
     return m
 
 
-def test_loads_verified_with_compiled_engine(store_copy: LocalModelStore) -> None:
+def test_loads_verified_with_onnx_engine(store_copy: LocalModelStore) -> None:
     m = _load(store_copy)
-    assert m.engine == "compiled-trees"
+    assert m.engine == "onnxruntime" and "verified" in m.engine_reason
     x = np.asarray(m.meta.verification.inputs)
-    np.testing.assert_allclose(m.predict_proba(x), m.estimator.predict_proba(x), atol=1e-12)
+    np.testing.assert_allclose(m.predict_proba(x), m.estimator.predict_proba(x), atol=1e-5)
 
 
 def test_reproduction_failure_is_refused(store_copy: LocalModelStore) -> None:
@@ -48,12 +48,19 @@ def test_valid_signature_loads(store_copy: LocalModelStore) -> None:
     v = store_copy.latest("iris")
     assert v is not None
     meta, data = store_copy.read_version("iris", v)
-    signed = meta.model_copy(update={"signature": sign(meta.sha256, b"secret")})
+    graph = store_copy.read_onnx(meta)
+    assert meta.onnx is not None
+    signed_onnx = meta.onnx.model_copy(update={"signature": sign(meta.onnx.sha256, b"secret")})
+    signed = meta.model_copy(update={"signature": sign(meta.sha256, b"secret"), "onnx": signed_onnx})
     m = SklearnModel(signed)
-    m.load(data, hmac_key=b"secret")
-    assert m.engine == "compiled-trees"
+    m.load(data, hmac_key=b"secret", onnx_graph=graph)
+    assert m.engine == "onnxruntime"
     with pytest.raises(ModelLoadError, match="signature"):
-        SklearnModel(signed).load(data, hmac_key=b"other")
+        SklearnModel(signed).load(data, hmac_key=b"other", onnx_graph=graph)
+    # The pickle signed, the graph not: the graph is refused, not silently skipped.
+    half = meta.model_copy(update={"signature": sign(meta.sha256, b"secret")})
+    with pytest.raises(ModelLoadError, match=r"ONNX graph model.onnx: signature missing"):
+        SklearnModel(half).load(data, hmac_key=b"secret", onnx_graph=graph)
 
 
 def test_garbage_and_wrong_estimators_are_refused(store_copy: LocalModelStore) -> None:

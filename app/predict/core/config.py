@@ -32,6 +32,22 @@ class Settings(ServiceSettings, ModelStoreSettings):
     verify_tolerance: float = Field(default=1e-9, ge=0.0)
     """Max absolute difference allowed between served and trainer-computed verification probabilities."""
 
+    engine: Literal["onnxruntime", "sklearn"] = "onnxruntime"
+    """What runs a model: onnxruntime, with the ONNX graph its publisher stored and verified (a version
+    without one is served by scikit-learn, the reason logged); ``sklearn`` ignores the graphs."""
+
+    onnx_tolerance: float = Field(default=1e-5, ge=0.0)
+    """Max absolute difference between the ONNX graph's and the trainer's verification probabilities (float32
+    graphs land near 1e-7); beyond it, or with a label flip away from a tie, the version is refused."""
+
+    ort_intra_op_threads: int = Field(default=1, ge=1, le=64)
+    """onnxruntime threads inside one operator, per session in each worker. 1: the worker's own thread runs the
+    graph and WEB_CONCURRENCY workers use WEB_CONCURRENCY cores (onnxruntime's default, one thread per core in
+    every worker, oversubscribes the pod's CPUs). Raise it when a pod has more cores than workers."""
+
+    ort_inter_op_threads: int = Field(default=1, ge=1, le=64)
+    """onnxruntime threads running independent operators in parallel; the executor is sequential, so 1."""
+
     batching_enabled: bool = True
     """Coalesce concurrent requests for one model into one vectorized predict call."""
 
