@@ -155,20 +155,21 @@ def bin_rows(
 
 
 def numeric_profile(values: NDArray[np.float64], bins: int = DEFAULT_BINS) -> NumericProfile:
-    present = values[~np.isnan(values)]
+    present = np.sort(values[~np.isnan(values)])  # one sort gives the quantiles, the counts and the range
     if present.size == 0:
         raise ProfileError("cannot profile a feature with no values")
     qs = np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1])
     edges = np.unique(qs)  # ties (a feature with heavy point masses) merge bins
-    # A bin is [edge_i-1, edge_i): the same rule serving applies with searchsorted(side="right").
-    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
+    # A bin is [edge_i-1, edge_i): the rule serving applies (searchsorted side="right" on the edges).
+    below = np.searchsorted(present, edges, side="left")
+    counts = np.diff(np.concatenate([[0], below, [present.size]]))
     return NumericProfile(
         edges=edges.tolist(),
         counts=counts.tolist(),
         rows=int(values.size),
         missing=int(values.size - present.size),
-        min=float(present.min()),
-        max=float(present.max()),
+        min=float(present[0]),
+        max=float(present[-1]),
         mean=float(present.mean()),
         std=float(present.std()),
     )
@@ -187,7 +188,9 @@ def categorical_profile(values: NDArray[np.float64]) -> CategoricalProfile:
 
 def is_categorical(values: NDArray[np.float64], max_categories: int = MAX_CATEGORIES) -> bool:
     present = values[~np.isnan(values)]
-    if present.size == 0 or not np.all(np.equal(np.mod(present, 1), 0)):
+    if present.size == 0 or not np.all(np.equal(np.mod(present[:1000], 1), 0)):
+        return False  # the first rows settle it for most continuous features, at once
+    if not np.all(np.equal(np.mod(present, 1), 0)):
         return False
     return len(np.unique(present)) <= max_categories
 

@@ -1,0 +1,235 @@
+"""Drift computation benchmark against Evidently, in one run on one machine.
+
+    python -m bench.drift [--rows 1000000] [--ref-rows 200000] [--features 20] [--skip-evidently]
+
+The same data for both: a reference of ``--ref-rows`` x ``--features`` standard normals and a served set
+of ``--rows`` rows where f3 is shifted by 0.5 std, as Parquet files (row groups of 100,000 rows).
+Evidently (its latest release, with pandas < 3, which it needs) runs from its own virtualenv,
+bench/.venvs/evidently, created on first use.
+
+Measures, each side in its own process (wall time from reading the files to the drift values, peak RSS
+of the process, imports excluded from the time but not from the RSS):
+
+* ours: the reference profile computed from the reference file, the served file binned row group by
+  row group (as serving bins requests: counts, never rows), all statistics of app/monitoring/drift.py;
+* Evidently: ``Report([DataDriftPreset()])`` on the two DataFrames (its default test for numeric
+  columns of this size is the normalized Wasserstein distance).
+
+Agreement: the reference and the first served rows quantized to our bins (each value replaced by its
+bin's representative), so both compute on the same binning; Evidently's own Jensen-Shannon and normalized
+Wasserstein functions against ours (to 1e-6), and our PSI against the textbook sum written out in
+Python. Detection: a 0.5 std shift of one feature in one 5,000-row window flagged on that feature alone,
+and the false-alarm rate over 100 no-drift windows, at the default thresholds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parent.parent
+EVIDENTLY_VENV = ROOT / "bench" / ".venvs" / "evidently"
+EVIDENTLY_PINS = ["evidently", "pandas<3"]  # the latest Evidently imports pandas internals pandas 3 removed
+ROW_GROUP = 100_000
+SHIFTED = "f3"
+
+OURS = """
+import json, resource, sys, time
+import numpy as np, pyarrow.parquet as pq
+from app.monitoring.drift import compare
+from app.monitoring.profile import bin_rows, compute_profile
+ref_path, cur_path = sys.argv[1], sys.argv[2]
+t = time.perf_counter()
+ref = pq.read_table(ref_path)
+names = ref.column_names
+profile = compute_profile(np.column_stack([c.to_numpy() for c in ref.columns]), names, np.zeros(1))
+del ref
+counts = None
+for batch in pq.ParquetFile(cur_path).iter_batches(batch_size=100_000):
+    x = np.column_stack([c.to_numpy() for c in batch.columns])
+    got = bin_rows(profile, x, None)
+    counts = got if counts is None else {k: counts[k] + v for k, v in got.items()}
+result = compare(profile, counts)
+seconds = time.perf_counter() - t
+print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "drifted": [d.feature for d in result if d.drifted]}))
+"""
+
+EVIDENTLY = """
+import json, resource, sys, time
+import pandas as pd
+from evidently import Report
+from evidently.presets import DataDriftPreset
+ref_path, cur_path = sys.argv[1], sys.argv[2]
+t = time.perf_counter()
+ref = pd.read_parquet(ref_path)
+cur = pd.read_parquet(cur_path)
+snapshot = Report([DataDriftPreset()]).run(current_data=cur, reference_data=ref)
+values = snapshot.dict()
+seconds = time.perf_counter() - t
+drifted = []
+for m in values["metrics"]:
+    cfg = m["config"]
+    if cfg.get("type", "").endswith("ValueDrift") and m["value"] >= cfg["threshold"]:
+        drifted.append(cfg["column"])
+import evidently
+print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "drifted": drifted, "version": evidently.__version__}))
+"""
+
+AGREEMENT = """
+import json, sys
+import pandas as pd
+from evidently.legacy.core import ColumnType
+from evidently.legacy.calculations.stattests.jensenshannon import _jensenshannon
+from evidently.legacy.calculations.stattests.wasserstein_distance_norm import _wasserstein_distance_norm
+ref = pd.read_parquet(sys.argv[1])
+cur = pd.read_parquet(sys.argv[2])
+out = {}
+for c in ref.columns:
+    js, _ = _jensenshannon(ref[c], cur[c], ColumnType.Numerical, 0.1)
+    w, _ = _wasserstein_distance_norm(ref[c], cur[c], ColumnType.Numerical, 0.1)
+    out[c] = {"js": float(js), "wasserstein": float(w)}
+print(json.dumps(out))
+"""
+
+
+def ensure_evidently() -> Path:
+    py = EVIDENTLY_VENV / "bin" / "python"
+    check = [str(py), "-c", "import evidently.presets, pandas; assert int(pandas.__version__.split('.')[0]) < 3"]
+    if not py.exists() or subprocess.run(check, check=False, capture_output=True).returncode != 0:
+        subprocess.run([sys.executable, "-m", "venv", str(EVIDENTLY_VENV)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", *EVIDENTLY_PINS], check=True)
+    return py
+
+
+def write_data(work: Path, rows: int, ref_rows: int, features: int, seed: int = 0) -> tuple[Path, Path]:
+    rng = np.random.default_rng(seed)
+    names = [f"f{i}" for i in range(features)]
+    ref_path, cur_path = work / "reference.parquet", work / "served.parquet"
+    pq.write_table(pa.table(dict(zip(names, rng.normal(size=(features, ref_rows)), strict=True))), ref_path)
+    with pq.ParquetWriter(cur_path, pa.schema([(n, pa.float64()) for n in names])) as w:
+        for lo in range(0, rows, ROW_GROUP):
+            part = rng.normal(size=(features, min(ROW_GROUP, rows - lo)))
+            part[names.index(SHIFTED)] += 0.5
+            w.write_table(pa.table(dict(zip(names, part, strict=True))))
+    return ref_path, cur_path
+
+
+def run_child(python: Path, code: str, *args: str) -> dict[str, Any]:
+    p = subprocess.run([str(python), "-c", code, *args], check=False, capture_output=True, text=True, cwd=ROOT)
+    if p.returncode != 0:
+        raise RuntimeError(f"{python} failed:\n{p.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(p.stdout.strip().splitlines()[-1])
+    return result
+
+
+def agreement(work: Path, ref_path: Path, cur_path: Path, evidently_py: Path | None) -> dict[str, Any]:
+    """Evidently's JS and Wasserstein on data quantized to our bins, against ours; PSI against the textbook."""
+    from app.monitoring.drift import compare
+    from app.monitoring.profile import NumericProfile, bin_rows, compute_profile
+
+    ref = pq.read_table(ref_path)
+    names = ref.column_names
+    x_ref = np.column_stack([c.to_numpy() for c in ref.columns])
+    x_cur = np.column_stack([c.to_numpy() for c in pq.ParquetFile(cur_path).read_row_group(0).columns])
+    profile = compute_profile(x_ref, names, np.zeros(1))
+    ours = {d.feature: d.statistics for d in compare(profile, bin_rows(profile, x_cur, None))}
+
+    textbook = 0.0
+    for name in names:  # PSI written out bin by bin, floors as in drift.py
+        fp = profile.features[name]
+        assert isinstance(fp, NumericProfile)
+        cur_counts = bin_rows(profile, x_cur, None)[name]
+        psi = 0.0
+        for e, a in zip(fp.counts, cur_counts.tolist(), strict=True):
+            p, q = max(e / sum(fp.counts), 1e-4), max(a / len(x_cur), 1e-4)
+            psi += (q - p) * math.log(q / p)
+        textbook = max(textbook, abs(psi - ours[name]["psi"]))
+    out: dict[str, Any] = {"psi_max_abs_diff_vs_textbook": textbook}
+    if evidently_py is None:
+        return out
+
+    def quantize(x: np.ndarray) -> pa.Table:
+        cols = {}
+        for j, name in enumerate(names):
+            fp = profile.features[name]
+            assert isinstance(fp, NumericProfile)
+            cols[name] = fp.representatives()[np.searchsorted(np.asarray(fp.edges), x[:, j], side="right")]
+        return pa.table(cols)
+
+    q_ref, q_cur = work / "q-reference.parquet", work / "q-served.parquet"
+    pq.write_table(quantize(x_ref), q_ref)
+    pq.write_table(quantize(x_cur), q_cur)
+    theirs = run_child(evidently_py, AGREEMENT, str(q_ref), str(q_cur))
+    for stat in ("js", "wasserstein"):
+        out[f"{stat}_max_abs_diff_vs_evidently"] = max(abs(theirs[n][stat] - ours[n][stat]) for n in names)
+    out["example"] = {SHIFTED: {"ours": ours[SHIFTED], "evidently": theirs[SHIFTED]}}
+    return out
+
+
+def detection(features: int, ref_rows: int, window: int = 5000, windows: int = 100, seed: int = 1) -> dict[str, Any]:
+    from app.monitoring.drift import compare
+    from app.monitoring.profile import bin_rows, compute_profile
+
+    rng = np.random.default_rng(seed)
+    names = [f"f{i}" for i in range(features)]
+    profile = compute_profile(rng.normal(size=(ref_rows, features)), names, np.zeros(1))
+    shifted = rng.normal(size=(window, features))
+    shifted[:, names.index(SHIFTED)] += 0.5
+    flagged = [d.feature for d in compare(profile, bin_rows(profile, shifted, None)) if d.drifted]
+    alarms = 0
+    for _ in range(windows):
+        result = compare(profile, bin_rows(profile, rng.normal(size=(window, features)), None))
+        alarms += any(d.drifted for d in result)
+    return {
+        "shift_window_rows": window,
+        "shift_flagged": flagged,
+        "shift_flagged_alone": flagged == [SHIFTED],
+        "no_drift_windows": windows,
+        "false_alarm_windows": alarms,
+        "false_alarm_rate": alarms / windows,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--ref-rows", type=int, default=200_000)
+    ap.add_argument("--features", type=int, default=20)
+    ap.add_argument("--skip-evidently", action="store_true")
+    ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "drift-data")
+    args = ap.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    ref_path, cur_path = write_data(args.work, args.rows, args.ref_rows, args.features)
+    evidently_py = None if args.skip_evidently else ensure_evidently()
+    result: dict[str, Any] = {"rows": args.rows, "ref_rows": args.ref_rows, "features": args.features}
+    result["ours"] = run_child(Path(sys.executable), OURS, str(ref_path), str(cur_path))
+    print("ours", json.dumps(result["ours"]), flush=True)
+    if evidently_py is not None:
+        result["evidently"] = run_child(evidently_py, EVIDENTLY, str(ref_path), str(cur_path))
+        print("evidently", json.dumps(result["evidently"]), flush=True)
+        result["speedup"] = result["evidently"]["seconds"] / result["ours"]["seconds"]
+        result["rss_ratio"] = result["evidently"]["peak_rss_mb"] / result["ours"]["peak_rss_mb"]
+    result["agreement"] = agreement(args.work, ref_path, cur_path, evidently_py)
+    result["detection"] = detection(args.features, args.ref_rows)
+    out = ROOT / "bench" / "results" / f"drift-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out.write_text(json.dumps(result, indent=1))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("ours", "evidently")}, indent=1))
+    print(f"written {out}")
+    for f in (ref_path, cur_path, args.work / "q-reference.parquet", args.work / "q-served.parquet"):
+        f.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
