@@ -1,4 +1,5 @@
-"""Feature store jobs: seed, features, materialize, materialize-incremental."""
+"""Feature store jobs: seed, features, materialize, materialize-incremental; the lakehouse's
+migrate-offline and table-history; point-in-time training data (historical) on a chosen engine."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 import pyarrow as pa
 
 from app.features.definitions import FeatureView, load_repo
-from app.features.historical import join_view
+from app.features.historical import ENGINES, get_historical_features, join_view
 from app.features.materialize import MaterializeReport, materialize, materialize_incremental
+from app.features.pit_duckdb import DuckDBConfig
 from app.features.stores import offline_store, online_store
 from examples.fraud import scenario  # seed and features: the reference scenario's data jobs
 from examples.fraud.repo import TRANSACTIONS, user_stats
@@ -67,6 +69,89 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], settin
             default=0.0,
             help="wait this long for a concurrent run's lock instead of failing",
         )
+    add_lakehouse_parsers(sub)
+
+
+def add_lakehouse_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "migrate-offline",
+        help="make the pre-lakehouse Parquet datasets Delta tables in place (nothing copied; safe to re-run)",
+    )
+    p.add_argument("--dataset", action="append", help="only this dataset (repeatable); default: every one found")
+    p.set_defaults(handler=migrate_offline)
+
+    p = sub.add_parser("table-history", help="the commits (versions) of an offline-store table, newest first")
+    p.add_argument("dataset")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(handler=table_history)
+
+    p = sub.add_parser(
+        "historical",
+        help="point-in-time features for the entity rows of an offline dataset, written to another dataset",
+    )
+    p.add_argument("--entities", required=True, help="offline dataset of entity rows (join key + timestamp)")
+    p.add_argument("--timestamp-column", default="timestamp")
+    p.add_argument("--features", required=True, nargs="+", metavar="VIEW:FEATURE")
+    p.add_argument("--output", required=True, help="offline dataset to write (its days replaced: re-runnable)")
+    p.add_argument("--engine", choices=ENGINES, default="duckdb")
+    p.add_argument("--memory-limit", default=None, help="DuckDB's memory limit, e.g. 2GB: past it, it spills")
+    p.add_argument("--spill-dir", default=None, help="where DuckDB spills (default: the temp directory)")
+    p.add_argument("--spark-master", default=None, help="Spark master URL (default: SPARK_MASTER, else local[*])")
+    p.set_defaults(handler=historical)
+
+
+def migrate_offline(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
+    off = offline_store(settings.features)
+    names = args.dataset or off.legacy_datasets()
+    converted, already = {}, []
+    for name in names:
+        version = off.convert(name)
+        if version < 0:
+            already.append(name)
+        else:
+            converted[name] = {"version": version, "partitions": len(off.partitions(name))}
+    return {"converted": converted, "already_tables": already, "offline": settings.features.offline_url}
+
+
+def table_history(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
+    off = offline_store(settings.features)
+    return {
+        "dataset": args.dataset,
+        "version": off.version(args.dataset),
+        "history": off.history(args.dataset, args.limit),
+    }
+
+
+def historical(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
+    s = settings.features
+    off = offline_store(s)
+    repo = load_repo(s.require_repo())
+    started = datetime.now(UTC)
+    entities = off.read_window(args.entities, args.timestamp_column, None, None)
+    if args.engine == "spark" and args.spark_master:
+        import os
+
+        os.environ["SPARK_MASTER"] = args.spark_master
+    joined = get_historical_features(
+        entities,
+        args.features,
+        repo,
+        off,
+        timestamp_column=args.timestamp_column,
+        engine=args.engine,
+        duckdb_config=DuckDBConfig(memory_limit=args.memory_limit, temp_directory=args.spill_dir),
+    )
+    days = off.write_partitioned(args.output, joined, args.timestamp_column)
+    return {
+        "engine": args.engine,
+        "rows": joined.num_rows,
+        "output": args.output,
+        "output_version": off.version(args.output),
+        "partitions": len(days),
+        "table_versions": off.versions_read,
+        "entity_fingerprint": off.entity_fingerprint,
+        "duration_s": round((datetime.now(UTC) - started).total_seconds(), 3),
+    }
 
 
 def seed(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class Dataset:
     source: str
     online_features: OnlineFeatures | None = None
     time_ordered: bool = False  # split by time (train on the past, test on the future)
+    table_versions: dict[str, int] | None = None  # offline datasets read -> their table versions
+    entity_fingerprint: str | None = None
 
 
 def _snake(name: str) -> str:
@@ -86,6 +88,8 @@ def _from_feature_store(training_set: str, offline: OfflineStore, repo: FeatureR
             transform=ts.transform,
         ),
         time_ordered=True,
+        table_versions=dict(offline.versions_read),
+        entity_fingerprint=offline.entity_fingerprint,
     )
 
 
@@ -133,6 +137,7 @@ def train_and_publish(
     offline: OfflineStore | None = None,
     repo: FeatureRepo | None = None,
     training_set: str | None = None,
+    expect_entity_fingerprint: str | None = None,
 ) -> ModelMetadata:
     """Train, then publish to ``store`` (``model_store(settings)``): packaging (metadata, signature,
     verification sample) is the store's (app.modelstore.packaging). ``training_set``: a ``module:function``
@@ -151,6 +156,11 @@ def train_and_publish(
     else:
         raise ValueError(
             f"unknown dataset {dataset!r}; choose one of {sorted(DATASETS) + sorted(FEATURE_STORE_DATASETS)}"
+        )
+    if expect_entity_fingerprint is not None and data.entity_fingerprint != expect_entity_fingerprint:
+        raise ValueError(
+            f"the pinned tables gave entity rows with fingerprint {data.entity_fingerprint}, the model recorded "
+            f"{expect_entity_fingerprint}: the training set's code no longer builds the same rows"
         )
     if data.time_ordered:
         cut = int(len(data.y) * (1 - test_size))
@@ -188,6 +198,8 @@ def train_and_publish(
         params={"dataset": training_set or dataset, "n_estimators": n_estimators, "max_depth": max_depth, "seed": seed},
         online_features=data.online_features,
         reference_profile=profile.model_dump(),
+        table_versions=data.table_versions,  # what the data was read from, for `train --as-of-version`
+        entity_fingerprint=data.entity_fingerprint,
     )
     return publish_sklearn(store, pipe, name, run, hmac_key=hmac_key, version=version, set_latest=set_latest)
 
@@ -206,15 +218,49 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="train on the feature store: function(offline, repo) -> app.features.training.TrainingSet "
         "(needs --name; FEATURES_REPO names the repository)",
     )
+    p.add_argument(
+        "--as-of-version",
+        metavar="MODEL[:VERSION]",
+        help="rebuild a past model's training set: read the offline tables at the versions its metadata "
+        "recorded (default version: its latest); the dataset or training set and the name default to its own",
+    )
     p.set_defaults(handler=run)
+
+
+def _pinned_from(store: ModelStore, ref: str) -> tuple[ModelMetadata, dict[str, int]]:
+    """The past model ``name[:version]`` and the table versions its training set read."""
+    name, _, version = ref.partition(":")
+    version = version or store.latest(name) or ""
+    if not version:
+        raise ValueError(f"--as-of-version {ref!r}: model {name!r} has no latest version; name one")
+    past = store.read_metadata(name, version)
+    if not past.training_data.table_versions:
+        raise ValueError(
+            f"--as-of-version {ref!r}: model {name} version {version} recorded no table versions "
+            "(trained before the lakehouse offline store, or not on the feature store)"
+        )
+    return past, past.training_data.table_versions
 
 
 def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     offline, repo = None, None
+    expect_fp: str | None = None
+    pinned: dict[str, int] | None = None
+    if args.as_of_version:
+        past, pinned = _pinned_from(model_store(settings), args.as_of_version)
+        expect_fp = past.training_data.entity_fingerprint
+        recorded = str(past.params.get("dataset", ""))
+        if recorded in FEATURE_STORE_DATASETS:
+            args.dataset = recorded
+        elif not args.training_set:
+            args.training_set = recorded
+        args.name = args.name or past.name
     if args.training_set and not args.name:
         raise ValueError("--training-set needs --name: the model's name in the store")
     if args.training_set or args.dataset in FEATURE_STORE_DATASETS:
         offline, repo = offline_store(settings.features), load_repo(settings.features.require_repo())
+        if pinned is not None:
+            offline = offline.pin(pinned)
     meta = train_and_publish(
         model_store(settings),  # the URL (or --store), S3 endpoint and region of the settings
         offline=offline,
@@ -227,6 +273,7 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
         seed=args.seed,
         hmac_key=settings.hmac_key,
         set_latest=not args.no_latest,
+        expect_entity_fingerprint=expect_fp,
     )
     return {
         "model": meta.name,
@@ -235,4 +282,20 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
         "metrics": meta.metrics,
         "sha256": meta.sha256,
         "latest": not args.no_latest,
+        "table_versions": meta.training_data.table_versions,
+        "fingerprint": meta.training_data.fingerprint,
     }
+
+
+def data_versions(store: ModelStore, name: str) -> dict[str, dict[str, int]]:
+    """Version -> the table versions its training set read, for the versions that recorded them
+    (``jobs list-models``). A version whose metadata cannot be read is left out here: loading it says why."""
+    out: dict[str, dict[str, int]] = {}
+    for version in store.list_versions(name):
+        try:
+            recorded = store.read_metadata(name, version).training_data.table_versions
+        except Exception:  # a listing must not fail on one broken version
+            continue
+        if recorded:
+            out[version] = recorded
+    return out

@@ -8,23 +8,46 @@ same event time the greatest created time wins. Exactly one output row per
 input row, in input order, with nulls where nothing matches: unlike Feast's file
 offline store, rows are never dropped or collapsed.
 
-Vectorized: timestamps are rank-compressed so that (entity, time) becomes one
-sortable int64, and one ``searchsorted`` finds every match.
+Engines (``engine=``): ``duckdb`` (default; app/features/pit_duckdb.py: an ASOF join streaming the
+table's files, spilling past a memory limit), ``numpy`` (in memory: timestamps are rank-compressed so
+that (entity, time) becomes one sortable int64, and one ``searchsorted`` finds every match) and
+``spark`` (app/features/pit_spark.py, for data past one machine). All three give identical rows.
+
+Every call records the fingerprint of its entity rows on the offline store (``entity_fingerprint``),
+beside the table versions it read: a model's metadata keeps both.
 """
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 from numpy.typing import NDArray
 
 from app.features.definitions import DefinitionError, FeatureRepo, FeatureView
 from app.features.offline import OfflineStore
+from app.features.pit_duckdb import DuckDBConfig
 
 TS = pa.timestamp("us", tz="UTC")
+Engine = Literal["duckdb", "numpy", "spark"]
+ENGINES: tuple[str, ...] = ("duckdb", "numpy", "spark")
+
+
+def entity_fingerprint(entity_rows: pa.Table) -> str:
+    """sha256 over the entity rows (column names, types and values, in order): two reads of the same
+    rows give the same value, whatever their chunking."""
+    h = hashlib.sha256()
+    for name in entity_rows.column_names:
+        col = entity_rows.column(name).combine_chunks()
+        h.update(f"{name}:{col.type};".encode())
+        for buf in col.buffers():
+            h.update(b"-" if buf is None else buf.to_pybytes())
+    return h.hexdigest()
 
 
 def _ts_us(col: pa.ChunkedArray | pa.Array, what: str) -> NDArray[np.int64]:
@@ -104,9 +127,14 @@ def get_historical_features(
     offline: OfflineStore,
     *,
     timestamp_column: str = "event_timestamp",
+    engine: Engine = "duckdb",
+    duckdb_config: DuckDBConfig | None = None,
 ) -> pa.Table:
     """``entity_rows`` plus one column per requested feature, point-in-time correct."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown join engine {engine!r}; choose one of {list(ENGINES)}")
     wanted = repo.resolve(feature_refs)
+    offline.entity_fingerprint = entity_fingerprint(entity_rows)
     out = entity_rows
     seen = set(entity_rows.column_names)
     if entity_rows.num_rows == 0:
@@ -129,10 +157,46 @@ def get_historical_features(
         start = datetime.fromtimestamp(lo / 1e6, UTC) - view.ttl if view.ttl > timedelta(0) else None
         end = datetime.fromtimestamp(hi / 1e6, UTC) + timedelta(microseconds=1)
         cols = [view.entity.join_key, view.event_timestamp_column, view.created_timestamp_column, *feats]
-        rows = offline.read_window(view.source, view.event_timestamp_column, start, end, cols)
-        keys = entity_rows.column(view.entity.join_key).cast(pa.int64())
-        rows = rows.filter(pc.is_in(rows.column(view.entity.join_key), value_set=pc.unique(keys)))
-        for name, col in join_view(entity_rows, view.entity.join_key, timestamp_column, view, rows, feats).items():
+        if engine == "numpy":
+            rows = offline.read_window(view.source, view.event_timestamp_column, start, end, cols)
+            keys = entity_rows.column(view.entity.join_key).cast(pa.int64())
+            rows = rows.filter(pc.is_in(rows.column(view.entity.join_key), value_set=pc.unique(keys)))
+            joined = join_view(entity_rows, view.entity.join_key, timestamp_column, view, rows, feats)
+        else:
+            joined = _join_scanned(
+                entity_rows, timestamp_column, view, offline, feats, cols, start, end, engine, duckdb_config
+            )
+        for name, col in joined.items():
             out = out.append_column(name, col)
             seen.add(name)
     return out
+
+
+def _join_scanned(
+    entity_rows: pa.Table,
+    timestamp_column: str,
+    view: FeatureView,
+    offline: OfflineStore,
+    feats: list[str],
+    cols: list[str],
+    start: datetime | None,
+    end: datetime,
+    engine: Engine,
+    duckdb_config: DuckDBConfig | None,
+) -> dict[str, pa.Array]:
+    """One view through an engine that reads the table's files itself (DuckDB, Spark)."""
+    keys = entity_rows.column(view.entity.join_key)
+    if keys.null_count:
+        raise DefinitionError(f"entity rows have {keys.null_count} null {view.entity.join_key!r} values")
+    ts = _ts_us(entity_rows.column(timestamp_column), f"entity rows' {timestamp_column!r}")
+    key_arr = keys.cast(pa.int64()).combine_chunks()
+    ts_arr = pa.array(ts, type=pa.int64()).cast(TS)
+    scan = offline.scan(view.source, view.event_timestamp_column, start, end, cols)
+    if engine == "spark":
+        from app.features.pit_spark import join_view as spark_join  # pyspark: the spark extra, only here
+
+        return spark_join(key_arr, ts_arr, view, scan, offline, feats, start=start, end=end)
+    from app.features import pit_duckdb
+
+    source: ds.Dataset | pa.Table = scan.dataset() if scan.files else scan.schema.empty_table().select(cols)
+    return pit_duckdb.join_view(key_arr, ts_arr, view, source, feats, start=start, end=end, config=duckdb_config)

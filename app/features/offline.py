@@ -1,34 +1,75 @@
-"""Offline store: Parquet datasets partitioned by date, on S3 or a local directory.
+"""Offline store: lakehouse tables (Delta Lake, app/features/lakehouse.py) on S3 or a local directory.
 
-One code path for both: a pyarrow filesystem (S3 with an endpoint override, or
-local) plus a root path. Layout::
+One code path for both: a pyarrow filesystem (S3 with an endpoint override, or local) for reading
+data files, delta-rs for the tables' logs and commits. Layout::
 
-    <root>/<dataset>/date=YYYY-MM-DD/part-0.parquet
+    <root>/<dataset>/_delta_log/00000000000000000000.json ...
+    <root>/<dataset>/date=YYYY-MM-DD/part-....parquet
 
-A partition file is replaced whole: locally through a temporary file and a
-rename, on S3 by a single PUT (an object becomes visible only when complete).
-Re-running a job rewrites the same file names, so it is idempotent.
+* ``write_partitioned`` replaces the days a table covers in one commit (re-running a job leaves the
+  same rows); ``append`` adds rows (the stream writer's call). Concurrent writers both land or retry.
+* Reads go to the latest version, or to the version a store is pinned to (``pinned``), and record
+  which version they read (``versions_read``): a training run stores them with the model, and
+  ``train --as-of-version`` pins a store to them to rebuild the same data.
+* A window read prunes on the log's partition values (only its days' files are opened), then filters
+  rows with Arrow on row-group statistics.
 """
 
 from __future__ import annotations
 
-import uuid
+import os
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
+from deltalake import DeltaTable
 
 from app.common.s3 import parse_s3_url
+from app.features import lakehouse
+from app.features.lakehouse import (
+    PARTITION,
+    ROW_GROUP_ROWS,
+    CommitConflictError,
+    DataFileError,
+    OfflineStoreError,
+    SchemaMismatchError,
+    TableVersionError,
+)
 
-PARTITION = "date"
-ROW_GROUP_ROWS = 128 * 1024
+__all__ = [
+    "PARTITION",
+    "ROW_GROUP_ROWS",
+    "CommitConflictError",
+    "DataFileError",
+    "OfflineStore",
+    "OfflineStoreError",
+    "SchemaMismatchError",
+    "TableScan",
+    "TableVersionError",
+]
 
 
-class OfflineStoreError(Exception):
-    """A dataset cannot be read or written; the message names it and why."""
+@dataclass(frozen=True)
+class TableScan:
+    """What a join engine needs to read one table version's window itself: the data files (paths on
+    ``fs``), their Arrow schema, the row filter, and the version."""
+
+    name: str
+    version: int
+    files: list[str]
+    schema: pa.Schema
+    filter: ds.Expression | None
+    fs: pafs.FileSystem = field(repr=False)
+
+    def dataset(self) -> ds.Dataset:
+        try:
+            return ds.dataset(self.files, schema=self.schema, filesystem=self.fs, format="parquet")
+        except FileNotFoundError as exc:
+            raise DataFileError(f"a data file of table {self.name!r} version {self.version} is missing: {exc}") from exc
+        except (OSError, pa.ArrowException) as exc:
+            raise DataFileError(f"cannot open the data files of table {self.name!r}: {exc}") from exc
 
 
 class OfflineStore:
@@ -38,8 +79,17 @@ class OfflineStore:
         *,
         s3_endpoint_url: str | None = None,
         s3_region: str = "us-east-1",
+        pinned: dict[str, int] | None = None,
     ) -> None:
         self.url = url
+        self.s3_endpoint_url = s3_endpoint_url
+        self.s3_region = s3_region
+        self.pinned = dict(pinned or {})
+        """Dataset -> version: reads go to these versions (``train --as-of-version``)."""
+        self.versions_read: dict[str, int] = {}
+        """Dataset -> the version this store's reads used, for the model's metadata."""
+        self.entity_fingerprint: str | None = None
+        """sha256 of the entity rows of the last point-in-time join read through this store."""
         if url.startswith("s3://"):
             bucket, prefix = parse_s3_url(url)
             kwargs: dict[str, object] = {"region": s3_region}
@@ -49,70 +99,105 @@ class OfflineStore:
             self.fs: pafs.FileSystem = pafs.S3FileSystem(**kwargs)  # type: ignore[arg-type]
             self.root = f"{bucket}/{prefix}".rstrip("/")
             self.is_local = False
+            self._options = lakehouse.s3_storage_options(s3_endpoint_url, s3_region)
         else:
             path = url.removeprefix("file://")
             self.fs = pafs.LocalFileSystem()
-            self.root = str(pafs.LocalFileSystem().normalize_path(_abspath(path)))
+            self.root = str(pafs.LocalFileSystem().normalize_path(os.path.abspath(path)))
             self.is_local = True
+            self._options = {}
+
+    def pin(self, versions: dict[str, int]) -> OfflineStore:
+        """The same store, its reads pinned to ``versions`` (a model's recorded table versions)."""
+        return OfflineStore(self.url, s3_endpoint_url=self.s3_endpoint_url, s3_region=self.s3_region, pinned=versions)
 
     def path(self, dataset: str) -> str:
         return f"{self.root}/{dataset}"
 
+    def location(self, dataset: str) -> lakehouse.Location:
+        uri = self.path(dataset) if self.is_local else f"s3://{self.path(dataset)}"
+        return lakehouse.Location(uri, self._options)
+
     # -- writing -------------------------------------------------------------
     def write_partitioned(self, dataset: str, table: pa.Table, timestamp_column: str) -> list[str]:
-        """Write ``table`` into one file per UTC date of ``timestamp_column``; returns the dates written."""
+        """Replace the UTC days of ``timestamp_column`` that ``table`` covers, in one commit; returns the
+        days written. Idempotent: the same table written twice leaves the same rows."""
         if table.num_rows == 0:
             return []
-        ts = table.column(timestamp_column)
-        days = pc.strftime(ts, format="%Y-%m-%d")
-        table = table.append_column(PARTITION, days)
-        written = []
-        for day in sorted(pc.unique(days).to_pylist()):
-            part = table.filter(pc.equal(table.column(PARTITION), day)).drop_columns([PARTITION])
-            part = part.sort_by([(timestamp_column, "ascending")])
-            self._write_file(f"{self.path(dataset)}/{PARTITION}={day}/part-0.parquet", part)
-            written.append(day)
-        return written
+        _, days = lakehouse.commit(self.location(dataset), dataset, table, timestamp_column, replace_days=True)
+        return days
 
-    def _write_file(self, final: str, table: pa.Table) -> None:
-        parent = final.rsplit("/", 1)[0]
+    def append(self, dataset: str, table: pa.Table, timestamp_column: str) -> int:
+        """Append ``table`` in one commit (the stream writer's call); returns the table's version after it.
+        Safe beside other writers: a conflicting commit is retried, nothing is half-visible."""
+        if table.num_rows == 0:
+            return self.version(dataset)
+        version, _ = lakehouse.commit(self.location(dataset), dataset, table, timestamp_column, replace_days=False)
+        return version
+
+    # -- versions --------------------------------------------------------------
+    def table(self, name: str, version: int | None = None) -> DeltaTable:
+        """The Delta table of dataset ``name`` at ``version`` (default: the pinned one, else the latest)."""
+        if version is None:
+            version = self.pinned.get(name)
+        if self.pinned and name not in self.pinned and version is None:
+            raise TableVersionError(
+                f"reads are pinned to {sorted(self.pinned)} but dataset {name!r} has no recorded version"
+            )
+        table = lakehouse.open_table(self.location(name), name, version)
+        if table is None:
+            if self._has_legacy_files(name):
+                raise OfflineStoreError(
+                    f"dataset {name!r} under {self.url} is in the pre-lakehouse layout (Parquet files without "
+                    "a _delta_log): run `python -m jobs migrate-offline` once"
+                )
+            raise OfflineStoreError(f"dataset {name!r} not found under {self.url}")
+        return table
+
+    def version(self, name: str) -> int:
+        return int(self.table(name).version())
+
+    def history(self, name: str, limit: int | None = None) -> list[dict[str, object]]:
+        return lakehouse.history(self.table(name), limit)
+
+    def _has_legacy_files(self, name: str) -> bool:
         try:
-            self.fs.create_dir(parent, recursive=True)
-            if self.is_local:
-                tmp = f"{parent}/.tmp-{uuid.uuid4().hex}.parquet"
-                pq.write_table(table, tmp, filesystem=self.fs, row_group_size=ROW_GROUP_ROWS)
-                self.fs.move(tmp, final)
-            else:
-                pq.write_table(table, final, filesystem=self.fs, row_group_size=ROW_GROUP_ROWS)
-        except (OSError, pa.ArrowException) as exc:
-            raise OfflineStoreError(f"cannot write {final}: {exc}") from exc
+            infos = self.fs.get_file_info(pafs.FileSelector(self.path(name), recursive=True, allow_not_found=True))
+        except (OSError, pa.ArrowException):
+            return False
+        return any(i.type == pafs.FileType.File and i.base_name.endswith(".parquet") for i in infos)
 
     # -- reading -------------------------------------------------------------
     def files(self, name: str, first_day: str | None = None, last_day: str | None = None) -> list[str]:
-        """Data files of ``name`` whose partition date lies in [first_day, last_day] (ISO dates).
+        """Data files of ``name`` (read version) whose partition date lies in [first_day, last_day].
 
-        Pruning happens here, on paths, before any file is opened: a window touches only its days.
-        """
-        root = self.path(name)
-        try:
-            if self.fs.get_file_info(root).type == pafs.FileType.NotFound:
-                raise OfflineStoreError(f"dataset {name!r} not found under {self.url}")
-            infos = self.fs.get_file_info(pafs.FileSelector(root, recursive=True))
-        except (OSError, pa.ArrowException) as exc:
-            raise OfflineStoreError(f"cannot list dataset {name!r} under {self.url}: {exc}") from exc
-        out = []
-        for info in infos:
-            if info.type != pafs.FileType.File or not info.base_name.endswith(".parquet"):
-                continue
-            if info.base_name.startswith((".", "_")):
-                continue
-            part = info.path[len(root) + 1 :].split("/", 1)[0]
-            if not part.startswith(f"{PARTITION}="):
-                continue
-            day = part.split("=", 1)[1]
-            if (first_day is None or day >= first_day) and (last_day is None or day <= last_day):
-                out.append(info.path)
-        return sorted(out)
+        Pruning happens here, on the log's partition values, before any file is opened."""
+        return lakehouse.data_files(self.table(name), first_day, last_day)
+
+    def scan(
+        self,
+        name: str,
+        timestamp_column: str,
+        start: datetime | None,
+        end: datetime | None,
+        columns: list[str] | None = None,
+    ) -> TableScan:
+        """The files, schema and row filter of the window ``start <= ts < end``, recorded as read."""
+        first_day = _utc(start).strftime("%Y-%m-%d") if start is not None else None
+        last_day = (_utc(end) - timedelta(microseconds=1)).strftime("%Y-%m-%d") if end is not None else None
+        table = self.table(name)
+        version = int(table.version())
+        schema = lakehouse.arrow_schema(table)
+        self._check_columns(name, schema.names, timestamp_column, columns)
+        files = lakehouse.data_files(table, first_day, last_day)
+        filt = None
+        ts = ds.field(timestamp_column)
+        if start is not None:
+            filt = ts >= _scalar(start)
+        if end is not None:
+            filt = ts < _scalar(end) if filt is None else filt & (ts < _scalar(end))
+        self.versions_read[name] = version
+        return TableScan(name, version, files, schema, filt, self.fs)
 
     def read_window(
         self,
@@ -124,30 +209,16 @@ class OfflineStore:
     ) -> pa.Table:
         """Rows with ``start <= ts < end`` (either bound optional), reading only the partitions
         and row groups that can hold them."""
-        first_day = _utc(start).strftime("%Y-%m-%d") if start is not None else None
-        last_day = (_utc(end) - timedelta(microseconds=1)).strftime("%Y-%m-%d") if end is not None else None
-        files = self.files(name, first_day, last_day)
+        scan = self.scan(name, timestamp_column, start, end, columns)
+        if not scan.files:
+            empty = scan.schema.empty_table()
+            return empty.select(columns) if columns else empty
+        dset = scan.dataset()
         try:
-            if not files:
-                every = self.files(name)
-                if not every:
-                    raise OfflineStoreError(f"dataset {name!r} under {self.url} has no data files")
-                schema = pq.read_schema(every[-1], filesystem=self.fs)
-                self._check_columns(name, schema.names, timestamp_column, columns)
-                empty = schema.empty_table()
-                return empty.select(columns) if columns else empty
-            dset = ds.dataset(files, filesystem=self.fs, format="parquet")
-            self._check_columns(name, dset.schema.names, timestamp_column, columns)
-            filt = None
-            ts = ds.field(timestamp_column)
-            if start is not None:
-                filt = ts >= _scalar(start)
-            if end is not None:
-                filt = ts < _scalar(end) if filt is None else filt & (ts < _scalar(end))
             # Row groups whose min/max statistics miss the filter are skipped by the scanner.
-            return dset.to_table(columns=columns, filter=filt)
+            return dset.to_table(columns=columns, filter=scan.filter)
         except (OSError, pa.ArrowException) as exc:
-            raise OfflineStoreError(f"cannot read dataset {name!r}: {exc}") from exc
+            raise OfflineStoreError(f"cannot read dataset {name!r} (version {scan.version}): {exc}") from exc
 
     @staticmethod
     def _check_columns(name: str, have: list[str], timestamp_column: str, columns: list[str] | None) -> None:
@@ -156,13 +227,35 @@ class OfflineStore:
             raise OfflineStoreError(f"dataset {name!r} has no column(s) {missing}; it has {have}")
 
     def partitions(self, name: str) -> list[date]:
-        sel = pafs.FileSelector(self.path(name), allow_not_found=True)
-        out = []
-        for info in self.fs.get_file_info(sel):
-            base = info.base_name
-            if info.type == pafs.FileType.Directory and base.startswith(f"{PARTITION}="):
-                out.append(date.fromisoformat(base.split("=", 1)[1]))
-        return sorted(out)
+        try:
+            table = self.table(name)
+        except OfflineStoreError:
+            return []
+        return [date.fromisoformat(d) for d in lakehouse.partitions(table)]
+
+    # -- migration ---------------------------------------------------------------
+    def legacy_datasets(self) -> list[str]:
+        """Datasets in the pre-lakehouse layout: directories of ``date=...`` partitions without a log."""
+        try:
+            infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=True))
+        except (OSError, pa.ArrowException) as exc:
+            raise OfflineStoreError(f"cannot list {self.url}: {exc}") from exc
+        parents, tables = set(), set()
+        for info in infos:
+            rel = info.path[len(self.root) + 1 :]
+            parts = rel.split("/")
+            for i, part in enumerate(parts):
+                if part == "_delta_log":
+                    tables.add("/".join(parts[:i]))
+                    break
+                if part.startswith(f"{PARTITION}=") and info.type == pafs.FileType.File and rel.endswith(".parquet"):
+                    parents.add("/".join(parts[:i]))
+                    break
+        return sorted(p for p in parents if p and p not in tables)
+
+    def convert(self, dataset: str) -> int:
+        """Make a legacy dataset a table over its files (nothing copied); -1 if it is one already."""
+        return lakehouse.convert_in_place(self.location(dataset), dataset)
 
 
 def _utc(t: datetime) -> datetime:
@@ -173,9 +266,3 @@ def _utc(t: datetime) -> datetime:
 
 def _scalar(t: datetime) -> pa.Scalar:
     return pa.scalar(_utc(t), type=pa.timestamp("us", tz="UTC"))
-
-
-def _abspath(path: str) -> str:
-    import os
-
-    return os.path.abspath(path)

@@ -37,6 +37,16 @@ class TrainingData(BaseModel):
     source: str
     rows: int
     fingerprint: str = Field(description="sha256 over the training matrix and labels")
+    # Older metadata has neither: they default to empty (models trained before the lakehouse, or on data
+    # outside the feature store).
+    table_versions: dict[str, int] = Field(
+        default_factory=dict,
+        description="offline-store dataset -> the Delta table version the training set read; "
+        "`train --as-of-version` reads these again",
+    )
+    entity_fingerprint: str | None = Field(
+        default=None, description="sha256 of the entity rows the point-in-time join was given"
+    )
 
 
 class OnlineFeatures(BaseModel):

@@ -34,7 +34,7 @@ def test_rewrite_is_idempotent(offline: OfflineStore) -> None:
 def test_window_reads_only_its_partitions(local_offline: OfflineStore) -> None:
     """A corrupt file outside the window is never opened: the read prunes by partition."""
     local_offline.write_partitioned(VIEW.source, random_rows(500, 10, days=3), "event_timestamp")
-    bad = f"{local_offline.path(VIEW.source)}/date={T0:%Y-%m-%d}/part-0.parquet"
+    [bad] = local_offline.files(VIEW.source, f"{T0:%Y-%m-%d}", f"{T0:%Y-%m-%d}")
     with pafs.LocalFileSystem().open_output_stream(bad) as fh:
         fh.write(b"this is not parquet")
     ok = local_offline.read_window(VIEW.source, "event_timestamp", T0 + timedelta(days=1), T0 + timedelta(days=3))
