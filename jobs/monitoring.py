@@ -1,9 +1,17 @@
-"""``python -m jobs drift-report``: drift and schema skew of a served model version against its training
+"""Monitoring jobs: ``drift-report``, ``feature-skew`` and ``outcomes``.
+
+``python -m jobs drift-report``: drift and schema skew of a served model version against its training
 profile (the chart's drift CronJob runs it). The served counts come from Prometheus (``--prometheus-url``,
 one result per ``--window``), from services' ``/metrics`` pages (``--metrics-url``, counts since the pods
 started: window ``total``) or from the sampled served-data log (``--served-log``). It prints a readable
 table on stderr (stdout holds the summary line), writes JSON, Parquet and a self-contained HTML report
 with ``--out``, and pushes ``model_feature_drift`` to a Pushgateway with ``--pushgateway``.
+
+``python -m jobs feature-skew``: the sampled served rows of a model against the point-in-time training
+path for the same entities and times (app/monitoring/skew.py); the share of mismatches per feature.
+
+``python -m jobs outcomes``: live AUC, log loss and calibration per model version, from labels that
+arrived later, matched to the sampled served rows (app/monitoring/outcomes.py).
 """
 
 from __future__ import annotations
@@ -65,6 +73,25 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument("--pushgateway", help="push model_feature_drift and thresholds to this Pushgateway")
     p.add_argument("--fail-on-drift", action="store_true", help="exit 1 when a feature drifted")
     p.set_defaults(handler=drift_report)
+
+    p = sub.add_parser("feature-skew", help="served feature values against the point-in-time training path")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", help="default: the model's latest")
+    p.add_argument("--served-log", metavar="URL", help="the served-data log (default: FEATURES_OFFLINE_URL)")
+    p.add_argument("--window", default="1h", help="served rows of the last WINDOW (e.g. 1h, 1d)")
+    p.add_argument("--rtol", type=float, default=1e-6, help="relative difference still counted as equal")
+    p.add_argument("--pushgateway", help="push model_feature_logic_skew to this Pushgateway")
+    p.add_argument("--fail-on-skew", action="store_true", help="exit 1 when a feature has mismatches")
+    p.set_defaults(handler=feature_skew)
+
+    p = sub.add_parser("outcomes", help="live AUC, log loss and calibration per model version from late labels")
+    p.add_argument("--model", required=True)
+    p.add_argument("--labels", required=True, metavar="URL", help="Parquet file or directory: entity, ts, label")
+    p.add_argument("--served-log", metavar="URL", help="the served-data log (default: FEATURES_OFFLINE_URL)")
+    p.add_argument("--window", default="1d", help="labels and served rows of the last WINDOW")
+    p.add_argument("--max-delay", default="1h", help="longest time from a prediction to its label's ts")
+    p.add_argument("--pushgateway", help="push model_live_auc, model_live_log_loss, ... to this Pushgateway")
+    p.set_defaults(handler=outcomes)
 
 
 def drift_report(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
@@ -143,14 +170,173 @@ def drift_families(report: DriftReport) -> Iterator[Any]:
 
 
 def push(gateway: str, report: DriftReport) -> None:
+    # PUT: this model's group is replaced, so a feature or version that went away stops being reported.
+    _push(gateway, "drift-report", report.model, list(drift_families(report)))
+
+
+def _served_log_url(args: argparse.Namespace, settings: JobSettings) -> str:
+    url: str | None = args.served_log or settings.features.offline_url
+    if not url:
+        raise ValueError("no served-data log: give --served-log or set FEATURES_OFFLINE_URL")
+    return url
+
+
+def feature_skew(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
+    from datetime import timedelta
+
+    import pyarrow.compute as pc
+
+    from app.features.definitions import load_repo
+    from app.features.stores import offline_store
+    from app.monitoring.servedlog import REQUEST_PREFIX, read_served
+    from app.monitoring.skew import feature_logic_skew
+    from app.monitoring.sources import window_seconds
+
+    store = model_store(settings)
+    version = args.version or store.latest(args.model)
+    if version is None:
+        raise ValueError(f"model {args.model!r} has no latest version in {store.url}")
+    meta = store.read_metadata(args.model, version)
+    end = datetime.now(UTC)
+    start = end - timedelta(seconds=window_seconds(args.window))
+    spec = meta.online_features
+    request_cols = [REQUEST_PREFIX + f for f in spec.request_fields] if spec else []
+    served = read_served(
+        _served_log_url(args, settings),
+        args.model,
+        start,
+        end,
+        ["version", "entity", *request_cols, *meta.feature_names],
+        settings.s3_endpoint_url,
+    )
+    served = served.filter(pc.equal(served.column("version"), version))
+    skew = feature_logic_skew(
+        served, meta, load_repo(settings.features.require_repo()), offline_store(settings.features), rtol=args.rtol
+    )
+    skewed = sorted(f for f, n in skew.mismatches.items() if n)
+    table = [f"feature logic skew of {args.model} {version}: {skew.rows} served rows ({skew.skipped} without entity)"]
+    table += [
+        f"  {f:<28} mismatch {skew.mismatch_share[f]:>7.2%}  max |diff| {skew.max_abs_diff[f]:.4g}"
+        for f in meta.feature_names
+    ]
+    sys.stderr.write("\n".join(table) + "\n")
+    if args.pushgateway:
+        from prometheus_client.core import GaugeMetricFamily
+
+        fam = GaugeMetricFamily(
+            "model_feature_logic_skew",
+            "Share of sampled served rows whose feature differs from the point-in-time training path",
+            labels=["model", "version", "feature"],
+        )
+        for f, share in skew.mismatch_share.items():
+            fam.add_metric([args.model, version, f], share)
+        _push(args.pushgateway, "feature-skew", args.model, [fam])
+    result = {
+        "model": args.model,
+        "version": version,
+        "rows": skew.rows,
+        "skipped": skew.skipped,
+        "skewed": skewed,
+        "mismatch_share": skew.mismatch_share,
+    }
+    if args.fail_on_skew and skewed:
+        raise ValueError(f"feature logic skew in {skewed}: {json.dumps(skew.mismatch_share)}")
+    return result
+
+
+def outcomes(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
+    from datetime import timedelta
+
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    from app.features.offline import OfflineStore
+    from app.monitoring.outcomes import outcomes_by_version
+    from app.monitoring.servedlog import read_served
+    from app.monitoring.sources import window_seconds
+
+    end = datetime.now(UTC)
+    start = end - timedelta(seconds=window_seconds(args.window))
+    max_delay = window_seconds(args.max_delay)
+    served = read_served(
+        _served_log_url(args, settings),
+        args.model,
+        start - timedelta(seconds=max_delay),
+        end,
+        ["version", "entity", "score"],
+        settings.s3_endpoint_url,
+    )
+    lab_store = OfflineStore(args.labels, s3_endpoint_url=settings.s3_endpoint_url)
+    try:
+        labels = ds.dataset(lab_store.root, filesystem=lab_store.fs, format="parquet").to_table()
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read labels at {args.labels}: {exc}") from None
+    if "ts" in labels.column_names:
+        ts = labels.column("ts")
+        labels = labels.filter(pc.and_(pc.greater_equal(ts, pa_ts(start)), pc.less(ts, pa_ts(end))))
+    results, matching = outcomes_by_version(served, labels, max_delay * 1_000_000)
+    lines = [f"outcomes of {args.model} over {args.window}: {matching}"]
+    for r in results:
+        auc = "-" if r.auc is None else f"{r.auc:.4f}"
+        lines.append(
+            f"  {r.version:<32} labeled {r.labeled:>7} positives {r.positives:>6} auc {auc} "
+            f"log loss {r.log_loss:.4f} calibration error {r.calibration_error:.4f}"
+        )
+    sys.stderr.write("\n".join(lines) + "\n")
+    if args.pushgateway:
+        from prometheus_client.core import GaugeMetricFamily
+
+        fams = {
+            k: GaugeMetricFamily(
+                f"model_live_{k}",
+                f"{k.replace('_', ' ')} of labeled served predictions",
+                labels=["model", "version", "window"],
+            )
+            for k in ("auc", "log_loss", "calibration_error", "labeled_rows")
+        }
+        for r in results:
+            values = {
+                "auc": r.auc,
+                "log_loss": r.log_loss,
+                "calibration_error": r.calibration_error,
+                "labeled_rows": r.labeled,
+            }
+            for k, v in values.items():
+                if v is not None:
+                    fams[k].add_metric([args.model, r.version, args.window], float(v))
+        _push(args.pushgateway, "outcomes", args.model, list(fams.values()))
+    return {
+        "model": args.model,
+        "window": args.window,
+        **matching,
+        "versions": {
+            r.version: {
+                "labeled": r.labeled,
+                "positives": r.positives,
+                "auc": r.auc,
+                "log_loss": r.log_loss,
+                "calibration_error": r.calibration_error,
+                "reliability": r.reliability,
+            }
+            for r in results
+        },
+    }
+
+
+def pa_ts(t: datetime) -> Any:
+    import pyarrow as pa
+
+    return pa.scalar(t, pa.timestamp("us", tz="UTC"))
+
+
+def _push(gateway: str, job: str, model: str, families: list[Any]) -> None:
     from prometheus_client import CollectorRegistry, push_to_gateway
     from prometheus_client.registry import Collector
 
-    class _Report(Collector):
+    class _Fixed(Collector):
         def collect(self) -> Iterable[Any]:
-            return drift_families(report)
+            return families
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Report())
-    # PUT: this model's group is replaced, so a feature or version that went away stops being reported.
-    push_to_gateway(gateway, job="drift-report", grouping_key={"model": report.model}, registry=registry, timeout=10)
+    registry.register(_Fixed())
+    push_to_gateway(gateway, job=job, grouping_key={"model": model}, registry=registry, timeout=10)

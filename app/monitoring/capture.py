@@ -51,6 +51,7 @@ class ModelMonitor:
         flush_seconds: float = 1.0,
         served_log: ServedLog | None = None,
         sample_rate: float = 0.0,
+        request_fields: Sequence[str] = (),
     ) -> None:
         self.name, self.version = name, version
         self.feature_names = list(feature_names)
@@ -58,6 +59,7 @@ class ModelMonitor:
         self.flush_seconds = flush_seconds
         self.served_log = served_log
         self.sample_rate = sample_rate
+        self.request_fields = list(request_fields)
         self._rows = metrics.MONITORED_ROWS.labels(name, version)
         self._pending_rows = 0
         self._last_flush = time.monotonic()
@@ -105,14 +107,25 @@ class ModelMonitor:
         self._children = children
 
     def observe(
-        self, x: NDArray[np.float64], proba: NDArray[np.float64], entities: Sequence[Any] | None = None
+        self, x: NDArray[np.float64], proba: NDArray[np.float64], request: NDArray[np.float64] | None = None
     ) -> None:
-        """Record served model inputs (rows x features, after request-time transforms) and outputs.
-        Never raises: a prediction is never failed by its recording."""
+        """Record served model inputs (rows x features, after request-time transforms) and outputs;
+        ``request``: the request rows of a model that reads the feature store (entity id, then its
+        request-time fields). Never raises: a prediction is never failed by its recording."""
         try:
             self._observe(x, proba)
             if self.served_log is not None and self.sample_rate > 0 and random.random() < self.sample_rate:
-                self.served_log.offer(self.name, self.version, self.feature_names, x, score_of(proba), entities)
+                entities = request[:, 0].astype(np.int64).tolist() if request is not None else None
+                self.served_log.offer(
+                    self.name,
+                    self.version,
+                    self.feature_names,
+                    x,
+                    score_of(proba),
+                    entities,
+                    self.request_fields,
+                    request[:, 1:] if request is not None else None,
+                )
         except Exception:  # recording is best effort; the request has its answer already
             log.exception("monitoring could not record a prediction", extra={"model": self.name})
 
@@ -186,6 +199,7 @@ def monitor_for(
     feature_names: Sequence[str],
     raw_profile: dict[str, Any] | None,
     settings: MonitoringSettings | None = None,
+    request_fields: Sequence[str] = (),
 ) -> ModelMonitor | None:
     """The monitor of a version being loaded: None when monitoring is off for the model. Raises
     ProfileError for a corrupt or mismatched profile (the registry refuses the version)."""
@@ -209,6 +223,7 @@ def monitor_for(
         flush_seconds=settings.flush_seconds,
         served_log=served_log,
         sample_rate=settings.log_sample_rate,
+        request_fields=request_fields,
     )
 
 

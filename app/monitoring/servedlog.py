@@ -2,8 +2,9 @@
 
 Layout: ``<url>/served/<model>/date=YYYY-MM-DD/<time>-<pid>-<random>.parquet`` with columns ``ts``
 (UTC, microseconds), ``model``, ``version``, ``entity`` (the request's entity id, as a string, or
-null), one float64 column per model feature (the model input after request-time transforms) and
-``score``. ``python -m jobs feature-skew`` and ``outcomes`` read it.
+null), ``request.<field>`` for each request-time field of a model that reads the feature store (what the
+request carried besides the entity key), one float64 column per model feature (the model input after
+request-time transforms) and ``score``. ``python -m jobs feature-skew`` and ``outcomes`` read it.
 
 A request only appends to an in-memory buffer (bounded: past ``max_rows`` rows are dropped and
 counted). A daemon thread writes the buffer every ``flush_seconds``; a write that fails (store down,
@@ -75,12 +76,16 @@ def read_served(
     )
 
 
+REQUEST_PREFIX = "request."
+
+
 class _Batch:
-    def __init__(self, version: str, features: list[str]) -> None:
-        self.version, self.features = version, features
+    def __init__(self, version: str, features: list[str], request_fields: list[str]) -> None:
+        self.version, self.features, self.request_fields = version, features, request_fields
         self.ts: list[int] = []
         self.entities: list[str | None] = []
         self.rows: list[NDArray[np.float64]] = []
+        self.requests: list[NDArray[np.float64]] = []
         self.scores: list[NDArray[np.float64]] = []
 
 
@@ -104,7 +109,10 @@ class ServedLog:
         x: NDArray[np.float64],
         scores: NDArray[np.float64],
         entities: Sequence[Any] | None,
+        request_fields: Sequence[str] = (),
+        request: NDArray[np.float64] | None = None,
     ) -> None:
+        """Buffer served rows; ``request``: the request-time fields (rows x request_fields), if any."""
         n = len(x)
         with self._lock:
             if self._rows + n > self.max_rows:
@@ -112,12 +120,18 @@ class ServedLog:
                 return
             batch = self._pending.get((model, version))
             if batch is None:
-                batch = self._pending[(model, version)] = _Batch(version, list(features))
+                batch = self._pending[(model, version)] = _Batch(version, list(features), list(request_fields))
             now = int(time.time() * 1_000_000)
             batch.ts += [now] * n
             batch.entities += [None if e is None else str(e) for e in entities] if entities is not None else [None] * n
             batch.rows.append(np.array(x, dtype=np.float64))
             batch.scores.append(np.array(scores, dtype=np.float64))
+            if batch.request_fields:
+                batch.requests.append(
+                    np.array(request, dtype=np.float64)
+                    if request is not None
+                    else np.full((n, len(request_fields)), np.nan)
+                )
             self._rows += n
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="served-log", daemon=True)
@@ -154,6 +168,10 @@ class ServedLog:
             "version": pa.array([batch.version] * len(batch.ts)),
             "entity": pa.array(batch.entities, type=pa.string()),
         }
+        if batch.request_fields:
+            req = np.concatenate(batch.requests)
+            for j, name in enumerate(batch.request_fields):
+                columns[REQUEST_PREFIX + name] = pa.array(req[:, j])
         for j, name in enumerate(batch.features):
             columns[name] = pa.array(x[:, j])
         columns["score"] = pa.array(np.concatenate(batch.scores))

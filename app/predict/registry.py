@@ -295,7 +295,13 @@ class ModelRegistry:
             inter_op_threads=self.settings.ort_inter_op_threads,
         )
         try:  # a corrupt or mismatched reference profile refuses the version like a bad artifact
-            monitor = monitor_for(name, version, model.feature_names, meta.reference_profile)
+            monitor = monitor_for(
+                name,
+                version,
+                model.feature_names,
+                meta.reference_profile,
+                request_fields=meta.online_features.request_fields if meta.online_features else (),
+            )
         except ProfileError as exc:
             raise ModelLoadError(f"{name}:{version}: {exc}") from exc
         lm = LoadedModel(model=model, batcher=None, online=online, monitor=monitor)

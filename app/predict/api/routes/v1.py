@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -39,7 +38,7 @@ async def _predict(lm: LoadedModel, request: Request, max_instances: int) -> Res
     x, feature_status = await lm.prepare(raw)
     proba = await lm.predict_proba(x)
     if lm.monitor is not None:  # bins the model input and score; never raises
-        lm.monitor.observe(x, proba, raw[:, 0].astype(np.int64).tolist() if lm.online is not None else None)
+        lm.monitor.observe(x, proba, raw if lm.online is not None else None)
     idx = proba.argmax(axis=1)
     lm.count_predictions(idx)
     classes = lm.model.classes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -134,7 +133,7 @@ async def _infer(lm: LoadedModel, request: Request, max_rows: int) -> Response:
     x, _ = await lm.prepare(req.x)
     proba = await lm.predict_proba(x)
     if lm.monitor is not None:  # bins the model input and score; never raises
-        lm.monitor.observe(x, proba, req.x[:, 0].astype(np.int64).tolist() if lm.online is not None else None)
+        lm.monitor.observe(x, proba, req.x if lm.online is not None else None)
     idx = proba.argmax(axis=1)
     lm.count_predictions(idx)
     labels = lm.model.classes_array[idx]
