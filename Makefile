@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup demo test lint typecheck bench-serving bench-features clean \
+.PHONY: help setup demo test lint typecheck bench-serving bench-features edge-runner-venv clean \
 	kind-up images print-images kind-load torch-gpu-venv deploy port-forward smoke test-e2e kind-down
 
 help:
@@ -48,6 +48,10 @@ bench-serving: setup
 
 bench-features: setup
 	$(BIN)/python -m bench.features
+
+# The edge runner's virtualenv: onnxruntime, numpy and pillow only (tests/edge runs app/edge/runner.py there)
+edge-runner-venv: setup
+	$(BIN)/python -m tests.edge.minimal_venv
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache
