@@ -64,6 +64,12 @@ BY_NAME: dict[str, dict[str, Any]] = {
     "storageClass": {"type": "string"},
 }
 BY_PATH: dict[str, dict[str, Any]] = {
+    "stream.shards": {"type": "integer", "minimum": 1, "maximum": 1024},
+    "windows": {"type": "string", "pattern": "^[1-9][0-9]*[smhd](,[1-9][0-9]*[smhd])*$"},
+    "metricsPort": PORT,
+    "batchSize": {"type": "integer", "minimum": 1, "maximum": 10000},
+    "maxDeliveries": {"type": "integer", "minimum": 1},
+    "claimIdleMs": {"type": "integer", "minimum": 100},
     "global.s3.region": {"type": "string", "minLength": 1},
     "global.networkPolicy.monitoringNamespace": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
     "bootstrap.users": {"type": "integer", "minimum": 1},
@@ -72,6 +78,9 @@ BY_PATH: dict[str, dict[str, Any]] = {
     "modelStore.pollIntervalSeconds": {"type": "number", "exclusiveMinimum": 0},
     "batching.maxBatchSize": {"type": "integer", "minimum": 1, "maximum": 100000},
     "batching.maxWaitMs": {"type": "number", "minimum": 0, "maximum": 1000},
+    "engine.type": {"enum": ["onnxruntime", "sklearn"]},
+    "engine.intraOpThreads": {"type": "integer", "minimum": 1, "maximum": 64},
+    "engine.interOpThreads": {"type": "integer", "minimum": 1, "maximum": 64},
     "onlineFeatures.timeoutMs": {"type": "number", "exclusiveMinimum": 0},
     "onlineFeatures.missingEntityPolicy": {"enum": ["error", "zeros"]},
     "onlineFeatures.repo": {"type": "string", "pattern": "^[A-Za-z_][\\w.]*:[A-Za-z_]\\w*$"},
@@ -101,7 +110,7 @@ BY_PATH: dict[str, dict[str, Any]] = {
     "prometheusRule.queueTimeMicroseconds": {"type": "integer", "minimum": 1},
 }
 # The umbrella validates only its own keys of a subchart's section; the subchart's schema the rest.
-SUBCHARTS = ("predict", "featurestore", "multimodal")
+SUBCHARTS = ("predict", "featurestore", "multimodal", "stream")
 
 
 def schema_for(value: Any, path: str) -> dict[str, Any]:

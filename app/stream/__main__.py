@@ -17,7 +17,7 @@ from redis.asyncio.cluster import RedisCluster
 from app.common.logging import configure_logging
 from app.modelstore import model_store
 from app.predict.registry import ModelRegistry
-from app.stream.config import StreamSettings
+from app.stream.core.config import Settings as StreamSettings
 from app.stream.scorer import StreamScorer
 from app.stream.scripts import Broker
 
@@ -56,7 +56,7 @@ def main() -> None:
     settings = StreamSettings()
     configure_logging(settings.log_level)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port)
+        start_http_server(settings.metrics_port, addr=settings.metrics_address)
     asyncio.run(serve(settings))
 
 

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from redis.exceptions import RedisError, ResponseError
 from app.common.errors import ApiError
 from app.predict.registry import ModelNotReadyError, ModelRegistry, UnknownModelError
 from app.stream import metrics
-from app.stream.config import StreamSettings
+from app.stream.core.config import Settings as StreamSettings
 from app.stream.events import Event, EventSchema, MalformedEventError
 from app.stream.scripts import Broker, Scripts
 from app.stream.windows import StreamingFeatures
@@ -123,9 +124,12 @@ class StreamScorer:
     async def run(self, stop: asyncio.Event) -> None:
         """Score until ``stop`` is set; the batch in hand is finished and acknowledged first."""
         await self._retrying(self.setup, stop)
+        heartbeat = Path(self.s.heartbeat_file) if self.s.heartbeat_file else None
         while not stop.is_set():
             try:
                 await self.step()
+                if heartbeat is not None:
+                    heartbeat.touch()
             except (RedisError, OSError) as exc:
                 # Redis restarted or unreachable: redis-py reconnects on the next command; nothing was acked.
                 log.warning("broker error; retrying", extra={"error": str(exc)})

@@ -148,7 +148,7 @@ def test_service_monitors_select_our_services(profile: str) -> None:
     docs = rendered(profile)
     services = by_kind(docs, "Service")
     monitors = by_kind(docs, "ServiceMonitor")
-    assert len(monitors) == 4  # predict, feature server, preprocess, Triton's metrics port
+    assert len(monitors) == 5  # predict, feature server, preprocess, Triton's metrics port, stream scorer
     for sm in monitors:
         assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
         selected = [
@@ -203,10 +203,27 @@ def test_rolling_updates_drop_nothing(profile: str) -> None:
     for d in by_kind(rendered(profile), "Deployment"):
         spec = d["spec"]["template"]["spec"]
         c = spec["containers"][0]
+        if not any(p["name"] == "http" for p in c.get("ports", [])):
+            continue  # takes no requests (the stream scorer: test_the_stream_scorer_drains_on_sigterm)
         assert d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
         pre_stop = int(c["lifecycle"]["preStop"]["exec"]["command"][1])
         assert spec["terminationGracePeriodSeconds"] > pre_stop + 25  # preStop + the server's own drain
         assert c["readinessProbe"]["httpGet"]["path"] in ("/readyz", "/v2/health/ready")
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_the_stream_scorer_drains_on_sigterm_and_is_restarted_when_stuck(profile: str) -> None:
+    """It takes no requests: a rollout's SIGTERM lets it finish and acknowledge its micro-batch (the process
+    test proves the exit), and a loop that stops turning fails the heartbeat liveness probe."""
+    (d,) = [d for d in by_kind(rendered(profile), "Deployment") if d["metadata"]["name"] == "mlp-stream"]
+    spec = d["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    assert c["command"] == ["python", "-m", "app.stream"]
+    assert spec["terminationGracePeriodSeconds"] >= 10
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"  # stable consumer name
+    assert "/tmp/heartbeat" in " ".join(c["livenessProbe"]["exec"]["command"])
+    assert env["STREAM_HEARTBEAT_FILE"]["value"] == "/tmp/heartbeat"
 
 
 def env_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -258,12 +275,13 @@ def test_alert_rules_pass_promtool(profile: str, tmp_path: Path) -> None:
 
     promtool = debian_binary("promtool", "prometheus")
     groups = [g for r in by_kind(rendered(profile), "PrometheusRule") for g in r["spec"]["groups"]]
-    assert len(groups) == 3
+    names = {g["name"] for g in groups}
+    assert {"ml-platform-predict", "ml-platform-featurestore", "ml-platform-stream"} <= names
     f = tmp_path / "rules.yaml"
     f.write_text(yaml.safe_dump({"groups": groups}))
     p = subprocess.run([promtool, "check", "rules", str(f)], capture_output=True, text=True, check=False)
     assert p.returncode == 0, p.stdout + p.stderr
-    assert "SUCCESS: 9 rules found" in p.stdout
+    assert f"SUCCESS: {sum(len(g['rules']) for g in groups)} rules found" in p.stdout
 
 
 def test_bootstrap_job_only_where_enabled_and_runs_real_subcommands() -> None:
@@ -451,7 +469,7 @@ def test_every_service_admits_prometheus_on_its_metrics_port(profile: str) -> No
         assert mine, f"no NetworkPolicy for {svc['metadata']['name']}"
         if labels["app.kubernetes.io/name"] == "redis":
             continue  # no metrics endpoint; only this release's pods may connect
-        metrics_port = "metrics" if labels["app.kubernetes.io/name"] == "triton" else "http"
+        metrics_port = "metrics" if labels["app.kubernetes.io/name"] in {"triton", "stream"} else "http"
         admitted = [
             rule
             for p in mine
@@ -514,7 +532,7 @@ def test_redis_auth_reaches_every_client_from_one_secret() -> None:
             for e in ct.get("env", []):
                 if e["name"].endswith("REDIS_URL"):
                     clients[name] = e["valueFrom"]["secretKeyRef"]
-    assert len(clients) == 4, clients  # feature server, materializer, bootstrap, predict
+    assert len(clients) == 5, clients  # feature server, materializer, bootstrap, predict, stream scorer
     assert all(ref == {"name": secret["metadata"]["name"], "key": "redis-url"} for ref in clients.values())
     predict, server = env_of_workload(docs, "mlp-predict"), env_of_workload(docs, "mlp-featurestore-featureserver")
     assert predict["FEATURES_REDIS_CLUSTER"]["value"] == server["FEATURES_REDIS_CLUSTER"]["value"] == "false"
@@ -682,12 +700,13 @@ def test_values_schemas_reject_unknown_keys() -> None:
     assert p.returncode == 0, p.stdout + p.stderr  # committed schemas are what the generator writes
     import json
 
-    files = [CHART / "values.schema.json", *sorted((CHART / "charts").glob("*/values.schema.json"))]
-    assert len(files) == 4
+    subcharts = sorted(p.parent.name for p in (CHART / "charts").glob("*/values.yaml"))
+    files = [CHART / "values.schema.json", *(CHART / "charts" / s / "values.schema.json" for s in subcharts)]
+    assert all(f.exists() for f in files), files  # every subchart with values has a schema
     for f in files:
         for path, node in _objects(json.loads(f.read_text())):
             # the umbrella leaves a subchart's section to that subchart's own schema
-            if f.parent == CHART and path in ("", ".predict", ".featurestore", ".multimodal"):
+            if f.parent == CHART and path in ("", *(f".{s}" for s in subcharts)):
                 continue
             assert node.get("additionalProperties") is False, f"{f.relative_to(ROOT)}{path or ' (root)'}"
     for typo, word in (

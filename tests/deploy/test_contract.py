@@ -99,9 +99,13 @@ def jobs_settings() -> list[type[BaseSettings]]:
 
 
 def gunicorn_app(c: Container) -> str | None:
+    """The app.<service> module a container runs: gunicorn's app, or ``python -m app.<service>`` (the
+    stream scorer); each reads app.<service>.core.config.Settings."""
     argv = c.argv
     if argv and Path(argv[0]).name == "gunicorn":
         return argv[-1]
+    if argv[:2] == ["python", "-m"] and len(argv) > 2 and argv[2].startswith("app."):
+        return argv[2]
     return None
 
 

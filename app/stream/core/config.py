@@ -19,7 +19,7 @@ from app.predict.core.config import Settings as PredictSettings
 from app.stream.windows import Window, parse_windows
 
 
-class StreamSettings(PredictSettings):
+class Settings(PredictSettings):
     model_config = SettingsConfigDict(env_prefix="STREAM_", use_attribute_docstrings=True, extra="ignore")
 
     redis_url: str = "redis://localhost:6379/0"
@@ -93,8 +93,14 @@ class StreamSettings(PredictSettings):
     """An entity with no batch features (a new user) is scored as one with no history; "error" would leave
     its events pending until they are dead-lettered."""
 
+    heartbeat_file: str | None = None
+    """Touched after every pass over the shards: the liveness probe checks its age (a stuck loop fails it)."""
+
     metrics_port: int = Field(default=9100, ge=0, le=65535)
     """Port of the scorer's /metrics (0: no metrics server)."""
+
+    metrics_address: str = "0.0.0.0"
+    """Address the metrics server listens on."""
 
     @field_validator("windows")
     @classmethod
