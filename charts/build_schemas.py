@@ -108,6 +108,20 @@ BY_PATH: dict[str, dict[str, Any]] = {
     "preprocess.tritonTimeoutMs": {"type": "number", "exclusiveMinimum": 0},
     "preprocess.maxImageBytes": {"type": "integer", "minimum": 1024},
     "prometheusRule.queueTimeMicroseconds": {"type": "integer", "minimum": 1},
+    "driftMonitoring.models": {
+        "type": "array",
+        "items": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},
+    },
+    "driftMonitoring.windows": {
+        "type": "array",
+        "minItems": 1,
+        "items": {"type": "string", "pattern": "^[0-9]+[smhdw]$"},
+    },
+    "driftMonitoring.thresholds": FREE_OBJECT,
+    "driftMonitoring.prometheusUrl": {"type": "string", "pattern": "^(|https?://.+)$"},
+    "driftMonitoring.pushgatewayUrl": {"type": "string", "pattern": "^(|https?://.+)$"},
+    "driftMonitoring.schemaViolationShare": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+    "driftMonitoring.missingShare": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
 }
 # The umbrella validates only its own keys of a subchart's section; the subchart's schema the rest.
 SUBCHARTS = ("predict", "featurestore", "multimodal", "stream")
