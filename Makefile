@@ -65,7 +65,7 @@ TAG ?= dev
 # The images, one list: `make images` builds IMAGES, `make kind-load` loads them into kind, the README
 # names them and the tests read them (`make -s print-images`, tests/deploy/images.py). GPU_IMAGES are
 # for GPU nodes (EKS), never kind: `make image-triton` builds NGC's Triton (~20 GB).
-IMAGES := predict featureserver preprocess jobs jobs-multimodal triton-cpu
+IMAGES := predict featureserver preprocess stream jobs jobs-multimodal triton-cpu
 GPU_IMAGES := triton
 # How each is built: its Dockerfile, stage and build args. The Python images install ml-platform with a
 # pyproject extra (EXTRAS); the CPU Triton gets the multimodal extra's torch, the export job's.
@@ -75,6 +75,7 @@ PYTRITON_VERSION := 0.7.0
 predict.build := -f images/python/Dockerfile --target predict
 featureserver.build := -f images/python/Dockerfile --target featureserver
 preprocess.build := -f images/python/Dockerfile --target preprocess --build-arg EXTRAS=preprocess
+stream.build := -f images/python/Dockerfile --target stream
 jobs.build := -f images/python/Dockerfile --target jobs
 jobs-multimodal.build := -f images/python/Dockerfile --target jobs --build-arg EXTRAS=multimodal
 triton-cpu.build := -f images/triton-cpu/Dockerfile --build-arg PYTRITON_VERSION=$(PYTRITON_VERSION) \

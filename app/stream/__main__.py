@@ -15,6 +15,8 @@ from prometheus_client import start_http_server
 from redis.asyncio.cluster import RedisCluster
 
 from app.common.logging import configure_logging
+from app.features.offline import OfflineStore
+from app.features.stores import DEFAULT_REGION
 from app.modelstore import model_store
 from app.predict.registry import ModelRegistry
 from app.stream.core.config import Settings as StreamSettings
@@ -32,6 +34,13 @@ def connect(settings: StreamSettings) -> Broker:
     )
 
 
+def offline_log(settings: StreamSettings) -> OfflineStore | None:
+    if not settings.offline_url:
+        return None
+    region = settings.s3_region or DEFAULT_REGION
+    return OfflineStore(settings.offline_url, s3_endpoint_url=settings.s3_endpoint_url, s3_region=region)
+
+
 async def serve(settings: StreamSettings) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -45,7 +54,7 @@ async def serve(settings: StreamSettings) -> None:
         extra={"consumer": settings.consumer, "stream": settings.stream, "shards": settings.shards},
     )
     try:
-        await StreamScorer(settings, client, registry).run(stop)
+        await StreamScorer(settings, client, registry, offline_log(settings)).run(stop)
     finally:
         await registry.stop()
         await client.aclose()

@@ -32,10 +32,13 @@ import numpy as np
 from redis.exceptions import RedisError, ResponseError
 
 from app.common.errors import ApiError
+from app.features.offline import OfflineStore, OfflineStoreError
 from app.predict.registry import ModelNotReadyError, ModelRegistry, UnknownModelError
 from app.stream import metrics
 from app.stream.core.config import Settings as StreamSettings
 from app.stream.events import Event, EventSchema, MalformedEventError
+from app.stream.feature_log import FeatureLog
+from app.stream.keys import StreamKeys
 from app.stream.scripts import Broker, Scripts
 from app.stream.windows import StreamingFeatures
 
@@ -53,32 +56,6 @@ return 0
 Entry = tuple[str, Mapping[bytes | str, bytes | str]]
 
 
-class StreamKeys:
-    """Every key of one stream's shards. All keys of shard ``i`` share the hash tag ``{i}``: one slot, so
-    one script may touch them together on a Redis Cluster, and shards spread over the nodes."""
-
-    def __init__(self, settings: StreamSettings) -> None:
-        self.s = settings
-
-    def events(self, shard: int) -> str:
-        return f"{self.s.stream}:{{{shard}}}"
-
-    def decisions(self, shard: int) -> str:
-        return f"{self.s.output_stream}:{{{shard}}}"
-
-    def dead_letters(self, shard: int) -> str:
-        return f"{self.s.dead_letter_stream}:{{{shard}}}"
-
-    def decision(self, shard: int, event_id: str) -> str:
-        return f"{self.s.output_stream}:{{{shard}}}:{event_id}"
-
-    def dead_marker(self, shard: int, entry_id: str) -> str:
-        return f"{self.s.dead_letter_stream}:{{{shard}}}:{entry_id}"
-
-    def shard_of(self, entity: int) -> int:
-        return entity % self.s.shards
-
-
 @dataclass
 class BatchResult:
     scored: int = 0
@@ -87,7 +64,9 @@ class BatchResult:
 
 
 class StreamScorer:
-    def __init__(self, settings: StreamSettings, client: Broker, registry: ModelRegistry) -> None:
+    def __init__(
+        self, settings: StreamSettings, client: Broker, registry: ModelRegistry, offline: OfflineStore | None = None
+    ) -> None:
         self.s = settings
         self.client = client
         self.registry = registry
@@ -99,6 +78,9 @@ class StreamScorer:
             allowed_lateness_ms=settings.allowed_lateness_ms,
         )
         self.scripts = Scripts(client, append_once=_APPEND_ONCE)
+        self.feature_log = (
+            FeatureLog(settings, client, offline, self.features.feature_names) if offline is not None else None
+        )
         self.ttl_ms = settings.decision_ttl_seconds * 1000
         self._recovering = dict.fromkeys(range(settings.shards), True)  # read our own pending entries first
         self._next_claim = 0.0
@@ -111,6 +93,8 @@ class StreamScorer:
         await self.features.scripts.load()
         for shard in range(self.s.shards):
             await self._create_group(shard)
+        if self.feature_log is not None:
+            await self.feature_log.setup()
 
     async def _create_group(self, shard: int) -> None:
         try:
@@ -128,15 +112,32 @@ class StreamScorer:
         while not stop.is_set():
             try:
                 await self.step()
+                await self._log_features()
                 if heartbeat is not None:
                     heartbeat.touch()
             except (RedisError, OSError) as exc:
                 # Redis restarted or unreachable: redis-py reconnects on the next command; nothing was acked.
                 log.warning("broker error; retrying", extra={"error": str(exc)})
                 self._recovering = dict.fromkeys(self._recovering, True)
+                if self.feature_log is not None:
+                    self.feature_log.drop_buffer()
                 await _sleep_or_stop(stop, 0.5)
                 if "NOGROUP" in str(exc):
                     await self._retrying(self.setup, stop)
+
+        if self.feature_log is not None:
+            with contextlib.suppress(RedisError, OSError, OfflineStoreError):
+                await self.feature_log.flush()  # what was decided is logged before the process goes
+
+    async def _log_features(self) -> None:
+        if self.feature_log is None:
+            return
+        try:
+            await self.feature_log.step()
+        except OfflineStoreError as exc:  # the rows stay pending in the decision stream: read again later
+            log.warning("feature log append failed; retrying", extra={"error": str(exc)})
+            metrics.FAILED_BATCHES.labels(self.s.stream, "feature_log").inc()
+            self.feature_log.drop_buffer()
 
     async def _retrying(self, fn: Any, stop: asyncio.Event) -> None:
         while not stop.is_set():

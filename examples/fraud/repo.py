@@ -29,8 +29,26 @@ user_stats = FeatureView(
     ),
 )
 
+# The stream scorer's window features (app.stream, STREAM_WINDOWS=10m,1h on amount) as it served them:
+# its feature log appends them to this dataset, so a training set joins exactly what serving saw. Not
+# materialized: the scorer keeps them current in Redis itself.
+user_activity = FeatureView(
+    name="user_activity",
+    entity=user,
+    source="features/stream_activity",
+    ttl=timedelta(hours=1),
+    online=False,
+    description="a user's transactions in the last 10 minutes and hour, as the stream scorer computed them",
+    features=(
+        Feature("count_10m", "float64"),
+        Feature("amount_sum_10m", "float64"),
+        Feature("count_1h", "float64"),
+        Feature("amount_sum_1h", "float64"),
+    ),
+)
+
 TRANSACTIONS = "transactions"
 
 
 def reference_repo() -> FeatureRepo:
-    return FeatureRepo(entities=[user], views=[user_stats])
+    return FeatureRepo(entities=[user], views=[user_stats, user_activity])

@@ -12,14 +12,14 @@ import pytest
 from devharness import VENV_BIN
 from tests.deploy.images import IMAGES, ROOT, Build, builds, parse_build_line
 
-PYTHON_IMAGES = ("predict", "featureserver", "preprocess", "jobs", "jobs-multimodal")
+PYTHON_IMAGES = ("predict", "featureserver", "preprocess", "stream", "jobs", "jobs-multimodal")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_the_image_list_is_one_list() -> None:
     """`make images` builds IMAGES (what kind needs), the README says exactly those, and every Dockerfile
     in images/ is used by an image of the list (no stale copy left behind)."""
-    kind = ["predict", "featureserver", "preprocess", "jobs", "jobs-multimodal", "triton-cpu"]
+    kind = ["predict", "featureserver", "preprocess", "stream", "jobs", "jobs-multimodal", "triton-cpu"]
     assert list(IMAGES) == [*kind, "triton"]
     dry = subprocess.run(
         ["make", "-s", "--no-print-directory", "-n", "-C", str(ROOT), "images"],

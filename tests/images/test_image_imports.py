@@ -50,6 +50,8 @@ ENTRY_POINTS = {
     "featureserver": 'import os\nos.environ["FEATURES_REPO"] = "examples.fraud.repo:reference_repo"\n'
     + SERVICE.format(svc="featureserver"),
     "preprocess": SERVICE.format(svc="preprocess"),
+    # The stream scorer: its module, the registry and engine it scores with, redis.asyncio.
+    "stream": 'main = importlib.import_module("app.stream.__main__")\nmain.StreamSettings()\n',
     "jobs": JOBS,
     "jobs-multimodal": JOBS
     + """

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 
 from app.modelstore import LocalModelStore
 from app.predict.registry import ModelRegistry
-from app.stream.config import StreamSettings
+from app.stream.core.config import Settings as StreamSettings
 from app.stream.scorer import StreamScorer
 from devharness import RedisServer
 

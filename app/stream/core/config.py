@@ -93,6 +93,19 @@ class Settings(PredictSettings):
     """An entity with no batch features (a new user) is scored as one with no history; "error" would leave
     its events pending until they are dead-lettered."""
 
+    offline_url: str | None = Field(default=None, validation_alias="FEATURES_OFFLINE_URL")
+    """The offline store that the streaming features are appended to (``FEATURES_OFFLINE_URL``, the feature
+    store's own name); unset: they are not logged."""
+
+    feature_log_dataset: str = "features/stream_activity"
+    """Offline dataset (a Delta table) of the streaming features as served."""
+
+    feature_log_flush_seconds: float = Field(default=30.0, gt=0)
+    """Longest time a served row waits before it is appended to the offline store."""
+
+    feature_log_max_rows: int = Field(default=50_000, ge=1)
+    """Rows buffered before an append, at most."""
+
     heartbeat_file: str | None = None
     """Touched after every pass over the shards: the liveness probe checks its age (a stuck loop fails it)."""
 
