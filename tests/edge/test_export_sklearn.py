@@ -23,7 +23,8 @@ from app.modelstore import LocalModelStore, ModelMetadata
 from app.modelstore.packaging import TrainingRun, publish_sklearn
 from app.onnx.parity import compare_probabilities
 from devharness.jobs import run_job
-from jobs.train import DATASETS
+from jobs.train import DATASETS, train_and_publish
+from tests.edge.conftest import export_in_process
 
 
 @dataclass
@@ -80,9 +81,9 @@ def test_bundle_reproduces_the_model_on_its_whole_held_out_split(
 
 
 def test_re_export_replaces_the_bundle(trained_store: Path, tmp_path: Path) -> None:
-    export(trained_store, "iris", tmp_path / "b")
+    export_in_process(trained_store, "iris", tmp_path / "b")
     (tmp_path / "b" / "stray.txt").write_text("left from elsewhere")
-    export(trained_store, "iris", tmp_path / "b")
+    export_in_process(trained_store, "iris", tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["manifest.json", "model.onnx", "parity.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temporary directory left behind
 
@@ -123,9 +124,8 @@ def test_fraud_bundle_names_its_request_transform_and_matches_on_held_out_rows(t
 
 
 def test_reference_forest_bundle_is_smaller_than_its_pickle(tmp_path: Path) -> None:
-    store = tmp_path / "store"
-    run_job("--store", str(store), "train", "--dataset", "reference", "--name", "reference").ok()
-    summary = export(store, "reference", tmp_path / "bundle")
+    train_and_publish(LocalModelStore(tmp_path / "store"), dataset="reference", name="reference")  # as `train`
+    summary = export_in_process(tmp_path / "store", "reference", tmp_path / "bundle")
     sizes = summary["sizes"]
     assert isinstance(sizes, dict) and isinstance(summary["source_size_bytes"], int)
     assert sizes["model.onnx"] <= 1.2 * summary["source_size_bytes"], summary
@@ -172,9 +172,8 @@ def test_parity_rules() -> None:
         quantized_parity(worse, expected, labels)
 
 
-def test_runner_widens_integers_and_refuses_other_dtypes(trained_store: Path, tmp_path: Path) -> None:
-    export(trained_store, "iris", tmp_path / "b")
-    edge = EdgeModel(tmp_path / "b")
+def test_runner_widens_integers_and_refuses_other_dtypes(iris_bundle: Path) -> None:
+    edge = EdgeModel(iris_bundle)
     x = held_out("iris")
     assert np.array_equal(edge.predict_proba([x.astype(np.int64)]), edge.predict_proba([np.trunc(x)]))
     with pytest.raises(InputError, match="input 'input' must be float64, got bool"):

@@ -55,7 +55,7 @@ def test_bundle_from_s3_in_the_minimal_virtualenv_reproduces_the_service(
     assert out.returncode == 0, out.stdout + out.stderr
     edge = json.loads(out.stdout)
 
-    with GunicornService(tmp_path / "svc", env).wait_ready() as srv:
+    with GunicornService(tmp_path / "svc", env, workers=1).wait_ready() as srv:
         instances = [dict(zip(meta.feature_names, row, strict=True)) for row in x.tolist()]
         r = httpx.post(f"{srv.url}/v1/models/breast-cancer/predict", json={"instances": instances}, timeout=30)
     assert r.status_code == 200, r.text
@@ -65,15 +65,6 @@ def test_bundle_from_s3_in_the_minimal_virtualenv_reproduces_the_service(
     served_proba = np.array([[p[k] for k in keys] for p in served["probabilities"]])
     assert np.max(np.abs(np.asarray(edge["probabilities"]) - served_proba)) <= 1e-5
     assert edge["labels"] == served["predictions"]
-
-
-@pytest.fixture(scope="module")
-def iris_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    work = tmp_path_factory.mktemp("edge-iris")
-    store = open_store(str(work / "store"))
-    train_and_publish(store, dataset="iris", name="iris", n_estimators=5, max_depth=3)
-    run_job("--store", str(work / "store"), "export-edge", "--model", "iris", "--out", str(work / "bundle")).ok()
-    return work / "bundle"
 
 
 def test_corrupt_bundle_is_refused_naming_the_file(iris_bundle: Path, runner_python: Path, tmp_path: Path) -> None:
