@@ -1,6 +1,7 @@
 """Drift computation benchmark against Evidently, in one run on one machine.
 
     python -m bench.drift [--rows 1000000] [--ref-rows 200000] [--features 20] [--skip-evidently]
+    python -m bench.drift --serving [--duration 10] [--runs 3]
 
 The same data for both: a reference of ``--ref-rows`` x ``--features`` standard normals and a served set
 of ``--rows`` rows where f3 is shifted by 0.5 std, as Parquet files (row groups of 100,000 rows).
@@ -21,6 +22,11 @@ bin's representative), so both compute on the same binning; Evidently's own Jens
 Wasserstein functions against ours (to 1e-6), and our PSI against the textbook sum written out in
 Python. Detection: a 0.5 std shift of one feature in one 5,000-row window flagged on that feature alone,
 and the false-alarm rate over 100 no-drift windows, at the default thresholds.
+
+``--serving``: the cost of monitoring in the prediction service. The benchmark's reference model (20
+features, 50 trees) under gunicorn with 2 workers, monitoring on (``MONITORING_ENABLED=true``, the
+default) and off, alternated ``--runs`` times in the same run; wrk with 64 keep-alive connections posting
+one v1 row for ``--duration`` seconds; requests per second and the workers' resident memory after the load.
 """
 
 from __future__ import annotations
@@ -210,6 +216,73 @@ def detection(features: int, ref_rows: int, window: int = 5000, windows: int = 1
     }
 
 
+def _worker_rss_mb(master: int) -> list[float]:
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    out = []
+    for pid in children:
+        status = Path(f"/proc/{pid}/status").read_text()
+        out.append(int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("VmRSS:"))) / 1024)
+    return out
+
+
+def serving(duration: int, runs: int, connections: int = 64) -> dict[str, Any]:
+    import shutil
+    import statistics
+
+    from app.modelstore import open_store
+    from bench.loadgen import wrk_post
+    from devharness import Server, free_port, wait_http
+    from jobs.train import train_and_publish
+
+    work = ROOT / "var" / "bench-drift-serving"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    store = work / "store"
+    meta = train_and_publish(open_store(str(store)), dataset="reference", name="reference")
+    body = json.dumps({"instances": [dict(zip(meta.feature_names, meta.verification.inputs[0], strict=True))]})
+    points: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    for run in range(runs):
+        for mode in ("on", "off") if run % 2 == 0 else ("off", "on"):  # alternate: drifting load hits both
+            port = free_port()
+            env = {
+                "MODEL_STORE_URL": str(store),
+                "BIND": f"127.0.0.1:{port}",
+                "WEB_CONCURRENCY": "2",
+                "PREDICT_ACCESS_LOG": "false",
+                "MONITORING_ENABLED": "true" if mode == "on" else "false",
+            }
+            argv = [sys.executable, "-m", "gunicorn", "-c", "python:app.common.gunicorn_conf", "app.predict.main:app"]
+            with Server(argv, work / f"{mode}-{run}.log", env=env, cwd=ROOT) as srv:
+                base = f"http://127.0.0.1:{port}"
+                wait_http(base + "/readyz", srv)
+                url = base + "/v1/models/reference/predict"
+                wrk_post(url, body.encode(), connections, 2)  # warm-up
+                r = wrk_post(url, body.encode(), connections, duration)
+                rss = _worker_rss_mb(srv.proc.pid)
+                if mode == "on":
+                    metrics = subprocess.run(
+                        ["curl", "-s", base + "/metrics"], capture_output=True, text=True, check=False
+                    )
+                    assert "model_feature_bin_total" in metrics.stdout, "monitoring on but no bin counts"
+            p = {"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "errors": r.errors, "worker_rss_mb": rss}
+            points[mode].append(p)
+            print(
+                f"monitoring {mode:<3} run {run}: {r.rps:,.0f} rps, p99 {r.p99_ms:.1f} ms, workers {rss} MB", flush=True
+            )
+    med = {m: statistics.median(p["rps"] for p in pts) for m, pts in points.items()}
+    rss_med = {m: statistics.median(x for p in pts for x in p["worker_rss_mb"]) for m, pts in points.items()}
+    return {
+        "connections": connections,
+        "duration_s": duration,
+        "runs": runs,
+        "points": points,
+        "median_rps": med,
+        "rps_on_over_off": med["on"] / med["off"],
+        "median_worker_rss_mb": rss_med,
+        "worker_rss_growth_mb": rss_med["on"] - rss_med["off"],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -217,7 +290,18 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=20)
     ap.add_argument("--skip-evidently", action="store_true")
     ap.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "drift-data")
+    ap.add_argument("--serving", action="store_true", help="measure monitoring's cost in the service instead")
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
+    if args.serving:
+        cost = serving(args.duration, args.runs)
+        out = ROOT / "bench" / "results" / f"drift-serving-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(cost, indent=1))
+        print(json.dumps({k: v for k, v in cost.items() if k != "points"}, indent=1))
+        print(f"written {out}")
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     ref_path, cur_path = write_data(args.work, args.rows, args.ref_rows, args.features)
     evidently_py = None if args.skip_evidently else ensure_evidently()

@@ -1,12 +1,13 @@
 """What serving records of each prediction: bin counts against the reference profile, schema-skew
 counts, and (optionally) a sampled log of the rows.
 
-Per request the worker pays one vectorized comparison of the model input against the stacked bin edges
-and one ``np.bincount`` into a per-worker count vector (a few microseconds; bounded memory: one int64
-per bin). Every ``flush_seconds`` the counts accumulated since the last flush are added to Prometheus
-counters, which the multiprocess collector sums over workers; drift itself is computed from the summed
-counts by ``python -m jobs drift-report``, never here. Nothing in this module raises into a request:
-a failure to record is logged and counted, and the prediction is returned as usual.
+Per request the worker copies the model input and score into a per-worker buffer (a few
+microseconds); when the buffer is full, and at each flush, the buffered rows are binned in one vectorized
+comparison against the stacked bin edges and one ``np.bincount`` into a per-worker count vector (bounded
+memory: the buffer and one int64 per bin). Every ``flush_seconds`` the counts accumulated since the last
+flush are added to Prometheus counters, which the multiprocess collector sums over workers; drift itself
+is computed from the summed counts by ``python -m jobs drift-report``, never here. Nothing in this module
+raises into a request: a failure to record is logged and counted, and the prediction is returned as usual.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from app.monitoring.settings import MonitoringSettings
 log = logging.getLogger(__name__)
 
 SCHEMA_KINDS = ("below_min", "above_max", "missing", "unknown_category")
+BUFFER_ROWS = 4096  # rows a worker buffers per model before binning them in one go
 
 
 class ModelMonitor:
@@ -105,6 +107,10 @@ class ModelMonitor:
         for kind in SCHEMA_KINDS:
             children += [metrics.SCHEMA_SKEW.labels(self.name, self.version, n, kind) for n in self._feature_order]
         self._children = children
+        # Rows waiting to be binned (BUFFER_ROWS x features: 660 KB for 20 features) and their scores.
+        self._buf = np.empty((BUFFER_ROWS, n_feat))
+        self._sbuf = np.empty(BUFFER_ROWS)
+        self._n = 0
 
     def observe(
         self, x: NDArray[np.float64], proba: NDArray[np.float64], request: NDArray[np.float64] | None = None
@@ -130,10 +136,28 @@ class ModelMonitor:
             log.exception("monitoring could not record a prediction", extra={"model": self.name})
 
     def _observe(self, x: NDArray[np.float64], proba: NDArray[np.float64]) -> None:
-        self._pending_rows += len(x)
-        if self.profile is None:
-            self._maybe_flush()
-            return
+        """A request only copies its rows into the worker's buffer; the buffer is binned when full and at
+        each flush, so the vectorized binning runs once per few thousand rows, not once per request."""
+        k = len(x)
+        self._pending_rows += k
+        if self.profile is not None:
+            if self._n + k > BUFFER_ROWS:
+                self._drain()
+            if k > BUFFER_ROWS:
+                self._bin(x, score_of(proba))
+            else:
+                self._buf[self._n : self._n + k] = x
+                self._sbuf[self._n : self._n + k] = score_of(proba)
+                self._n += k
+        self._maybe_flush()
+
+    def _drain(self) -> None:
+        if self._n:
+            n, self._n = self._n, 0
+            self._bin(self._buf[:n], self._sbuf[:n])
+
+    def _bin(self, x: NDArray[np.float64], score: NDArray[np.float64]) -> None:
+        assert self.profile is not None
         n_feat = len(self._feature_order)
         s = self._schema_at
         if len(self._num_idx):
@@ -156,12 +180,10 @@ class ModelMonitor:
             self._counts[at : at + len(cats) + 1] += np.bincount(idx, minlength=len(cats) + 1)
             self._counts[s + 3 * n_feat + j] += int((~known & ~missing).sum())
             self._counts[s + 2 * n_feat + j] += int(missing.sum())
-        score = score_of(proba)
         sb = (score[:, None] >= self._edges[-1][None, :]).sum(axis=1)
         at = self._offsets[-2]
         n_score = len(self.profile.score.counts)
         self._counts[at : at + n_score] += np.bincount(sb, minlength=n_score)
-        self._maybe_flush()
 
     def _maybe_flush(self) -> None:
         if time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -170,6 +192,8 @@ class ModelMonitor:
     def flush(self) -> None:
         """Add what was counted since the last flush to the shared (multiprocess) counters."""
         self._last_flush = time.monotonic()
+        if self.profile is not None:
+            self._drain()
         if self._pending_rows:
             self._rows.inc(self._pending_rows)
             self._pending_rows = 0
@@ -184,6 +208,7 @@ class ModelMonitor:
         """This worker's bin counts per feature (reference_counts' layout), for tests and diagnostics."""
         if self.profile is None:
             return {}
+        self._drain()
         names = [n for j, n in enumerate(self._feature_order) if j in set(self._num_idx.tolist())]
         names += [self._feature_order[j] for j in self._cat_idx] + [SCORE_FEATURE]
         return {n: self._counts[self._offsets[i] : self._offsets[i + 1]].copy() for i, n in enumerate(names)}

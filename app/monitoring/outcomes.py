@@ -1,7 +1,7 @@
 """Outcome monitoring: once labels arrive, how good the served predictions were, per model version.
 
 Labels are rows ``(entity, ts, label)``: the outcome of the prediction served for that entity at or just
-before ``ts`` (a fraud label names the transaction's user and time). Each label is matched to the latest
+before ``ts``. Each label is matched to the latest
 sampled served row of the same entity with ``served ts <= ts <= served ts + max_delay`` (an as-of join);
 unmatched labels are counted, not guessed. Per version: ROC AUC, log loss, the expected calibration
 error over 10 equal-width score bins and the reliability table (mean score against positive rate).

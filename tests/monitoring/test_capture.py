@@ -70,6 +70,20 @@ def test_served_counts_equal_the_offline_binning_and_reach_the_counters() -> Non
     assert sample("model_monitored_rows_total", model="cap-a", version="v1") == 310
 
 
+def test_buffered_and_oversized_requests_bin_alike() -> None:
+    """Rows wait in a 4,096-row buffer; a bigger request is binned at once: counts are the same."""
+    profile = compute_profile(_training(), NAMES, RNG.uniform(size=1000))
+    monitor = ModelMonitor("cap-g", "v1", NAMES, profile, flush_seconds=3600)
+    served = np.column_stack([RNG.normal(size=9000), RNG.integers(0, 3, 9000), RNG.uniform(10, 20, 9000)])
+    probas = _proba(9000)
+    monitor.observe(served[:3000], probas[:3000])
+    monitor.observe(served[3000:8000], probas[3000:8000])  # past the buffer
+    for i in range(8000, 9000):
+        monitor.observe(served[i : i + 1], probas[i : i + 1])
+    want = bin_rows(profile, served, probas[:, 1])
+    assert {n: c.tolist() for n, c in monitor.counts().items()} == {n: c.tolist() for n, c in want.items()}
+
+
 def test_recording_never_raises_into_the_request() -> None:
     profile = compute_profile(_training(), NAMES, RNG.uniform(size=100))
     monitor = ModelMonitor("cap-b", "v1", NAMES, profile, flush_seconds=0)
