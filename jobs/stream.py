@@ -18,8 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from app.features.stores import offline_store
-from app.stream.config import StreamSettings
-from app.stream.scorer import StreamKeys
+from app.stream.core.config import Settings as StreamSettings
+from app.stream.keys import StreamKeys
 from jobs.settings import JobSettings
 
 PIPELINE = 500  # events per round trip
