@@ -24,6 +24,7 @@ from skl2onnx import convert_sklearn
 from skl2onnx._supported_operators import sklearn_operator_name_map
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
@@ -121,6 +122,14 @@ def _check_steps(estimator: Any) -> None:
             continue
         if type(step) not in sklearn_operator_name_map:
             raise UnsupportedStepError(f"{_describe(path, step)} has no ONNX converter (skl2onnx knows no such class)")
+        categorical = getattr(step, "is_categorical_", None)
+        if isinstance(step, HistGradientBoostingClassifier) and categorical is not None and categorical.any():
+            # skl2onnx 1.20 converts it without an error, but routes categories as if they were thresholds:
+            # measured |dp| 0.64 and 320 label flips in 500 rows. Refused here so the reason is the real one.
+            raise UnsupportedStepError(
+                f"{_describe(path, step)} uses categorical_features, whose category splits skl2onnx does not "
+                "convert faithfully (one-hot encode the column before it instead)"
+            )
         if isinstance(step, FunctionTransformer) and step.func is not None:
             raise UnsupportedStepError(
                 f"{_describe(path, step)} wraps the Python function {getattr(step.func, '__name__', step.func)!r}, "

@@ -170,3 +170,14 @@ def test_parity_report_counts_flips_but_not_ties() -> None:
     assert not report.ok
     with pytest.raises(ValueError, match="shape"):
         compare_probabilities(got[:, :1], expected)
+
+
+def test_hist_gradient_boosting_with_categorical_splits_is_refused() -> None:
+    """skl2onnx converts it without complaint and gets it wrong: the converter must say so by name."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(400, 3))
+    x[:, 2] = rng.integers(0, 5, size=400)
+    y = ((x[:, 0] + (x[:, 2] == 3)) > 0.5).astype(np.int64)
+    est = Pipeline([("gbm", HistGradientBoostingClassifier(max_iter=10, categorical_features=[2]))]).fit(x, y)
+    with pytest.raises(UnsupportedStepError, match=r"'gbm' \(HistGradientBoostingClassifier\) uses categorical"):
+        sklearn_to_onnx(est, 3)
