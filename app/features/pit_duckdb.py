@@ -32,6 +32,8 @@ class DuckDBConfig:
     memory_limit: str | None = None
     temp_directory: str | None = None
     threads: int | None = None
+    max_spill: str | None = None
+    """At most this much on disk (DuckDB's max_temp_directory_size; None: 90% of the free space)."""
 
     def connect(self) -> duckdb.DuckDBPyConnection:
         config: dict[str, str | bool | int | float | list[str]] = {"preserve_insertion_order": False}
@@ -40,7 +42,13 @@ class DuckDBConfig:
         config["temp_directory"] = self.temp_directory or tempfile.gettempdir() + "/duckdb-spill"
         if self.threads:
             config["threads"] = self.threads
+        if self.max_spill:
+            config["max_temp_directory_size"] = self.max_spill
         return duckdb.connect(":memory:", config=config)
+
+
+_LOW = 1 << 64  # the created time's range in the packed ordering key
+_HALF = 1 << 63  # shifts a signed created time into [0, 2**64)
 
 
 def _q(name: str) -> str:
@@ -64,8 +72,7 @@ def join_view(
     n = len(entity_keys)
     ent = pa.table({"k": entity_keys, "t": entity_ts, "r": pa.array(np.arange(n, dtype=np.int64))})
     key, ev, cr = _q(view.entity.join_key), _q(view.event_timestamp_column), _q(view.created_timestamp_column)
-    where = [f"{key} IN (SELECT k FROM ent)"]
-    params: list[object] = []
+    where, params = [], []
     if start is not None:
         where.append(f"{ev} >= ?")
         params.append(start)
@@ -80,15 +87,20 @@ def join_view(
         )
     else:
         picks = ", ".join(f"f.{_q(c)}" for c in features)
+    # One ASOF on (event time, created time) packed into a HUGEINT, event time in the high 64 bits: the
+    # greatest (event, created) <= (t, max) is the latest event <= t and, among rows at that event time,
+    # the latest created. No dedup pass (a window over the whole table took 2-5x longer).
     sql = f"""
         WITH f AS (
-            SELECT {key} AS __k, {ev} AS __ev, {cols}
+            SELECT {key} AS __k, {ev} AS __ev,
+                   epoch_us({ev})::HUGEINT * {_LOW} + (epoch_us({cr})::HUGEINT + {_HALF}) AS __o,
+                   {cols}
             FROM src
-            WHERE {" AND ".join(where)}
-            QUALIFY row_number() OVER (PARTITION BY {key}, {ev} ORDER BY {cr} DESC) = 1
+            {"WHERE " + " AND ".join(where) if where else ""}
         )
         SELECT {picks}
-        FROM ent e ASOF LEFT JOIN f ON e.k = f.__k AND e.t >= f.__ev
+        FROM (SELECT k, t, r, epoch_us(t)::HUGEINT * {_LOW} + {_LOW - 1} AS o FROM ent) e
+        ASOF LEFT JOIN f ON e.k = f.__k AND e.o >= f.__o
         ORDER BY e.r
     """
     con = (config or DuckDBConfig()).connect()
