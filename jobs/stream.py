@@ -19,7 +19,6 @@ import pyarrow.compute as pc
 
 from app.features.stores import offline_store
 from app.stream.core.config import Settings as StreamSettings
-from app.stream.keys import StreamKeys
 from jobs.settings import JobSettings
 
 PIPELINE = 500  # events per round trip
@@ -62,7 +61,7 @@ def replay(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     }
     columns |= {c: table.column(c).to_pylist() for c in table.column_names if c not in excluded}
     entities = np.asarray(table.column(stream.entity_field).to_numpy(), dtype=np.int64)
-    keys = StreamKeys(stream)
+    keys = stream.keys
     client = (
         redis.RedisCluster.from_url(stream.redis_url)
         if stream.redis_cluster

@@ -15,8 +15,9 @@ from app.common.app_factory import freeze_startup_objects, install_common, lazy_
 from app.common.logging import configure_logging
 from app.common.settings import package_version
 from app.modelstore import model_store
-from app.predict.api.routes import health, v1, v2
+from app.predict.api.routes import decisions, health, v1, v2
 from app.predict.core.config import Settings, get_settings
+from app.predict.decisions import DecisionReader
 from app.predict.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = model_store(settings)
         registry = ModelRegistry(settings, store)
         app.state.registry = registry
+        app.state.decisions = DecisionReader(settings) if settings.decisions_redis_url else None
         await registry.start()
         freeze_startup_objects()
         log.info("worker started", extra={"models": sorted(registry.models), "store": store.url})
@@ -38,6 +40,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await registry.stop()
+            if app.state.decisions is not None:
+                await app.state.decisions.close()
             log.info("worker stopped")
 
     app = FastAPI(
@@ -48,7 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    for router in (health.router, v1.router, v2.router):
+    for router in (health.router, v1.router, v2.router, decisions.router):
         app.include_router(router)
     install_common(app, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
     return app

@@ -1,31 +1,36 @@
-"""Every Redis key of the stream: the producers' (python -m jobs replay) and the scorer's."""
+"""Every Redis key of the stream: the producers' (python -m jobs replay), the scorer's and the prediction
+service's decision lookup (GET /v1/decisions/{event_id}). Plain names in, so that each reads its own
+settings; nothing here imports a settings class."""
 
 from __future__ import annotations
 
-from app.stream.core.config import Settings as StreamSettings
+from dataclasses import dataclass
 
 
+@dataclass(frozen=True)
 class StreamKeys:
     """Every key of one stream's shards. All keys of shard ``i`` share the hash tag ``{i}``: one slot, so
     one script may touch them together on a Redis Cluster, and shards spread over the nodes."""
 
-    def __init__(self, settings: StreamSettings) -> None:
-        self.s = settings
+    stream: str = "transactions"
+    output_stream: str = "decisions"
+    dead_letter_stream: str = "dead-letters"
+    shards: int = 1
 
     def events(self, shard: int) -> str:
-        return f"{self.s.stream}:{{{shard}}}"
+        return f"{self.stream}:{{{shard}}}"
 
     def decisions(self, shard: int) -> str:
-        return f"{self.s.output_stream}:{{{shard}}}"
+        return f"{self.output_stream}:{{{shard}}}"
 
     def dead_letters(self, shard: int) -> str:
-        return f"{self.s.dead_letter_stream}:{{{shard}}}"
+        return f"{self.dead_letter_stream}:{{{shard}}}"
 
     def decision(self, shard: int, event_id: str) -> str:
-        return f"{self.s.output_stream}:{{{shard}}}:{event_id}"
+        return f"{self.output_stream}:{{{shard}}}:{event_id}"
 
     def dead_marker(self, shard: int, entry_id: str) -> str:
-        return f"{self.s.dead_letter_stream}:{{{shard}}}:{entry_id}"
+        return f"{self.dead_letter_stream}:{{{shard}}}:{entry_id}"
 
     def shard_of(self, entity: int) -> int:
-        return entity % self.s.shards
+        return entity % self.shards

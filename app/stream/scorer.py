@@ -38,7 +38,6 @@ from app.stream import metrics
 from app.stream.core.config import Settings as StreamSettings
 from app.stream.events import Event, EventSchema, MalformedEventError
 from app.stream.feature_log import FeatureLog
-from app.stream.keys import StreamKeys
 from app.stream.scripts import Broker, Scripts
 from app.stream.windows import StreamingFeatures
 
@@ -70,7 +69,7 @@ class StreamScorer:
         self.s = settings
         self.client = client
         self.registry = registry
-        self.keys = StreamKeys(settings)
+        self.keys = settings.keys
         self.features = StreamingFeatures(
             client,
             settings.window_list,

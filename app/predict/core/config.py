@@ -80,7 +80,20 @@ class Settings(ServiceSettings, ModelStoreSettings):
     missing_entity_policy: Literal["error", "zeros"] = "error"
     """Entity without current features: 404 (error), or predict as for an entity with no history (zeros)."""
 
-    @field_validator("features_repo", "features_redis_url", mode="before")
+    decisions_redis_url: str | None = Field(default=None, validation_alias="STREAM_REDIS_URL")
+    """The stream scorer's broker, where GET /v1/decisions/{event_id} reads its decisions; unset: that route
+    answers 404 naming this variable. Env ``STREAM_REDIS_URL``, the scorer's own name."""
+
+    decisions_redis_cluster: bool = Field(default=False, validation_alias="STREAM_REDIS_CLUSTER")
+    """The broker is a Redis Cluster. Env ``STREAM_REDIS_CLUSTER``."""
+
+    decisions_stream: str = Field(default="decisions", validation_alias="STREAM_OUTPUT_STREAM")
+    """The scorer's decision stream (its keys' prefix). Env ``STREAM_OUTPUT_STREAM``."""
+
+    decisions_shards: int = Field(default=1, ge=1, le=1024, validation_alias="STREAM_SHARDS")
+    """The scorer's shards, each looked up. Env ``STREAM_SHARDS``."""
+
+    @field_validator("features_repo", "features_redis_url", "decisions_redis_url", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from app.predict.core.config import Settings as PredictSettings
+from app.stream.keys import StreamKeys
 from app.stream.windows import Window, parse_windows
 
 
@@ -120,6 +121,10 @@ class Settings(PredictSettings):
     def _windows_parse(cls, value: str) -> str:
         parse_windows(value)
         return value
+
+    @property
+    def keys(self) -> StreamKeys:
+        return StreamKeys(self.stream, self.output_stream, self.dead_letter_stream, self.shards)
 
     @property
     def window_list(self) -> tuple[Window, ...]:
