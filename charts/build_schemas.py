@@ -65,6 +65,7 @@ BY_NAME: dict[str, dict[str, Any]] = {
 }
 BY_PATH: dict[str, dict[str, Any]] = {
     "stream.shards": {"type": "integer", "minimum": 1, "maximum": 1024},
+    "streamDecisions.shards": {"type": "integer", "minimum": 1, "maximum": 1024},
     "windows": {"type": "string", "pattern": "^[1-9][0-9]*[smhd](,[1-9][0-9]*[smhd])*$"},
     "metricsPort": PORT,
     "batchSize": {"type": "integer", "minimum": 1, "maximum": 10000},
