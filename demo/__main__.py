@@ -11,7 +11,9 @@
    their containers start them (gunicorn + uvicorn workers), queried over HTTP: v1 JSON,
    Open Inference Protocol, features by user_id, precomputed predictions, a product photo
    and its title, bad inputs;
-5. a new model version hot-reloaded, the metrics, and SIGTERM as Kubernetes sends it.
+5. a new model version hot-reloaded, the metrics, and SIGTERM as Kubernetes sends it;
+6. drift monitoring: the scenario's traffic, then the same traffic with amounts tripled; the drift report
+   of each half against the training profile shows drift rising on the amount features only.
 
 The local servers are the ones the integration tests use (devharness). Run from the checkout: make demo.
 """
@@ -156,6 +158,10 @@ def main() -> int:
                 "FEATURES_REDIS_URL": redis_server.url,
                 "FEATURES_REPO": REFERENCE_REPO,
                 "PREDICT_POLL_INTERVAL_SECONDS": "1",
+                # every request's rows in the served-data log, for the drift step below
+                "MONITORING_LOG_URL": str(WORK / "served"),
+                "MONITORING_LOG_SAMPLE_RATE": "1",
+                "MONITORING_LOG_FLUSH_SECONDS": "0.5",
             },
         )
         services.append(predict)
@@ -248,12 +254,66 @@ def main() -> int:
         time.sleep(1.5)  # one more poll interval: every worker has swapped, not only the one that answered
         print(f"    now serving version {body['version']}")
 
+        drift_step(env, url, redis_server.url)
+
         say("metrics: one scrape sums every worker (GET /metrics, excerpt)")
         for line in str(http("GET", url + "/metrics")[1]).splitlines():
             if line.startswith(SHOWN_METRICS):
                 print("   ", line)
     say("demo complete")
     return 0
+
+
+def drift_step(env: dict[str, str], url: str, redis_url: str) -> None:
+    """Recent transactions of the scenario through the fraud model, then the same ones with the amount
+    tripled: the drift report of each half (over the served-data log) against the training profile."""
+    from app.features.offline import OfflineStore
+    from app.features.online import OnlineStore, Status, connect
+    from examples.fraud.repo import TRANSACTIONS, user_stats
+
+    say("drift: the scenario's traffic, then the same with amounts x3; each half against the training profile")
+    users = range(1, 2001)
+    found = OnlineStore(connect(redis_url)).read([(user_stats, user_stats.feature_names)], users)[0]
+    present = {u for u, st in zip(users, found.statuses, strict=True) if st is Status.PRESENT}
+    tx = OfflineStore(env["FEATURES_OFFLINE_URL"]).read_window(TRANSACTIONS, "timestamp", None, None)
+    rows = [t for t in tx.to_pylist()[-4000:] if t["user_id"] in present][:1500]
+
+    def send(scale: float) -> tuple[str, str]:
+        started = datetime.now(UTC)
+        for i in range(0, len(rows), 25):
+            batch = [
+                {"user_id": t["user_id"], "amount": t["amount"] * scale, "merchant_category": t["merchant_category"]}
+                for t in rows[i : i + 25]
+            ]
+            status, body = http("POST", url + "/v1/models/fraud/predict", {"instances": batch})
+            if status != 200:
+                raise SystemExit(f"drift traffic: {status} {body}")
+        time.sleep(1.0)  # the log's flush interval
+        return started.isoformat(), datetime.now(UTC).isoformat()
+
+    psi: list[dict[str, float]] = []
+    for half, scale in (("first half", 1.0), ("second half, amounts x3", 3.0)):
+        start, end = send(scale)
+        served = ("--served-log", str(WORK / "served"), "--between", start, end)
+        report = jobs(env, "drift-report", "--model", "fraud", *served, "--out", str(WORK / "drift"))
+        window = next(iter(report["windows"].values()))
+        print(f"    {half}: {window['rows']} rows, flagged {window['drifted']}")
+        records = json.loads((WORK / "drift" / f"drift-fraud-{report['version']}.json").read_text())["features"]
+        psi.append({r["feature"]: r["psi"] for r in records})
+    print(f"    {'feature':<24} {'PSI 1st half':>12} {'PSI 2nd half':>12}")
+    rose = []
+    for feature, before in psi[0].items():
+        after = psi[1][feature]
+        mark = "  <- rose" if after - before > 0.1 else ""
+        if mark:
+            rose.append(feature)
+        print(f"    {feature:<24} {before:>12.3f} {after:>12.3f}{mark}")
+    print(f"    drift rose on {rose} only: the amount, what is computed from it, and so the score")
+    print(
+        "    (the user statistics differ from training in both halves alike: the online store serves each user's\n"
+        "    statistics as of now, training saw them as of each past transaction)"
+    )
+    print(f"    reports (JSON, Parquet, HTML): {WORK / 'drift'}")
 
 
 if __name__ == "__main__":

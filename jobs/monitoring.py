@@ -68,6 +68,13 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--window", action="append", help="look-back windows, e.g. 1h and 1d (default 1h; --metrics-url: total)"
     )
+    p.add_argument(
+        "--between",
+        nargs=2,
+        metavar=("START", "END"),
+        type=datetime.fromisoformat,
+        help="--served-log only: rows served between two ISO times instead of the last --window",
+    )
     p.add_argument("--thresholds", help='JSON (or @file): {"psi": 0.3} or {"<model>": {...}, "*": {...}}')
     p.add_argument("--out", type=Path, help="directory for the JSON, Parquet and HTML reports")
     p.add_argument("--pushgateway", help="push model_feature_drift and thresholds to this Pushgateway")
@@ -102,7 +109,9 @@ def drift_report(args: argparse.Namespace, settings: JobSettings) -> dict[str, A
     meta = store.read_metadata(args.model, version)
     profile = parse_profile(meta.reference_profile, meta.feature_names)
     thresholds = thresholds_for(args.model, args.thresholds)
-    windows: list[str] = args.window or (["total"] if args.metrics_url else ["1h"])
+    if args.between and not args.served_log:
+        raise ValueError("--between needs --served-log: Prometheus and /metrics give the last window or the total")
+    windows: list[str] = args.window or (["total"] if args.metrics_url else ["between"] if args.between else ["1h"])
     reports = []
     for window in windows:
         served = _served(args, settings, version, window, profile)
@@ -130,6 +139,9 @@ def _served(args: argparse.Namespace, settings: JobSettings, version: str, windo
         return from_prometheus(args.prometheus_url, args.model, version, window)
     if profile is None:
         return Served()
+    if args.between:
+        start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in args.between)
+        return from_served_log(args.served_log, args.model, version, profile, end, start, settings.s3_endpoint_url)
     return from_served_log(
         args.served_log, args.model, version, profile, datetime.now(UTC), window, settings.s3_endpoint_url
     )

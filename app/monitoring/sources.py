@@ -128,16 +128,17 @@ def from_served_log(
     version: str,
     profile: ReferenceProfile,
     end: datetime,
-    window: str,
+    window: str | datetime,
     s3_endpoint_url: str | None = None,
 ) -> Served:
-    """Rows of the sampled log in [end - window, end), binned against the profile."""
+    """Rows of the sampled log in [end - window, end) (``window`` a duration, or the start time),
+    binned against the profile."""
     import pyarrow.compute as pc
 
     from app.monitoring.servedlog import read_served
 
     names = list(profile.features)
-    start = end - timedelta(seconds=window_seconds(window))
+    start = window if isinstance(window, datetime) else end - timedelta(seconds=window_seconds(window))
     table = read_served(url, model, start, end, [*names, "score", "version"], s3_endpoint_url)
     table = table.filter(pc.equal(table.column("version"), version))
     x = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names]) if names else np.zeros((0, 0))
