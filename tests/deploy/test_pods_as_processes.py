@@ -189,3 +189,26 @@ def http_status(url: str, body: bytes) -> int:
             return int(r.status)
     except urllib.error.HTTPError as e:
         return int(e.code)
+
+
+def test_the_stream_scorer_decides_an_event_as_the_http_api_does(cluster: tuple[LocalCluster, dict[str, Pod]]) -> None:
+    """An event appended to the chart's stream is scored by the chart's scorer Deployment, with the model the
+    bootstrap published and the features it materialized: the same probabilities as the HTTP API's."""
+    import redis
+
+    local, pods = cluster
+    scorer = next(p for k, p in pods.items() if k.endswith("-stream"))
+    predict = next(p for k, p in pods.items() if k.endswith("-predict"))
+    _, env = local.command(scorer)
+    client = redis.Redis.from_url(env["STREAM_REDIS_URL"], decode_responses=True)
+    fields = {"user_id": 7, "amount": 250.0, "merchant_category": 8}
+    client.xadd("transactions:{0}", {"event_id": "deploy-1", "event_time_ms": int(time.time() * 1000), **fields})
+    assert scorer.server is not None
+    wait_until(lambda: client.exists("decisions:{0}:deploy-1") == 1, 60, "decision", scorer.server.proc, scorer.log)
+    decision = json.loads(client.get("decisions:{0}:deploy-1") or "{}")
+    body = json.dumps({"instances": [fields]}).encode()
+    url = f"http://{predict.address}:8080/v1/models/fraud/predict"
+    answer = json.load(urllib.request.urlopen(urllib.request.Request(url, body), timeout=10))
+    assert decision["model"] == "fraud" and decision["version"] == answer["version"]
+    assert decision["probabilities"] == answer["probabilities"][0]
+    assert decision["feature_status"] == answer["feature_status"][0]
