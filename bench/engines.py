@@ -26,14 +26,15 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, astuple
+from contextlib import ExitStack
+from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from bench.loadgen import wrk_post
-from bench.serving import Point, run_mlserver
+from bench.serving import Point, ensure_mlserver
 from devharness import Server, free_port, leaves_nothing_running, wait_http
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,37 +66,58 @@ def extract_tree(commit: str, dest: Path) -> Path:
     return dest
 
 
-def measure(name: str, url: str, body: bytes, conns: list[int], duration: int, runs: int) -> list[Point]:
-    wrk_post(url, body, 8, 2)  # warm-up: both workers, every code path
+@dataclass
+class Target:
+    """One server under test: its label and the single-row request it gets."""
+
+    label: str
+    url: str
+    body: bytes
+
+
+def measure(targets: list[Target], conns: list[int], duration: int, runs: int) -> list[Point]:
+    """Interleaved: for each connection count, run 1 of every target, then run 2 of every target, ...
+
+    On a shared machine the background load drifts over minutes; interleaving spreads the drift over
+    all targets instead of charging it to whichever ran last, so same-run ratios stay meaningful."""
+    for t in targets:
+        wrk_post(t.url, t.body, 8, 2)  # warm-up: both workers, every code path
     points = []
     for c in conns:
-        samples = [astuple(wrk_post(url, body, c, duration)) for _ in range(runs)]
-        rps, p50, p99 = (statistics.median(s[i] for s in samples) for i in range(3))
-        p = Point(name, c, rps, p50, p99, sum(s[3] for s in samples))
-        print(
-            f"  {name:<46} c={c:<3} {p.rps:>8.0f} rps  p50 {p.p50_ms:7.2f} ms  p99 {p.p99_ms:7.2f} ms"
-            f"  errors {p.errors}",
-            flush=True,
-        )
-        points.append(p)
+        samples: dict[str, list[tuple[float, ...]]] = {t.label: [] for t in targets}
+        for _ in range(runs):
+            for t in targets:
+                samples[t.label].append(astuple(wrk_post(t.url, t.body, c, duration)))
+        for t in targets:
+            got = samples[t.label]
+            rps, p50, p99 = (statistics.median(s[i] for s in got) for i in range(3))
+            p = Point(t.label, c, rps, p50, p99, int(sum(s[3] for s in got)))
+            print(
+                f"  {t.label:<46} c={c:<3} {p.rps:>8.0f} rps  p50 {p.p50_ms:7.2f} ms  p99 {p.p99_ms:7.2f} ms"
+                f"  errors {p.errors}",
+                flush=True,
+            )
+            points.append(p)
     return points
 
 
 def serve(
+    stack: ExitStack,
     work: Path,
     store: Path,
     model: str,
     row: list[float],
     features: list[str],
-    conns: list[int],
-    args: argparse.Namespace,
     label: str,
     *,
     env: dict[str, str] | None = None,
     tree: Path = ROOT,
     expect_engine: str,
-) -> list[Point]:
-    """Our service from ``tree`` over ``store``; refuses to measure unless ``model`` runs on ``expect_engine``."""
+) -> Target:
+    """Our service from ``tree`` over ``store`` (stopped with ``stack``); refused unless ``model`` runs on
+    ``expect_engine``."""
+    import httpx
+
     port = free_port()
     full_env = {
         "MODEL_STORE_URL": str(store),
@@ -106,16 +128,51 @@ def serve(
         **(env or {}),
     }
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:app.common.gunicorn_conf", "app.predict.main:app"]
-    with Server(argv, work / f"ours-{port}.log", env=full_env, cwd=tree) as srv:
-        base = f"http://127.0.0.1:{port}"
-        wait_http(base + "/readyz", srv)
-        import httpx
+    srv = stack.enter_context(Server(argv, work / f"ours-{port}.log", env=full_env, cwd=tree))
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/readyz", srv)
+    engine = {m["name"]: m["engine"] for m in httpx.get(base + "/v1/models").json()["models"]}[model]
+    if engine != expect_engine:
+        raise SystemExit(f"{label}: {model} is served by {engine}, expected {expect_engine}")
+    body = json.dumps({"instances": [dict(zip(features, row, strict=True))]}).encode()
+    return Target(label, f"{base}/v1/models/{model}/predict", body)
 
-        engine = {m["name"]: m["engine"] for m in httpx.get(base + "/v1/models").json()["models"]}[model]
-        if engine != expect_engine:
-            raise SystemExit(f"{label}: {model} is served by {engine}, expected {expect_engine}")
-        body = json.dumps({"instances": [dict(zip(features, row, strict=True))]}).encode()
-        return measure(label, f"{base}/v1/models/{model}/predict", body, conns, args.duration, args.runs)
+
+def start_mlserver(stack: ExitStack, work: Path, store: Path, version: str, row: list[float]) -> Target:
+    """MLServer 1.7.1 with adaptive batching (32 rows, 5 ms) on the same forest: bench/serving.py's peer."""
+    import pickle
+
+    import joblib
+
+    from app.modelstore import open_store
+
+    _, artifact = open_store(str(store)).read_version("reference", version)
+    forest = pickle.loads(artifact).steps[-1][1]  # our own artifact, just written
+    mdir = work / "mlserver-batching"
+    (mdir / "reference").mkdir(parents=True)
+    joblib.dump(forest, mdir / "reference" / "model.joblib")
+    settings = {
+        "name": "reference",
+        "implementation": "mlserver_sklearn.SKLearnModel",
+        "parameters": {"uri": "./model.joblib"},
+        "max_batch_size": 32,
+        "max_batch_time": 0.005,
+    }
+    (mdir / "reference" / "model-settings.json").write_text(json.dumps(settings))
+    port = free_port()
+    ports = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(), "host": "127.0.0.1"}
+    (mdir / "settings.json").write_text(json.dumps(ports))
+    srv = stack.enter_context(Server([str(ensure_mlserver()), "start", str(mdir)], work / "mlserver.log", cwd=mdir))
+    wait_http(f"http://127.0.0.1:{port}/v2/models/reference/ready", srv)
+    body = json.dumps(
+        {
+            "inputs": [{"name": "input-0", "shape": [1, len(row)], "datatype": "FP64", "data": row}],
+            "outputs": [{"name": "predict_proba"}],
+        }
+    ).encode()
+    return Target(
+        "MLServer 1.7.1, adaptive batching (32, 5 ms)", f"http://127.0.0.1:{port}/v2/models/reference/infer", body
+    )
 
 
 def publish_pipelines(store: Path) -> dict[str, Any]:
@@ -269,30 +326,25 @@ def main() -> int:
     conns = args.connections
     ort_label = "ours, onnxruntime"
     forest_label = f"ours, compiled forest ({sha.strip()})"
-    points: list[Point] = []
-    print("reference workload: server                      conns      rps   p50, p99", flush=True)
-    points += serve(
-        work, store, "reference", row, meta.feature_names, conns, args, ort_label, expect_engine="onnxruntime"
-    )
-    points += serve(
-        work,
-        forest_store,
-        "reference",
-        row,
-        meta.feature_names,
-        conns,
-        args,
-        forest_label,
-        tree=forest_tree,
-        expect_engine="compiled-trees",
-    )
-    if not args.skip_mlserver:
-        import pickle
-
-        _, artifact = open_store(str(store)).read_version("reference", meta.version)
-        forest = pickle.loads(artifact).steps[-1][1]  # our own artifact, just written
-        ns = argparse.Namespace(connections=conns, duration=args.duration, runs=args.runs)
-        points += run_mlserver(work, forest, row, ns, batching=True)
+    print("reference workload (interleaved runs): server  conns      rps   p50, p99", flush=True)
+    with ExitStack() as stack:
+        targets = [
+            serve(stack, work, store, "reference", row, meta.feature_names, ort_label, expect_engine="onnxruntime"),
+            serve(
+                stack,
+                work,
+                forest_store,
+                "reference",
+                row,
+                meta.feature_names,
+                forest_label,
+                tree=forest_tree,
+                expect_engine="compiled-trees",
+            ),
+        ]
+        if not args.skip_mlserver:
+            targets.append(start_mlserver(stack, work, store, meta.version, row))
+        points = measure(targets, conns, args.duration, args.runs)
 
     pipeline_points: list[Point] = []
     pstore = None if args.skip_pipelines else work / "pipelines"
@@ -300,32 +352,34 @@ def main() -> int:
     print("\nin-process, one thread: predict_proba per call", flush=True)
     engine_rows = in_process(store, forest_tree, pstore)
     if pstore is not None:
-        print("\npipelines at 8 connections", flush=True)
+        print("\npipelines at 8 connections (interleaved runs)", flush=True)
         for name, m in metas.items():
             x_row = m.verification.inputs[0]
-            pipeline_points += serve(
-                work,
-                pstore,
-                name,
-                x_row,
-                m.feature_names,
-                [8],
-                args,
-                f"{name}, onnxruntime",
-                expect_engine="onnxruntime",
-            )
-            pipeline_points += serve(
-                work,
-                pstore,
-                name,
-                x_row,
-                m.feature_names,
-                [8],
-                args,
-                f"{name}, scikit-learn",
-                env={"PREDICT_ENGINE": "sklearn"},
-                expect_engine="sklearn",
-            )
+            with ExitStack() as stack:
+                pair = [
+                    serve(
+                        stack,
+                        work,
+                        pstore,
+                        name,
+                        x_row,
+                        m.feature_names,
+                        f"{name}, onnxruntime",
+                        expect_engine="onnxruntime",
+                    ),
+                    serve(
+                        stack,
+                        work,
+                        pstore,
+                        name,
+                        x_row,
+                        m.feature_names,
+                        f"{name}, scikit-learn",
+                        env={"PREDICT_ENGINE": "sklearn"},
+                        expect_engine="sklearn",
+                    ),
+                ]
+                pipeline_points += measure(pair, [8], args.duration, args.runs)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"engines-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -281,6 +281,8 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
         "store": settings.model_store_url,
         "metrics": meta.metrics,
         "sha256": meta.sha256,
+        # The graph the service runs (onnxruntime), or why the version will be served by scikit-learn.
+        "onnx": meta.onnx.file if meta.onnx is not None else f"none: {meta.onnx_unavailable}",
         "latest": not args.no_latest,
         "table_versions": meta.training_data.table_versions,
         "fingerprint": meta.training_data.fingerprint,
