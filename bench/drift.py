@@ -225,6 +225,18 @@ def _worker_rss_mb(master: int) -> list[float]:
     return out
 
 
+def _worker_cpu_s(master: int) -> float:
+    """User + system CPU seconds of the master's worker processes so far."""
+    import os
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in Path(f"/proc/{master}/task/{master}/children").read_text().split():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / tick
+
+
 def serving(duration: int, runs: int, connections: int = 64) -> dict[str, Any]:
     import shutil
     import statistics
@@ -257,20 +269,33 @@ def serving(duration: int, runs: int, connections: int = 64) -> dict[str, Any]:
                 wait_http(base + "/readyz", srv)
                 url = base + "/v1/models/reference/predict"
                 wrk_post(url, body.encode(), connections, 2)  # warm-up
+                cpu = _worker_cpu_s(srv.proc.pid)
                 r = wrk_post(url, body.encode(), connections, duration)
+                # CPU per request: what a shared machine's contention changes least (rps moves with it)
+                cpu_us = (_worker_cpu_s(srv.proc.pid) - cpu) / max(r.rps * duration, 1) * 1e6
                 rss = _worker_rss_mb(srv.proc.pid)
                 if mode == "on":
                     metrics = subprocess.run(
                         ["curl", "-s", base + "/metrics"], capture_output=True, text=True, check=False
                     )
                     assert "model_feature_bin_total" in metrics.stdout, "monitoring on but no bin counts"
-            p = {"rps": r.rps, "p50_ms": r.p50_ms, "p99_ms": r.p99_ms, "errors": r.errors, "worker_rss_mb": rss}
+            p = {
+                "rps": r.rps,
+                "p50_ms": r.p50_ms,
+                "p99_ms": r.p99_ms,
+                "errors": r.errors,
+                "worker_cpu_us_per_request": cpu_us,
+                "worker_rss_mb": rss,
+            }
             points[mode].append(p)
             print(
-                f"monitoring {mode:<3} run {run}: {r.rps:,.0f} rps, p99 {r.p99_ms:.1f} ms, workers {rss} MB", flush=True
+                f"monitoring {mode:<3} run {run}: {r.rps:,.0f} rps, p99 {r.p99_ms:.1f} ms, "
+                f"{cpu_us:.0f} us CPU/request, workers {[round(x, 1) for x in rss]} MB",
+                flush=True,
             )
     med = {m: statistics.median(p["rps"] for p in pts) for m, pts in points.items()}
     rss_med = {m: statistics.median(x for p in pts for x in p["worker_rss_mb"]) for m, pts in points.items()}
+    cpu_med = {m: statistics.median(p["worker_cpu_us_per_request"] for p in pts) for m, pts in points.items()}
     return {
         "connections": connections,
         "duration_s": duration,
@@ -278,6 +303,8 @@ def serving(duration: int, runs: int, connections: int = 64) -> dict[str, Any]:
         "points": points,
         "median_rps": med,
         "rps_on_over_off": med["on"] / med["off"],
+        "median_worker_cpu_us_per_request": cpu_med,
+        "cpu_per_request_on_over_off": cpu_med["on"] / cpu_med["off"],
         "median_worker_rss_mb": rss_med,
         "worker_rss_growth_mb": rss_med["on"] - rss_med["off"],
     }
