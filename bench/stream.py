@@ -199,7 +199,10 @@ def chaos(work: Path, url: str, store: Path, n: int, kills: int) -> dict[str, An
             break
         proc = scorer(work, url, store)
         try:
-            time.sleep(pick.uniform(1.5, 4.0))  # start-up takes ~1.5 s: some kills land mid-batch
+            before = client.xlen(DECISIONS)
+            # Kill while it scores: once it has decided something, at a random moment of the next second.
+            wait_until(lambda: client.xlen(DECISIONS) > before, 120, "first decision", proc.proc, proc.log)
+            time.sleep(pick.uniform(0.0, 1.0))
             proc.proc.kill()
             proc.wait(10)
         finally:
