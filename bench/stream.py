@@ -201,7 +201,7 @@ def chaos(work: Path, url: str, store: Path, n: int, kills: int) -> dict[str, An
         try:
             before = client.xlen(DECISIONS)
             # Kill while it scores: once it has decided something, at a random moment of the next second.
-            wait_until(lambda: client.xlen(DECISIONS) > before, 120, "first decision", proc.proc, proc.log)
+            wait_until(lambda b=before: client.xlen(DECISIONS) > b, 120, "first decision", proc.proc, proc.log)
             time.sleep(pick.uniform(0.0, 1.0))
             proc.proc.kill()
             proc.wait(10)
