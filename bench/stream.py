@@ -28,6 +28,7 @@ import pickle
 import random
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,10 @@ def scorer(work: Path, url: str, store: Path, consumer: str = "bench-0", **env: 
             **env,
         },
     )
+
+
+def _grew(client: redis.Redis, before: int) -> bool:
+    return int(client.xlen(DECISIONS)) > before
 
 
 def decisions(client: redis.Redis) -> list[dict[str, Any]]:
@@ -201,7 +206,7 @@ def chaos(work: Path, url: str, store: Path, n: int, kills: int) -> dict[str, An
         try:
             before = client.xlen(DECISIONS)
             # Kill while it scores: once it has decided something, at a random moment of the next second.
-            wait_until(lambda b=before: client.xlen(DECISIONS) > b, 120, "first decision", proc.proc, proc.log)
+            wait_until(partial(_grew, client, before), 120, "first decision", proc.proc, proc.log)
             time.sleep(pick.uniform(0.0, 1.0))
             proc.proc.kill()
             proc.wait(10)
