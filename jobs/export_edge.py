@@ -86,8 +86,9 @@ def export_store_model(store: ModelStore, ref: str, hmac_key: bytes | None) -> t
 def export_checkpoint(directory: str, held_out: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """(what bundle.build takes, the summary's extra fields) for the image+text model of a checkpoint."""
     import numpy as np
+    import torch
 
-    from app.edge import runner, torch_export
+    from app.edge import bundle, runner, torch_export
     from app.multimodal.model import CHECKPOINT, load_checkpoint
     from app.multimodal.training import to_arrays
     from examples.multimodal.dataset import generate  # the reference scenario's listings (examples/multimodal)
@@ -106,14 +107,10 @@ def export_checkpoint(directory: str, held_out: int, seed: int) -> tuple[dict[st
     tokens = np.stack([runner.tokenize(x.title, spec["text"]) for x in items])
     mismatched = int((images != data.images).any(axis=(1, 2, 3)).sum() + (tokens != data.tokens).any(axis=1).sum())
     if mismatched:
-        from app.edge.bundle import ParityError
-
-        raise ParityError(f"the manifest's preprocessing differs from the platform's on {mismatched} held-out inputs")
+        raise bundle.ParityError(f"the manifest's preprocessing differs from the platform's on {mismatched} inputs")
     parts["parity"]["preprocessing"] = {"rows": held_out, "mismatched_inputs": 0, "passed": True}
     weights = (Path(directory) / CHECKPOINT).read_bytes()
     digest = hashlib.sha256(weights).hexdigest()
-    import torch
-
     parts["source"] = {
         "name": MULTIMODAL_NAME,
         "version": digest[:12],

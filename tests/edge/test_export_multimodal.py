@@ -20,6 +20,10 @@ from devharness import ROOT
 from devharness.jobs import run_job
 from tests.multimodal.trained import Trained
 
+# The first test to ask trains the model tests/multimodal shares (trained_once: minutes, once per session), in
+# its setup, which counts against the test's timeout: tests/edge runs before tests/multimodal.
+pytestmark = pytest.mark.timeout(900)
+
 
 @pytest.fixture(scope="module")
 def bundle(trained: Trained, tmp_path_factory: pytest.TempPathFactory) -> Path:
