@@ -64,6 +64,8 @@ async def serve(settings: StreamSettings) -> None:
 def main() -> None:
     settings = StreamSettings()
     configure_logging(settings.log_level)
+    if not settings.model:
+        raise SystemExit("STREAM_MODEL is not set: name the model that scores the events")
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_address)
     asyncio.run(serve(settings))

@@ -5,8 +5,8 @@ streaming features, event time and decision time. Rows are buffered up to ``feat
 ``feature_log_flush_seconds`` and appended to the offline store's Delta table in one commit (a
 conflicting commit from another writer is retried by the store), then acknowledged. Columns: the entity,
 ``event_timestamp`` (the event's time), ``created_timestamp`` (when the scorer decided), the event id and
-the window features: exactly the point-in-time layout a feature view reads
-(examples.fraud.repo's ``user_activity``).
+the window features: exactly the point-in-time layout a feature view reads (a view whose source is this
+dataset; the reference scenario's is ``user_activity``).
 
 Delivery is at least once: a crash between the commit and the XACK appends the same rows again. They are
 identical (same event id, times and values), so a point-in-time join picks the same values; the event id

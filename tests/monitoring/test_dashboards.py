@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import redis
 import yaml
 
 import devharness
@@ -137,6 +138,20 @@ def monitored_platform(
         )
         for s in (predict, features, preprocess):
             s.wait_ready()
+        scorer_metrics = f"127.0.0.1:{free_port()}"
+        started.enter_context(
+            Server(
+                [sys.executable, "-m", "app.stream"],
+                work / "stream.log",
+                env={
+                    "MODEL_STORE_URL": str(trained_store),
+                    "STREAM_REDIS_URL": rs.url,
+                    "STREAM_MODEL": "iris",
+                    "STREAM_METRICS_ADDRESS": "127.0.0.1",
+                    "STREAM_METRICS_PORT": scorer_metrics.rsplit(":", 1)[1],
+                },
+            )
+        )
         prom = started.enter_context(
             Prometheus(
                 work / "prometheus",
@@ -146,11 +161,14 @@ def monitored_platform(
                     "preprocess": preprocess.url.removeprefix("http://"),
                     "triton": triton_metrics,
                     "pushgateway": gw.url.removeprefix("http://"),
+                    "stream": scorer_metrics,
                 },
             )
         )
         # Traffic on every path a panel looks at, spread over several scrapes.
         names = httpx.get(predict.url + "/v1/models/iris").json()["features"]
+        names_only = [f["name"] for f in names]
+        stream = redis.Redis.from_url(rs.url)
         row = {f["name"]: 1.0 for f in names}
         for _ in range(6):
             httpx.post(predict.url + "/v1/models/iris/predict", json={"instances": [row] * 3})
@@ -164,6 +182,9 @@ def monitored_platform(
             )
             httpx.post(preprocess.url + "/v1/classify", files={"image": ("a.jpg", image)}, data={"text": title})
             httpx.post(preprocess.url + "/v1/classify", files={"image": ("a.jpg", b"nope")}, data={"text": "x"})
+            event = {"event_id": f"m{_}", "event_time_ms": int(time.time() * 1000), "user_id": 1, "amount": 5.0}
+            stream.xadd("transactions:{0}", {**event, **dict.fromkeys(names_only, 1.0)})
+            stream.xadd("transactions:{0}", {"event_id": f"bad{_}"})  # malformed: a dead letter
             time.sleep(1.0)
         time.sleep(3.0)
         yield prom
@@ -251,7 +272,7 @@ def test_alert_rules_evaluate(prometheus: Prometheus) -> None:
         for g in d["spec"]["groups"]
         for r in g["rules"]
     ]
-    assert len(rules) == 9
+    assert len(rules) >= 13  # predict, featurestore, multimodal, stream, and the monitoring rules
     for rule in rules:
         out = prometheus.query(rule["expr"])
         assert out["status"] == "success", (rule["alert"], out)

@@ -42,8 +42,9 @@ class Settings(PredictSettings):
     """This consumer's name: stable across restarts (the pod name), so a restarted scorer takes back its
     own pending events first."""
 
-    model: str = "fraud"
-    """The model that scores the events."""
+    model: str = ""
+    """The model that scores the events; the scorer refuses to start without one (the platform names no
+    model of its own). Producers (``jobs replay``) read these settings too and need none."""
 
     event_id_field: str = "event_id"
     """Field holding the event's unique id; decisions and feature updates are keyed by it."""

@@ -100,6 +100,30 @@ DASHBOARDS: dict[str, tuple[str, list[tuple[str, str, str]]]] = {
             ),
         ],
     ),
+    "stream": (
+        "ml-platform stream scorer",
+        [
+            ("Events/s by outcome", "timeseries", "sum by (outcome) (rate(stream_events_total[1m]))"),
+            ("Consumer lag (entries) by shard", "timeseries", "max by (shard) (stream_consumer_lag_entries)"),
+            ("Pending entries by shard", "timeseries", "sum by (shard) (stream_pending_entries)"),
+            ("Oldest pending entry (s)", "stat", "max(stream_oldest_pending_age_seconds)"),
+            (
+                "Append to decision p50 / p99 (s)",
+                "timeseries",
+                "histogram_quantile(0.99, sum by (le) (rate(stream_event_to_decision_seconds_bucket[5m])))",
+            ),
+            (
+                "Median micro-batch (events)",
+                "timeseries",
+                "histogram_quantile(0.5, sum by (le) (rate(stream_batch_size_events_bucket[5m])))",
+            ),
+            (
+                "Dead letters/s by reason",
+                "timeseries",
+                "sum by (reason) (rate(stream_dead_letters_total[5m])) or vector(0)",
+            ),
+        ],
+    ),
     "multimodal": (
         "ml-platform multimodal inference",
         [
