@@ -199,3 +199,34 @@ async def test_lag_and_pending_gauges(make_scorer: Any, client: aioredis.Redis) 
     await scorer.update_gauges()
     assert gauge("stream_consumer_lag_entries") == 0
     assert gauge("stream_pending_entries") == 0
+
+
+async def test_a_version_that_fails_to_load_leaves_the_previous_one_scoring(
+    store_copy: Any, client: aioredis.Redis, broker: RedisServer
+) -> None:
+    from app.modelstore import LocalModelStore
+    from app.modelstore.metadata import sha256_hex
+
+    store: LocalModelStore = store_copy
+    settings = stream_settings(broker.url, store.root, poll_interval_seconds=0.1)
+    registry = ModelRegistry(settings, store)
+    await registry.start()
+    try:
+        good = registry.get("iris").version
+        meta, _ = store.read_version("iris", good)
+        junk = b"not a model"
+        broken = meta.model_copy(
+            update={"version": "v-broken", "sha256": sha256_hex(junk), "size_bytes": len(junk), "onnx": None}
+        )
+        store.publish(broken, junk)  # latest now points at an artifact that cannot load
+        await asyncio.sleep(0.5)  # a few polls: the registry tries it, refuses it, keeps the good one
+        await produce(client, iris_events(40))
+        await drain(StreamScorer(settings, client, registry))
+        out = await decisions(client)
+        assert len(out) == 40 and {d["version"] for d in out} == {good}
+        from prometheus_client import REGISTRY
+
+        tried = REGISTRY.get_sample_value("model_load_failures_total", {"model": "iris", "version": "v-broken"})
+        assert (tried or 0) >= 1  # it was tried and refused, not missed
+    finally:
+        await registry.stop()
