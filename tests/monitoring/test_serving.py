@@ -5,16 +5,29 @@ drift report over /metrics and over the served-data log, a version without profi
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import yaml
 
 from app.modelstore import LocalModelStore
-from devharness import GunicornService, wait_until
+from devharness import (
+    GunicornService,
+    Pushgateway,
+    Server,
+    Stoppable,
+    debian_binary,
+    free_port,
+    http_ok,
+    wait_until,
+)
 from devharness.jobs import run_job
 from jobs.train import train_and_publish
 
@@ -186,3 +199,84 @@ def test_a_corrupt_profile_is_refused_and_the_previous_version_keeps_serving(
     assert httpx.get(srv.url + "/v1/models/iris").json()["version"] == good
     _traffic(srv, store, "iris", 2)
     assert "corrupt reference profile at features.petal_length_cm" in (srv.server.log.read_text())
+
+
+class Prometheus(Stoppable):
+    """A real Prometheus scraping the service every second (Debian's binary; skipped without it)."""
+
+    def __init__(self, workdir: Path, target: str) -> None:
+        binary = debian_binary("prometheus", "prometheus")
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        config = {
+            "global": {"scrape_interval": "1s"},
+            "scrape_configs": [{"job_name": "predict", "static_configs": [{"targets": [target]}]}],
+        }
+        (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
+        self.server = Server(
+            [
+                binary,
+                f"--config.file={workdir / 'prometheus.yml'}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address={self.url.removeprefix('http://')}",
+            ],
+            workdir / "prometheus.log",
+        )
+        try:
+            wait_until(lambda: http_ok(self.url + "/-/ready"), 30, "prometheus", self.server.proc, self.server.log)
+        except BaseException:
+            self.server.stop()
+            raise
+
+    def value(self, expr: str) -> float:
+        with httpx.Client() as c:
+            result = c.get(self.url + "/api/v1/query", params={"query": expr}).json()["data"]["result"]
+        return float(result[0]["value"][1]) if result else 0.0
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def test_the_cronjob_path_from_prometheus_to_the_pushgateway(
+    service: tuple[GunicornService, Path], store: LocalModelStore, tmp_path: Path
+) -> None:
+    """What the chart's CronJob runs: counts summed by Prometheus over a window, statistics pushed."""
+    srv, _ = service
+    with ExitStack() as stack:
+        pgw = stack.enter_context(Pushgateway(tmp_path / "pgw"))
+        prom = stack.enter_context(Prometheus(tmp_path / "prom", srv.url.removeprefix("http://")))
+        wait_until(lambda: prom.value('sum(model_monitored_rows_total{model="iris"})') > 0, 20, "first scrape")
+        before = prom.value('sum(model_monitored_rows_total{model="iris"})')
+        _traffic(srv, store, "iris", 40, shift=6.0)
+        sent = 40 * ROWS_PER_REQUEST  # past MIN_ROWS: fewer are reported, never flagged
+        wait_until(lambda: prom.value('sum(model_monitored_rows_total{model="iris"})') >= before + sent, 20, "scraped")
+        time.sleep(2)
+        serving = httpx.get(srv.url + "/v1/models/iris").json()["version"]  # latest may be the refused one
+        summary = run_job(
+            "--store",
+            str(store.root),
+            "drift-report",
+            "--model",
+            "iris",
+            "--version",
+            serving,
+            "--prometheus-url",
+            prom.url,
+            "--window",
+            "5m",
+            "--pushgateway",
+            pgw.url,
+            "--thresholds",
+            '{"iris": {"psi": 0.5}}',
+        ).ok()
+        window = summary["windows"]["5m"]
+        assert sent <= window["rows"] <= sent * 1.25  # increase() extrapolates a little past the first sample
+        assert "petal_length_cm" in window["drifted"]
+        pushed = pgw.metrics()
+        version = summary["version"]
+        assert re.search(
+            rf'model_feature_drift\{{[^}}]*feature="petal_length_cm"[^}}]*statistic="psi"[^}}]*version="{version}"'
+            r'[^}]*window="5m"[^}]*\} [0-9.e+]+',
+            pushed,
+        ), pushed[:2000]
+        assert re.search(r'model_feature_drift_threshold\{[^}]*model="iris"[^}]*statistic="psi"[^}]*\} 0\.5', pushed)
