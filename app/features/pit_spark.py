@@ -47,9 +47,14 @@ def spark_session(master: str | None = None) -> SparkSession:
         if "spark" not in _sessions:
             # The executors' Python is this one (with pyarrow and this package), not whatever python3 is.
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+            from pyspark import SparkConf
+
+            builder = SparkSession.builder
+            master = master or os.environ.get("SPARK_MASTER")
+            if master or not SparkConf().contains("spark.master"):  # spark-submit (the operator) sets one
+                builder = builder.master(master or "local[*]")
             builder = (
-                SparkSession.builder.master(master or os.environ.get("SPARK_MASTER") or "local[*]")
-                .appName("ml-platform-point-in-time")
+                builder.appName("ml-platform-point-in-time")
                 .config("spark.sql.session.timeZone", "UTC")
                 .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                 .config("spark.sql.shuffle.partitions", os.environ.get("SPARK_SHUFFLE_PARTITIONS", "8"))
