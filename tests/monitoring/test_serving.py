@@ -30,6 +30,7 @@ from devharness import (
 )
 from devharness.jobs import run_job
 from jobs.train import train_and_publish
+from tests.monitoring.test_drift_chart import ENABLED, drift_objects, objects
 
 pytestmark = pytest.mark.integration
 ROWS_PER_REQUEST = 3
@@ -280,3 +281,10 @@ def test_the_cronjob_path_from_prometheus_to_the_pushgateway(
             pushed,
         ), pushed[:2000]
         assert re.search(r'model_feature_drift_threshold\{[^}]*model="iris"[^}]*statistic="psi"[^}]*\} 0\.5', pushed)
+
+        # The chart's schema-skew alert, as rendered, fires on the feature served past its training range.
+        (rule,) = [d for d in drift_objects(objects(*ENABLED)) if d["kind"] == "PrometheusRule"]
+        expr = next(r["expr"] for g in rule["spec"]["groups"] for r in g["rules"] if r["alert"] == "ModelSchemaSkew")
+        with httpx.Client() as c:
+            firing = c.get(prom.url + "/api/v1/query", params={"query": expr}).json()["data"]["result"]
+        assert {(r["metric"]["feature"], r["metric"]["kind"]) for r in firing} >= {("petal_length_cm", "above_max")}
