@@ -229,10 +229,11 @@ class Prometheus(Stoppable):
             self.server.stop()
             raise
 
-    def value(self, expr: str) -> float:
+    def value(self, expr: str) -> float | None:
+        """The expression's one value; None while it has no series."""
         with httpx.Client() as c:
             result = c.get(self.url + "/api/v1/query", params={"query": expr}).json()["data"]["result"]
-        return float(result[0]["value"][1]) if result else 0.0
+        return float(result[0]["value"][1]) if result else None
 
     def stop(self) -> None:
         self.server.stop()
@@ -246,11 +247,12 @@ def test_the_cronjob_path_from_prometheus_to_the_pushgateway(
     with ExitStack() as stack:
         pgw = stack.enter_context(Pushgateway(tmp_path / "pgw"))
         prom = stack.enter_context(Prometheus(tmp_path / "prom", srv.url.removeprefix("http://")))
-        wait_until(lambda: prom.value('sum(model_monitored_rows_total{model="iris"})') > 0, 20, "first scrape")
-        before = prom.value('sum(model_monitored_rows_total{model="iris"})')
+        rows = 'sum(model_monitored_rows_total{model="iris"})'
+        wait_until(lambda: prom.value(rows) is not None, 20, "first scrape")
+        before = prom.value(rows) or 0.0
         _traffic(srv, store, "iris", 40, shift=6.0)
         sent = 40 * ROWS_PER_REQUEST  # past MIN_ROWS: fewer are reported, never flagged
-        wait_until(lambda: prom.value('sum(model_monitored_rows_total{model="iris"})') >= before + sent, 20, "scraped")
+        wait_until(lambda: (prom.value(rows) or 0.0) >= before + sent, 20, "scraped")
         time.sleep(2)
         serving = httpx.get(srv.url + "/v1/models/iris").json()["version"]  # latest may be the refused one
         summary = run_job(
