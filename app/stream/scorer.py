@@ -200,8 +200,14 @@ class StreamScorer:
         if not entries:
             return {}
         ids = [e[0] for e in entries]
+        # Ours only: entries of other consumers in the same id range must not crowd ours out of the page.
         rows = await self.client.xpending_range(
-            self.keys.events(shard), self.s.group, min=ids[0], max=ids[-1], count=len(ids) * 2 + 10
+            self.keys.events(shard),
+            self.s.group,
+            min=ids[0],
+            max=ids[-1],
+            count=len(ids) + 10,
+            consumername=self.s.consumer,
         )
         return {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
