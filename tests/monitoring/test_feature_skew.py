@@ -5,6 +5,7 @@ depend on the amount, and on them only; late labels give the AUC of the scores t
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 
 from app.features.offline import OfflineStore
 from app.features.online import OnlineStore, Status, connect
-from devharness import GunicornService, RedisServer, wait_until
+from devharness import GunicornService, Pushgateway, RedisServer, wait_until
 from devharness.jobs import run_job
 from examples.fraud.repo import TRANSACTIONS, user_stats
 from jobs.settings import REFERENCE_REPO
@@ -111,7 +112,7 @@ def _serve(
 
 
 def test_consistent_pipeline_reports_zero_and_a_skewed_transform_is_caught(
-    scenario: tuple[dict[str, str], Path], tmp_path: Path
+    scenario: tuple[dict[str, str], Path], tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     env, _ = scenario
     txs = _transactions(env)
@@ -130,7 +131,19 @@ def test_consistent_pipeline_reports_zero_and_a_skewed_transform_is_caught(
         "feature-skew", "--model", "fraud", "--served-log", str(tmp_path / "log-skewed"), "--fail-on-skew", env=env
     )
     assert run.code == 1 and run.summary["status"] == "error" and "feature logic skew" in run.summary["error"]
-    skewed = run_job("feature-skew", "--model", "fraud", "--served-log", str(tmp_path / "log-skewed"), env=env).ok()
+    pgw = Pushgateway(tmp_path / "pgw")
+    request.addfinalizer(pgw.stop)
+    skewed = run_job(
+        "feature-skew",
+        "--model",
+        "fraud",
+        "--served-log",
+        str(tmp_path / "log-skewed"),
+        "--pushgateway",
+        pgw.url,
+        env=env,
+    ).ok()
+    assert re.search(r'model_feature_logic_skew\{[^}]*feature="amount"[^}]*\} 1(\.0)?\n', pgw.metrics())
     assert set(skewed["skewed"]) == AMOUNT_DEPENDENT
     assert skewed["mismatch_share"]["amount"] == 1.0
     assert all(skewed["mismatch_share"][f] == 0.0 for f in user_stats.feature_names)
@@ -150,7 +163,16 @@ def test_consistent_pipeline_reports_zero_and_a_skewed_transform_is_caught(
         labels / "labels.parquet",
     )
     result = run_job(
-        "outcomes", "--model", "fraud", "--labels", str(labels), "--served-log", str(tmp_path / "log"), env=env
+        "outcomes",
+        "--model",
+        "fraud",
+        "--labels",
+        str(labels),
+        "--served-log",
+        str(tmp_path / "log"),
+        "--pushgateway",
+        pgw.url,
+        env=env,
     ).ok()
     assert result["matched"] == len(served) and result["unmatched"] == 0
     ((_, live),) = result["versions"].items()
@@ -159,3 +181,5 @@ def test_consistent_pipeline_reports_zero_and_a_skewed_transform_is_caught(
     assert live["labeled"] == len(served) and live["positives"] == int(y.sum())
     assert live["auc"] == pytest.approx(roc_auc_score(y, scores), abs=1e-9)
     assert 0 <= live["calibration_error"] <= 1 and live["log_loss"] > 0
+    auc = re.search(r'model_live_auc\{[^}]*model="fraud"[^}]*window="1d"[^}]*\} (\S+)', pgw.metrics())
+    assert auc and float(auc.group(1)) == pytest.approx(live["auc"])
