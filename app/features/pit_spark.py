@@ -15,6 +15,7 @@ them row by row).
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
@@ -43,6 +44,9 @@ def spark_session(master: str | None = None) -> SparkSession:
     UTC session time zone, so timestamps cross the Arrow boundary unchanged; Arrow transfers on."""
     from pyspark.sql import SparkSession
 
+    # py4j logs "Closing down clientserver connection" at INFO from __del__ at interpreter exit, when
+    # stderr may be closed already: a traceback on every clean exit.
+    logging.getLogger("py4j").setLevel(logging.WARNING)
     with _lock:
         if "spark" not in _sessions:
             # The executors' Python is this one (with pyarrow and this package), not whatever python3 is.

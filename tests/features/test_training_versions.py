@@ -57,18 +57,17 @@ def test_as_of_version_of_a_model_without_table_versions_is_refused(tmp_path: Pa
     assert run.code != 0 and "recorded no table versions" in run.summary["error"]
 
 
-def test_migration_job_converts_the_old_layout_in_place_and_can_run_again(tmp_path: Path) -> None:
-    root = tmp_path / "offline"
+def test_migration_job_converts_the_old_layout_in_place_and_can_run_again(offline: OfflineStore) -> None:
     feats = random_rows(600, 20, days=3)
     for day in range(3):  # the pre-lakehouse layout: <dataset>/date=YYYY-MM-DD/part-0.parquet
         d = (T0 + timedelta(days=day)).strftime("%Y-%m-%d")
         part = feats.filter([t.strftime("%Y-%m-%d") == d for t in feats.column("event_timestamp").to_pylist()])
-        (root / VIEW.source / f"date={d}").mkdir(parents=True)
-        pq.write_table(part, root / VIEW.source / f"date={d}" / "part-0.parquet")
-    off = OfflineStore(str(root))
+        offline.fs.create_dir(f"{offline.path(VIEW.source)}/date={d}")
+        pq.write_table(part, f"{offline.path(VIEW.source)}/date={d}/part-0.parquet", filesystem=offline.fs)
+    off = offline
     with pytest.raises(OfflineStoreError, match=r"pre-lakehouse layout .*`python -m jobs migrate-offline`"):
         off.read_window(VIEW.source, "event_timestamp", None, None)
-    env = {"FEATURES_OFFLINE_URL": str(root)}
+    env = {"FEATURES_OFFLINE_URL": off.url, "AWS_ENDPOINT_URL_S3": off.s3_endpoint_url or ""}
     done = run_job("migrate-offline", env=env).ok()
     assert done["converted"] == {VIEW.source: {"version": 0, "partitions": 3}}
     got = off.read_window(VIEW.source, "event_timestamp", T0 + timedelta(days=1), None)
