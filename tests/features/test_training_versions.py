@@ -30,6 +30,23 @@ def test_train_as_of_version_rebuilds_the_same_training_set(tmp_path: Path) -> N
     assert meta.training_data.table_versions == first["table_versions"]
     assert meta.training_data.entity_fingerprint and len(meta.training_data.entity_fingerprint) == 64
 
+    # The point-in-time job over the same tables: one output row per transaction, versions reported.
+    hist = run_job(
+        "historical",
+        "--entities",
+        TRANSACTIONS,
+        "--features",
+        "user_stats:txn_count_7d",
+        "--output",
+        "training/fraud",
+        "--memory-limit",
+        "256MB",
+        env=env,
+    ).ok()
+    assert hist["table_versions"] == first["table_versions"] and hist["output_version"] == 0
+    assert hist["rows"] == off.read_window(TRANSACTIONS, "timestamp", None, None).num_rows
+    assert off.read_window("training/fraud", "timestamp", None, None).column_names[-1] == "txn_count_7d"
+
     # New data lands: four more days of transactions and features (new table versions).
     run_job("seed", *days, "--start", "2026-10-05", "--seed", "1", env=env).ok()
     run_job("features", *days, "--start", "2026-10-05", env=env).ok()
