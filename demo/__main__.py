@@ -13,7 +13,10 @@
    and its title, bad inputs;
 5. a new model version hot-reloaded, the metrics, and SIGTERM as Kubernetes sends it;
 6. drift monitoring: the scenario's traffic, then the same traffic with amounts tripled; the drift report
-   of each half against the training profile shows drift rising on the amount features only.
+   of each half against the training profile shows drift rising on the amount features only;
+7. streaming: the stream scorer (python -m app.stream) scores a replay of the last day's transactions;
+   decisions, lag and a user's streaming window features as they update, a malformed event dead-lettered,
+   a decision read back through the prediction service.
 
 The local servers are the ones the integration tests use (devharness). Run from the checkout: make demo.
 """
@@ -21,6 +24,7 @@ The local servers are the ones the integration tests use (devharness). Run from 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -162,6 +166,7 @@ def main() -> int:
                 "MONITORING_LOG_URL": str(WORK / "served"),
                 "MONITORING_LOG_SAMPLE_RATE": "1",
                 "MONITORING_LOG_FLUSH_SECONDS": "0.5",
+                "STREAM_REDIS_URL": redis_server.url,  # GET /v1/decisions/{event_id}: the stream step's
             },
         )
         services.append(predict)
@@ -255,6 +260,7 @@ def main() -> int:
         print(f"    now serving version {body['version']}")
 
         drift_step(env, url, redis_server.url)
+        stream_step(stack, env, url, redis_server.url)
 
         say("metrics: one scrape sums every worker (GET /metrics, excerpt)")
         for line in str(http("GET", url + "/metrics")[1]).splitlines():
@@ -314,6 +320,81 @@ def drift_step(env: dict[str, str], url: str, redis_url: str) -> None:
         "    statistics as of now, training saw them as of each past transaction)"
     )
     print(f"    reports (JSON, Parquet, HTML): {WORK / 'drift'}")
+
+
+def stream_step(stack: ExitStack, env: dict[str, str], url: str, redis_url: str) -> None:
+    """The stream scorer on a replay of the last day: decisions, lag and a user's windows as they update."""
+    import redis
+
+    from devharness import Server, free_port, wait_until
+
+    say("streaming: the stream scorer (python -m app.stream) scores a replay of yesterday's transactions")
+    metrics_port = free_port()
+    scorer = stack.enter_context(
+        Server(
+            [sys.executable, "-m", "app.stream"],
+            WORK / "stream.log",
+            env={
+                **env,
+                "STREAM_REDIS_URL": redis_url,
+                "STREAM_MODEL": "fraud",
+                "STREAM_METRICS_ADDRESS": "127.0.0.1",
+                "STREAM_METRICS_PORT": str(metrics_port),
+                "STREAM_FEATURE_LOG_FLUSH_SECONDS": "1",
+            },
+        )
+    )
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    # Ready once it serves /metrics (imports done, model loaded): then the replay starts.
+    wait_until(lambda: _metric(metrics_port, "python_info") != "?", 120, "the scorer", scorer.proc, scorer.log)
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    replay = subprocess.Popen(
+        [sys.executable, "-m", "jobs", "replay", "--start", yesterday, "--limit", "3000", "--rate", "1000"],
+        cwd=ROOT,
+        env={**os.environ, **env, "STREAM_REDIS_URL": redis_url},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    print(f"    python -m jobs replay --start {yesterday} --limit 3000 --rate 1000 (in the background)")
+    while replay.poll() is None:  # progress while the replay runs: decisions, lag, one user's windows
+        time.sleep(0.5)
+        decided = client.xlen("decisions:{0}")
+        lag = _metric(metrics_port, "stream_consumer_lag_entries")
+        last: Any = client.xrevrange("decisions:{0}", count=1)
+        if last:
+            d = json.loads(last[0][1]["decision"])
+            print(
+                f"    decided {decided:>5}  lag {lag:>6}  last: event {d['event_id']} user {d['entity']} "
+                f"p(fraud)={d['probabilities']['1']:.3f} windows {d['streaming_features']}"
+            )
+    replay.wait(120)
+    print("   ", (replay.stdout.read() if replay.stdout else "").strip()[:300])
+    wait_until(lambda: client.xlen("decisions:{0}") >= 3000, 120, "the replay's decisions", scorer.proc, scorer.log)
+    client.xadd(
+        "transactions:{0}",
+        {"event_id": "broken-1", "event_time_ms": 1, "user_id": "seven", "amount": 5, "merchant_category": 1},
+    )
+    wait_until(lambda: client.xlen("dead-letters:{0}") >= 1, 30, "the dead letter", scorer.proc, scorer.log)
+    entries: Any = client.xrange("dead-letters:{0}")
+    dead = entries[-1][1]
+    print(f"    malformed event -> dead-letters:{{0}}: {dead['reason']}")
+    first: Any = client.xrange("decisions:{0}", count=1)
+    event_id = json.loads(first[0][1]["decision"])["event_id"]
+    show("GET", url, f"/v1/decisions/{event_id}")
+    scored = _metric(metrics_port, "stream_events_total", 'outcome="scored"')
+    print(f"    lag now {_metric(metrics_port, 'stream_consumer_lag_entries')}, events scored {scored}")
+
+
+def _metric(port: int, name: str, label: str = "") -> str:
+    """One sample of the scorer's /metrics, as text ("?" before the first scrape has it)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith(name) and label in line and not line.startswith("#"):
+                    return str(line.rsplit(" ", 1)[1])
+    except OSError:
+        pass
+    return "?"
 
 
 if __name__ == "__main__":
