@@ -267,6 +267,8 @@ class StreamScorer:
             x = np.array([e.inputs for e in events], dtype=np.float64)
             xm, status = await lm.prepare(x)
             proba = await lm.predict_proba(xm)
+            if lm.monitor is not None:  # drift and schema-skew counts, recorded as the HTTP routes record them
+                lm.monitor.observe(xm, proba, x if lm.online is not None else None)
             idx = proba.argmax(axis=1)
             lm.count_predictions(idx)
             decided_ms = int(time.time() * 1000)

@@ -50,13 +50,20 @@ async def decisions(client: aioredis.Redis, key: str = "decisions:{0}") -> list[
 async def test_scores_every_event_once_with_the_models_probabilities(
     make_scorer: Any, client: aioredis.Redis, registry: ModelRegistry
 ) -> None:
+    from prometheus_client import REGISTRY
+
+    lm = registry.get("iris")
+    labels = {"model": "iris", "version": lm.version}
+    before = REGISTRY.get_sample_value("model_monitored_rows_total", labels) or 0.0
     events = iris_events(300)
     await produce(client, events)
     scorer: StreamScorer = make_scorer(batch_size=64)
     await drain(scorer)
+    assert lm.monitor is not None
+    lm.monitor.flush()  # drift monitoring records what the stream served, as it does for HTTP requests
+    assert (REGISTRY.get_sample_value("model_monitored_rows_total", labels) or 0.0) - before == len(events)
     out = await decisions(client)
     assert sorted(d["event_id"] for d in out) == sorted(e["event_id"] for e in events)
-    lm = registry.get("iris")
     x = np.array([[e[f] for f in IRIS] for e in events])
     expected = lm.model.predict_proba(x)
     by_id = {d["event_id"]: d for d in out}
