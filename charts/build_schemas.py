@@ -66,6 +66,10 @@ BY_NAME: dict[str, dict[str, Any]] = {
 BY_PATH: dict[str, dict[str, Any]] = {
     "stream.shards": {"type": "integer", "minimum": 1, "maximum": 1024},
     "streamDecisions.shards": {"type": "integer", "minimum": 1, "maximum": 1024},
+    "driftMonitoring.servedLog.url": {"type": "string", "pattern": "^(|s3://.+|/.+)$"},
+    "driftMonitoring.servedLog.sampleRate": {"type": "number", "minimum": 0, "maximum": 1},
+    "driftMonitoring.labelsUrl": {"type": "string", "pattern": "^(|s3://.+|/.+)$"},
+    "driftMonitoring.offlineUrl": {"type": "string", "pattern": "^(s3://|/).+"},
     "windows": {"type": "string", "pattern": "^[1-9][0-9]*[smhd](,[1-9][0-9]*[smhd])*$"},
     "metricsPort": PORT,
     "batchSize": {"type": "integer", "minimum": 1, "maximum": 10000},

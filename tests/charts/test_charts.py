@@ -346,7 +346,7 @@ def test_dashboards_are_configmaps_for_the_grafana_sidecar() -> None:
         d for d in by_kind(rendered("kind"), "ConfigMap") if d["metadata"]["labels"].get("grafana_dashboard") == "1"
     ]
     assert {m["metadata"]["name"] for m in maps} == {
-        f"mlp-dashboard-{n}" for n in ("overview", "predict", "featurestore", "multimodal")
+        f"mlp-dashboard-{n}" for n in ("overview", "predict", "featurestore", "multimodal", "stream")
     }
     for m in maps:
         ((fname, text),) = m["data"].items()

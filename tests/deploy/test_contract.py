@@ -145,12 +145,20 @@ IDS = [f"{p}:{c.ref}" for p, c in CASES]
 OUR_CODE_READS = env_reads(ROOT / "app", ROOT / "jobs")
 
 
+MONITORED_SERVICES = {"predict", "stream"}  # serve through the model registry, which builds a monitor per version
+
+
 def readers(c: Container, tmp: Path) -> tuple[list[type[BaseSettings]], set[str]]:
     """The settings classes that read a container's environment, and the names our code reads directly."""
     app_module = gunicorn_app(c)
     if app_module is not None:
         service = app_module.split(".")[1]
-        return [settings_class(app_module)], env_reads(ROOT / "app" / service, ROOT / "app" / "common")
+        classes = [settings_class(app_module)]
+        if service in MONITORED_SERVICES:
+            from app.monitoring.settings import MonitoringSettings
+
+            classes.append(MonitoringSettings)  # each worker's monitors read it as they load a version
+        return classes, env_reads(ROOT / "app" / service, ROOT / "app" / "common")
     if traced_jobs_lines(c, tmp):
         return jobs_settings(), OUR_CODE_READS
     return [], set()  # a helm test pod: plain Python, no settings

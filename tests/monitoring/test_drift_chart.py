@@ -77,6 +77,36 @@ def test_cronjob_runs_drift_report_per_model_with_variables_the_jobs_read() -> N
         assert args.pushgateway == "http://pushgateway:9091"
 
 
+def test_with_the_served_log_the_cronjob_also_checks_feature_skew_and_outcomes(tmp_path: Path) -> None:
+    """Every `python -m jobs` line of the script, traced as the shell runs it, parses; the service writes
+    the log the jobs read; the jobs get the offline store and repository the point-in-time join needs."""
+    from tests.deploy.render import render
+    from tests.deploy.test_contract import traced_jobs_lines
+
+    sets = (
+        "predict.driftMonitoring.enabled=true",
+        "predict.driftMonitoring.models={fraud,breast-cancer}",
+        "predict.driftMonitoring.prometheusUrl=http://prometheus:9090",
+        "predict.driftMonitoring.pushgatewayUrl=http://pushgateway:9091",
+        "predict.driftMonitoring.servedLog.url=s3://features/served",
+        "predict.driftMonitoring.labelsUrl=s3://features/labels",
+    )
+    r = render("default", sets=sets)
+    (container,) = [c for c in r.containers() if c.workload_kind == "CronJob" and c.workload.endswith("-drift")]
+    env = container.env
+    assert env["FEATURES_OFFLINE_URL"] == "s3://features/offline" and env["FEATURES_REPO"]
+    chart_env = {k for k, source in container.env_sources.items() if source != "image"}
+    assert chart_env <= set().union(*(settings_env_names(cls) for cls in jobs_settings()))
+    lines = traced_jobs_lines(container, tmp_path)
+    commands = [build_parser().parse_args(argv) for argv in lines]
+    assert [(a.command, a.model) for a in commands] == [
+        (cmd, model) for model in ("fraud", "breast-cancer") for cmd in ("drift-report", "feature-skew", "outcomes")
+    ]
+    assert {a.served_log for a in commands if a.command != "drift-report"} == {"s3://features/served"}
+    (service,) = [c for c in r.containers() if c.ref.endswith("-predict/predict")]
+    assert service.env["MONITORING_LOG_URL"] == "s3://features/served"
+
+
 def test_rules_and_dashboards_are_valid_promql(tmp_path: Path) -> None:
     promtool = debian_binary("promtool", "prometheus")
     docs = drift_objects(objects(*ENABLED))
