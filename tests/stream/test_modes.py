@@ -92,6 +92,8 @@ async def test_http_stream_and_batch_give_the_same_probabilities(fraud: dict[str
     table = OfflineStore(fraud["env"]["FEATURES_OFFLINE_URL"]).read_window("predictions/fraud", "as_of", None, None)
     batch = {r["user_id"]: r for r in table.to_pylist()}
     assert len(set(USERS) & set(batch)) >= 10  # batch scores users with current features only
+    # an unknown user (no current features) is scored as one with no history, by both, not refused
+    assert "MISSING" in [d["feature_status"] for d in stream]
     for i, u in enumerate(USERS):
         assert stream[i]["version"] == http["version"]
         assert stream[i]["probabilities"] == http["probabilities"][i]
