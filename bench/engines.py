@@ -76,7 +76,7 @@ class Target:
 
 
 def measure(targets: list[Target], conns: list[int], duration: int, runs: int) -> list[Point]:
-    """Interleaved: for each connection count, run 1 of every target, then run 2 of every target, ...
+    """Interleaved: for each connection count, run 1 of every target, then run 2 of every target (order rotated), ...
 
     On a shared machine the background load drifts over minutes; interleaving spreads the drift over
     all targets instead of charging it to whichever ran last, so same-run ratios stay meaningful."""
@@ -85,9 +85,12 @@ def measure(targets: list[Target], conns: list[int], duration: int, runs: int) -
     points = []
     for c in conns:
         samples: dict[str, list[tuple[float, ...]]] = {t.label: [] for t in targets}
-        for _ in range(runs):
-            for t in targets:
+        for r in range(runs):
+            # The order rotates each round, and each server gets a second to drain what wrk left queued
+            # (MLServer's batcher answers for a while after wrk stops): neither lands on the next server.
+            for t in targets[r % len(targets) :] + targets[: r % len(targets)]:
                 samples[t.label].append(astuple(wrk_post(t.url, t.body, c, duration)))
+                time.sleep(1.0)
         for t in targets:
             got = samples[t.label]
             rps, p50, p99 = (statistics.median(s[i] for s in got) for i in range(3))
