@@ -65,7 +65,7 @@ TAG ?= dev
 # The images, one list: `make images` builds IMAGES, `make kind-load` loads them into kind, the README
 # names them and the tests read them (`make -s print-images`, tests/deploy/images.py). GPU_IMAGES are
 # for GPU nodes (EKS), never kind: `make image-triton` builds NGC's Triton (~20 GB).
-IMAGES := predict featureserver preprocess stream jobs jobs-multimodal triton-cpu
+IMAGES := predict featureserver preprocess stream jobs jobs-multimodal jobs-spark triton-cpu
 GPU_IMAGES := triton
 # How each is built: its Dockerfile, stage and build args. The Python images install ml-platform with a
 # pyproject extra (EXTRAS); the CPU Triton gets the multimodal extra's torch, the export job's.
@@ -78,6 +78,7 @@ preprocess.build := -f images/python/Dockerfile --target preprocess --build-arg 
 stream.build := -f images/python/Dockerfile --target stream
 jobs.build := -f images/python/Dockerfile --target jobs
 jobs-multimodal.build := -f images/python/Dockerfile --target jobs --build-arg EXTRAS=multimodal
+jobs-spark.build := -f images/python/Dockerfile --target jobs-spark --build-arg EXTRAS=spark
 triton-cpu.build := -f images/triton-cpu/Dockerfile --build-arg PYTRITON_VERSION=$(PYTRITON_VERSION) \
 	--build-arg TORCH_VERSION=$(TORCH_VERSION)
 triton.build := -f images/triton/Dockerfile

@@ -114,3 +114,20 @@ def join_view(
         raise AssertionError(f"point-in-time join returned {out.num_rows} rows for {n} entity rows")
     schema = source.schema
     return {f: out.column(f).combine_chunks().cast(schema.field(f).type) for f in features}
+
+
+def run_sql(
+    sql: str,
+    relations: dict[str, pa.Table | ds.Dataset],
+    config: DuckDBConfig | None = None,
+) -> pa.Table:
+    """``sql`` on a fresh DuckDB connection (``config``: memory limit, spill directory, threads) over
+    Arrow tables or pyarrow datasets registered under the given names; the result as an Arrow table.
+    Datasets are streamed, with filters and projections pushed into their scan."""
+    con = (config or DuckDBConfig()).connect()
+    try:
+        for name, rel in relations.items():
+            con.register(name, rel)
+        return con.sql(sql).to_arrow_table()
+    finally:
+        con.close()

@@ -85,6 +85,7 @@ def _reader(
     columns: list[str],
     start_us: int | None,
     end_us: int | None,
+    timestamp_column: str,
 ) -> Any:
     """The function each task runs: the rows of its data files within the window (built on the driver,
     shipped to the executors by cloudpickle)."""
@@ -93,8 +94,8 @@ def _reader(
         from app.features.offline import OfflineStore
 
         fs = OfflineStore(url, s3_endpoint_url=endpoint, s3_region=region).fs
-        ts = ds.field(columns[1])
-        ts_type = schema.field(columns[1]).type
+        ts = ds.field(timestamp_column)
+        ts_type = schema.field(timestamp_column).type
         filt = None
         if start_us is not None:
             filt = ts >= pa.scalar(start_us, pa.int64()).cast(ts_type)
@@ -111,6 +112,39 @@ def _reader(
 
 def _us(t: datetime | None) -> int | None:
     return None if t is None else int(t.timestamp() * 1_000_000)
+
+
+def scan_frame(
+    spark: SparkSession,
+    scan: TableScan,
+    offline: OfflineStore,
+    columns: list[str],
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    timestamp_column: str,
+) -> Any:
+    """A DataFrame of the ``columns`` of a table scan's rows with ``start <= timestamp_column < end``,
+    read by the executors (one task per data file group, pyarrow's filesystem): nothing passes through
+    the driver but the file list."""
+    cols = list(columns)
+    read_schema = pa.schema([scan.schema.field(c) for c in cols])
+    if not scan.files:
+        return spark.createDataFrame(read_schema.empty_table())
+    paths = spark.createDataFrame(pa.table({"path": pa.array(scan.files)})).repartition(
+        min(len(scan.files), max(1, spark.sparkContext.defaultParallelism * 2)), "path"
+    )
+    reader = _reader(
+        offline.url,
+        offline.s3_endpoint_url,
+        offline.s3_region,
+        scan.schema,
+        cols,
+        _us(start),
+        _us(end),
+        timestamp_column,
+    )
+    return paths.mapInArrow(reader, _spark_schema(read_schema))
 
 
 def join_view(
@@ -133,20 +167,10 @@ def join_view(
     n = len(entity_keys)
     key, ev, cr = view.entity.join_key, view.event_timestamp_column, view.created_timestamp_column
     cols = [key, ev, cr, *features]
-    read_schema = pa.schema([scan.schema.field(c) for c in cols])
     ent = spark.createDataFrame(
         pa.table({"__k": entity_keys, "__t": entity_ts, "__r": pa.array(np.arange(n, dtype=np.int64))})
     )
-    if scan.files:
-        paths = spark.createDataFrame(pa.table({"path": pa.array(scan.files)})).repartition(
-            min(len(scan.files), max(1, spark.sparkContext.defaultParallelism * 2)), "path"
-        )
-        reader = _reader(
-            offline.url, offline.s3_endpoint_url, offline.s3_region, scan.schema, cols, _us(start), _us(end)
-        )
-        feats = paths.mapInArrow(reader, _spark_schema(read_schema))
-    else:
-        feats = spark.createDataFrame(read_schema.empty_table())
+    feats = scan_frame(spark, scan, offline, cols, start, end, timestamp_column=ev)
     keys = ent.select(F.col("__k").alias(key)).distinct()
     feats = feats.join(F.broadcast(keys) if n <= 1_000_000 else keys, on=key, how="left_semi")
     # Latest created time per (entity, event time): the embedded engines' tie rule.

@@ -12,14 +12,14 @@ import pytest
 from devharness import VENV_BIN
 from tests.deploy.images import IMAGES, ROOT, Build, builds, parse_build_line
 
-PYTHON_IMAGES = ("predict", "featureserver", "preprocess", "stream", "jobs", "jobs-multimodal")
+PYTHON_IMAGES = ("predict", "featureserver", "preprocess", "stream", "jobs", "jobs-multimodal", "jobs-spark")
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
 def test_the_image_list_is_one_list() -> None:
     """`make images` builds IMAGES (what kind needs), the README says exactly those, and every Dockerfile
     in images/ is used by an image of the list (no stale copy left behind)."""
-    kind = ["predict", "featureserver", "preprocess", "stream", "jobs", "jobs-multimodal", "triton-cpu"]
+    kind = ["predict", "featureserver", "preprocess", "stream", "jobs", "jobs-multimodal", "jobs-spark", "triton-cpu"]
     assert list(IMAGES) == [*kind, "triton"]
     dry = subprocess.run(
         ["make", "-s", "--no-print-directory", "-n", "-C", str(ROOT), "images"],
@@ -82,7 +82,7 @@ def test_service_commands() -> None:
         assert image.entrypoint == []
         assert image.cmd == ["gunicorn", "-c", "python:app.common.gunicorn_conf", f"app.{svc}.main:app"]
         assert image.env["PORT"] == "8080" and image.env["PROMETHEUS_MULTIPROC_DIR"] == "/tmp/prometheus"
-    for jobs in ("jobs", "jobs-multimodal"):
+    for jobs in ("jobs", "jobs-multimodal", "jobs-spark"):
         image = IMAGES[jobs]
         assert image.cmd[:3] == ["python", "-m", "jobs"]
         # finding 3: no multiprocess directory for a one-process job (it pointed at an empty emptyDir)

@@ -59,6 +59,13 @@ for m in ("torch", "app.multimodal.model", "app.multimodal.training", "app.multi
           "examples.multimodal.training"):
     importlib.import_module(m)
 """,
+    # The Spark engines' image: the CLI, pyspark (its JVM is the JRE of the image, not started here) and
+    # the modules `historical`/`features --engine spark` import on demand.
+    "jobs-spark": JOBS
+    + """
+for m in ("pyspark.sql", "pyspark.sql.pandas.types", "app.features.pit_spark", "examples.fraud.features_sql"):
+    importlib.import_module(m)
+""",
     "triton-cpu": """
 import importlib.util, os, runpy
 spec = importlib.util.find_spec("pytriton")

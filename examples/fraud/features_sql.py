@@ -1,0 +1,317 @@
+"""The ``user_stats`` feature job as SQL: on DuckDB (embedded, over Arrow data) and on Spark.
+
+The same rows as :func:`examples.fraud.scenario.compute_user_stats` (NumPy), bit for bit: the SQL
+repeats NumPy's arithmetic, not only its definitions, because the float features depend on the order
+of additions (the standard deviation, ``E[x^2] - mean^2``, cancels, so one rounding apart can make
+``0`` of one engine ``3e-7`` of another):
+
+* a day's amounts (and squares) are summed one after another from 0.0, in input order (``np.bincount``):
+  the ordered list folded left, not ``sum()``, whose order depends on the threads;
+* windowed sums are differences of per-user cumulative sums over the days (``C(d) - C(d-w)``), the
+  cumulative sums again folded in day order (DuckDB's windowed ``sum()`` combines a segment tree:
+  another order; Spark's running frame adds row by row, so there it is ``sum() OVER``);
+* ``mean = s / n``, ``var = sq / n - mean * mean``, ``std = sqrt(max(var, 0))`` in float64, cast to
+  float32 by NumPy afterwards, as the reference does.
+
+Rows: one per user and day ``d`` with a transaction in days ``d-29 .. d`` of the window (a dense grid
+from the user's first day to 29 days after the last, filtered), event time = midnight ending day ``d``,
+created = 10 minutes later. Input order is the table's row order for a table in memory, time order for
+files (the offline store writes them sorted by time: the same order).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from app.features.pit_duckdb import DuckDBConfig, run_sql
+from examples.fraud import transforms
+from examples.fraud.repo import user_stats
+from examples.fraud.scenario import CREATED_DELAY, DAY_US
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+COLUMNS = ("user_id", "amount", "merchant_category", "timestamp")
+_INT = ("txn_count_1d", "txn_count_7d", "txn_count_30d", "distinct_merchants_30d")
+_FLOAT = ("amount_sum_7d", "amount_mean_7d", "amount_mean_30d", "amount_max_30d", "amount_std_30d", "account_age_days")
+
+
+class FeatureJobInputError(ValueError):
+    """The transactions cannot be aggregated as asked (a bad id, category or null)."""
+
+
+def _us(t: datetime) -> int:
+    return int(t.timestamp() * 1_000_000)
+
+
+def _check_args(start: datetime, days: int, n_users: int) -> None:
+    if start.tzinfo is None:
+        raise FeatureJobInputError(f"start must be timezone-aware (UTC), got {start.isoformat()}")
+    if days < 1 or n_users < 1:
+        raise FeatureJobInputError(f"days and users must be >= 1, got days={days}, users={n_users}")
+
+
+def _check_counts(result: pa.Table | dict[str, Any]) -> None:
+    """The validation query's counts of bad rows, as one error naming each problem."""
+    if isinstance(result, pa.Table):
+        result = {k: result.column(k)[0].as_py() for k in result.column_names}
+    counts = {k: int(v) for k, v in result.items() if k != "n_users"}
+    n_users = result["n_users"]
+    problems = []
+    if counts["null_rows"]:
+        problems.append(f"{counts['null_rows']} row(s) with a null {'/'.join(COLUMNS)}")
+    if counts["bad_user"]:
+        problems.append(f"{counts['bad_user']} row(s) with user_id outside 1..{n_users} (--users)")
+    if counts["bad_category"]:
+        problems.append(
+            f"{counts['bad_category']} row(s) with merchant_category outside 0..{transforms.N_CATEGORIES - 1}"
+        )
+    if problems:
+        raise FeatureJobInputError("transactions: " + "; ".join(problems))
+
+
+def check_transactions(transactions: pa.Table, n_users: int) -> None:
+    """The checks the SQL engines make, on a table in memory (the NumPy engine's input)."""
+    missing = [c for c in COLUMNS if c not in transactions.column_names]
+    if missing:
+        raise FeatureJobInputError(f"transactions have no column(s) {missing}; they have {transactions.column_names}")
+    _check_counts(run_sql(f"SELECT {_validation(n_users)} FROM src", {"src": transactions.select(list(COLUMNS))}))
+
+
+def _validation(n_users: int) -> str:
+    return f"""
+        {n_users} AS n_users,
+        count(*) FILTER (WHERE user_id IS NULL OR amount IS NULL OR merchant_category IS NULL) AS null_rows,
+        count(*) FILTER (WHERE user_id < 1 OR user_id > {n_users}) AS bad_user,
+        count(*) FILTER (WHERE merchant_category < 0 OR merchant_category >= {transforms.N_CATEGORIES}) AS bad_category
+    """
+
+
+def _to_table(out: pa.Table, start: datetime) -> pa.Table:
+    """The engines' rows (user_id, day, int and float64 columns) as compute_user_stats's table."""
+    day = np.asarray(out.column("d").to_numpy(), dtype=np.int64)
+    event = _us(start) + (day + 1) * DAY_US
+    ts = pa.timestamp("us", tz="UTC")
+    cols: dict[str, pa.Array] = {
+        "user_id": out.column("u").combine_chunks().cast(pa.int64()),
+        user_stats.event_timestamp_column: pa.array(event, type=ts),
+        user_stats.created_timestamp_column: pa.array(event + int(CREATED_DELAY.total_seconds() * 1e6), type=ts),
+    }
+    for f in user_stats.features:
+        values = out.column(f.name)
+        if f.name in _FLOAT:  # float64 -> float32 by NumPy, as the reference rounds; null stays null
+            arr = np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float64).astype(f.dtype)
+            cols[f.name] = pa.array(arr, from_pandas=True)
+        else:
+            cols[f.name] = values.combine_chunks().cast(pa.from_numpy_dtype(np.dtype(f.dtype)))
+    return pa.table(cols)
+
+
+# --- DuckDB ------------------------------------------------------------------------------------------
+
+_DUCKDB_SQL = """
+WITH tx AS (
+    SELECT user_id AS u, (epoch_us("timestamp") - {start_us}) // {day_us} AS d, amount AS a,
+           merchant_category AS c, {order} AS o
+    FROM src
+    WHERE "timestamp" >= to_timestamp({start_s}) AND "timestamp" < to_timestamp({end_s})
+),
+daily AS (
+    SELECT u, d, count(*) AS n,
+           list_reduce(list(a ORDER BY o), lambda x, y: x + y, 0.0::DOUBLE) AS tot,
+           list_reduce(list(a * a ORDER BY o), lambda x, y: x + y, 0.0::DOUBLE) AS sq,
+           max(a) AS mx, bit_or(1::BIGINT << c) AS mask
+    FROM tx GROUP BY u, d
+),
+users AS (SELECT u, min(d) AS first, max(d) AS last FROM daily GROUP BY u),
+grid AS (SELECT u, first, unnest(range(first, least(last + 30, {days}))) AS d FROM users),
+g AS (
+    SELECT grid.u, grid.d, grid.first, coalesce(daily.n, 0) AS n, coalesce(daily.tot, 0.0) AS tot,
+           coalesce(daily.sq, 0.0) AS sq, daily.mx, coalesce(daily.mask, 0) AS mask
+    FROM grid LEFT JOIN daily ON grid.u = daily.u AND grid.d = daily.d
+),
+w AS (
+    SELECT u, d, first, n,
+           sum(n) OVER (PARTITION BY u ORDER BY d ROWS 6 PRECEDING) AS c7,
+           sum(n) OVER (PARTITION BY u ORDER BY d ROWS 29 PRECEDING) AS c30,
+           list_reduce(list(tot) OVER (PARTITION BY u ORDER BY d ROWS UNBOUNDED PRECEDING),
+                       lambda x, y: x + y, 0.0::DOUBLE) AS ctot,
+           list_reduce(list(sq) OVER (PARTITION BY u ORDER BY d ROWS UNBOUNDED PRECEDING),
+                       lambda x, y: x + y, 0.0::DOUBLE) AS csq,
+           max(mx) OVER (PARTITION BY u ORDER BY d ROWS 29 PRECEDING) AS max30,
+           bit_or(mask) OVER (PARTITION BY u ORDER BY d ROWS 29 PRECEDING) AS merch
+    FROM g
+),
+s AS (
+    SELECT *,
+           ctot - lag(ctot, 7, 0.0) OVER (PARTITION BY u ORDER BY d) AS s7,
+           ctot - lag(ctot, 30, 0.0) OVER (PARTITION BY u ORDER BY d) AS s30,
+           csq - lag(csq, 30, 0.0) OVER (PARTITION BY u ORDER BY d) AS sq30
+    FROM w
+),
+m AS (
+    SELECT *, CASE WHEN c7 > 0 THEN s7 / c7::DOUBLE END AS mean7, s30 / c30::DOUBLE AS mean30
+    FROM s WHERE c30 > 0
+)
+SELECT u, d,
+       n AS txn_count_1d, c7::BIGINT AS txn_count_7d, c30::BIGINT AS txn_count_30d,
+       s7 AS amount_sum_7d, mean7 AS amount_mean_7d, mean30 AS amount_mean_30d, max30 AS amount_max_30d,
+       sqrt(greatest(sq30 / c30::DOUBLE - mean30 * mean30, 0.0)) AS amount_std_30d,
+       bit_count(merch & {cat_mask})::BIGINT AS distinct_merchants_30d,
+       (d + 1 - first)::DOUBLE AS account_age_days
+FROM m
+ORDER BY u, d
+"""
+
+
+def duckdb_sql(start: datetime, days: int, *, order: str = '"timestamp"') -> str:
+    """The DuckDB query over a relation ``src`` with the transactions' COLUMNS; ``order`` is the
+    expression a day's amounts are summed in the order of."""
+    return _DUCKDB_SQL.format(
+        start_us=_us(start),
+        start_s=_us(start) // 1_000_000,
+        end_s=_us(start) // 1_000_000 + days * 86_400,
+        end_us=_us(start) + days * DAY_US,
+        day_us=DAY_US,
+        days=days,
+        order=order,
+        cat_mask=(1 << transforms.N_CATEGORIES) - 1,
+    )
+
+
+def compute_user_stats_duckdb(
+    transactions: pa.Table | ds.Dataset,
+    start: datetime,
+    days: int,
+    n_users: int,
+    config: DuckDBConfig | None = None,
+) -> pa.Table:
+    """compute_user_stats on DuckDB: ``transactions`` in memory (summed in row order) or a dataset of
+    the table's files (streamed, time order), the window ``start .. start + days`` of it."""
+    _check_args(start, days, n_users)
+    missing = [c for c in COLUMNS if c not in transactions.schema.names]
+    if missing:
+        raise FeatureJobInputError(f"transactions have no column(s) {missing}; they have {transactions.schema.names}")
+    if isinstance(transactions, pa.Table):
+        src: pa.Table | ds.Dataset = transactions.select(list(COLUMNS)).append_column(
+            "__r", pa.array(np.arange(transactions.num_rows, dtype=np.int64))
+        )
+        order = "__r"
+    else:
+        src, order = transactions, '"timestamp"'
+    start_s = _us(start) // 1_000_000
+    window = f'"timestamp" >= to_timestamp({start_s}) AND "timestamp" < to_timestamp({start_s + days * 86_400})'
+    check = run_sql(f"SELECT {_validation(n_users)} FROM src WHERE {window}", {"src": src}, config)
+    _check_counts(check)
+    out = run_sql(duckdb_sql(start, days, order=order), {"src": src}, config)
+    return _to_table(out, start)
+
+
+# --- Spark -------------------------------------------------------------------------------------------
+
+_SPARK_SQL = """
+WITH tx AS (
+    SELECT user_id AS u, (unix_micros(`timestamp`) - {start_us}) div {day_us} AS d,
+           amount AS a, merchant_category AS c, {order} AS o
+    FROM src
+    WHERE unix_micros(`timestamp`) >= {start_us} AND unix_micros(`timestamp`) < {end_us}
+),
+daily AS (
+    SELECT u, d, count(*) AS n,
+           aggregate(array_sort(collect_list(struct(o, a))), CAST(0 AS DOUBLE), (acc, x) -> acc + x.a) AS tot,
+           aggregate(array_sort(collect_list(struct(o, a))), CAST(0 AS DOUBLE), (acc, x) -> acc + x.a * x.a) AS sq,
+           max(a) AS mx, bit_or(shiftleft(CAST(1 AS BIGINT), CAST(c AS INT))) AS mask
+    FROM tx GROUP BY u, d
+),
+users AS (SELECT u, min(d) AS first, max(d) AS last FROM daily GROUP BY u),
+grid AS (SELECT u, first, explode(sequence(first, least(last + 29, {last_day}))) AS d FROM users),
+g AS (
+    SELECT grid.u, grid.d, grid.first, coalesce(daily.n, 0) AS n, coalesce(daily.tot, CAST(0 AS DOUBLE)) AS tot,
+           coalesce(daily.sq, CAST(0 AS DOUBLE)) AS sq, daily.mx, coalesce(daily.mask, CAST(0 AS BIGINT)) AS mask
+    FROM grid LEFT JOIN daily ON grid.u = daily.u AND grid.d = daily.d
+),
+w AS (
+    SELECT u, d, first, n,
+           sum(n) OVER (PARTITION BY u ORDER BY d ROWS BETWEEN 6 PRECEDING AND CURRENT ROW) AS c7,
+           sum(n) OVER (PARTITION BY u ORDER BY d ROWS BETWEEN 29 PRECEDING AND CURRENT ROW) AS c30,
+           sum(tot) OVER (PARTITION BY u ORDER BY d ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS ctot,
+           sum(sq) OVER (PARTITION BY u ORDER BY d ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS csq,
+           max(mx) OVER (PARTITION BY u ORDER BY d ROWS BETWEEN 29 PRECEDING AND CURRENT ROW) AS max30,
+           bit_or(mask) OVER (PARTITION BY u ORDER BY d ROWS BETWEEN 29 PRECEDING AND CURRENT ROW) AS merch
+    FROM g
+),
+s AS (
+    SELECT *,
+           ctot - lag(ctot, 7, CAST(0 AS DOUBLE)) OVER (PARTITION BY u ORDER BY d) AS s7,
+           ctot - lag(ctot, 30, CAST(0 AS DOUBLE)) OVER (PARTITION BY u ORDER BY d) AS s30,
+           csq - lag(csq, 30, CAST(0 AS DOUBLE)) OVER (PARTITION BY u ORDER BY d) AS sq30
+    FROM w
+),
+m AS (
+    SELECT *, CASE WHEN c7 > 0 THEN s7 / CAST(c7 AS DOUBLE) END AS mean7, s30 / CAST(c30 AS DOUBLE) AS mean30
+    FROM s WHERE c30 > 0
+)
+SELECT u, d,
+       CAST(n AS BIGINT) AS txn_count_1d, CAST(c7 AS BIGINT) AS txn_count_7d, CAST(c30 AS BIGINT) AS txn_count_30d,
+       s7 AS amount_sum_7d, mean7 AS amount_mean_7d, mean30 AS amount_mean_30d, max30 AS amount_max_30d,
+       sqrt(greatest(sq30 / CAST(c30 AS DOUBLE) - mean30 * mean30, CAST(0 AS DOUBLE))) AS amount_std_30d,
+       CAST(bit_count(merch & {cat_mask}) AS BIGINT) AS distinct_merchants_30d,
+       CAST(d + 1 - first AS DOUBLE) AS account_age_days
+FROM m
+ORDER BY u, d
+"""
+
+
+def spark_sql(start: datetime, days: int, *, order: str = "unix_micros(`timestamp`)") -> str:
+    """The Spark SQL query over a temporary view ``src`` with the transactions' COLUMNS."""
+    return _SPARK_SQL.format(
+        start_us=_us(start),
+        end_us=_us(start) + days * DAY_US,
+        day_us=DAY_US,
+        last_day=days - 1,
+        order=order,
+        cat_mask=(1 << transforms.N_CATEGORIES) - 1,
+    )
+
+
+def compute_user_stats_spark(
+    transactions: pa.Table | DataFrame,
+    start: datetime,
+    days: int,
+    n_users: int,
+    spark: SparkSession | None = None,
+) -> pa.Table:
+    """compute_user_stats on Spark: ``transactions`` in memory (summed in row order) or a DataFrame of
+    the table's files (app.features.pit_spark.scan_frame: time order)."""
+    from app.features.pit_spark import spark_session
+
+    _check_args(start, days, n_users)
+    spark = spark or spark_session()
+    if isinstance(transactions, pa.Table):
+        missing = [c for c in COLUMNS if c not in transactions.column_names]
+        if missing:
+            raise FeatureJobInputError(
+                f"transactions have no column(s) {missing}; they have {transactions.column_names}"
+            )
+        table = transactions.select(list(COLUMNS)).append_column(
+            "__r", pa.array(np.arange(transactions.num_rows, dtype=np.int64))
+        )
+        frame: Any = spark.createDataFrame(table)
+        order = "__r"
+    else:
+        missing = [c for c in COLUMNS if c not in transactions.columns]
+        if missing:
+            raise FeatureJobInputError(f"transactions have no column(s) {missing}; they have {transactions.columns}")
+        frame, order = transactions, "unix_micros(`timestamp`)"
+    view = "src"
+    frame.createOrReplaceTempView(view)
+    window = f"unix_micros(`timestamp`) >= {_us(start)} AND unix_micros(`timestamp`) < {_us(start) + days * DAY_US}"
+    check = spark.sql(f"SELECT {_validation(n_users)} FROM {view} WHERE {window}").collect()[0].asDict()
+    _check_counts(check)
+    out = spark.sql(spark_sql(start, days, order=order)).toArrow()
+    return _to_table(out, start)
