@@ -31,7 +31,7 @@ from app.modelstore.metadata import ModelMetadata, sign, signature_ok
 
 log = logging.getLogger(__name__)
 
-Engine = Literal["onnxruntime", "sklearn"]
+Engine = Literal["onnxruntime", "sklearn", "edge-bundle"]
 
 
 class ModelLoadError(Exception):
@@ -123,6 +123,18 @@ class SklearnModel:
                 "engine_reason": self.engine_reason,
                 "load_ms": round((time.perf_counter() - start) * 1000, 1),
             },
+        )
+
+    def serve_with(self, predictor: Predictor, engine: str, reason: str) -> None:
+        """Serve through another engine, already verified by its owner on this version's rows (the registry's
+        edge bundles); the pickle, checked by load(), stays the reference."""
+        if self._predictor is None:
+            raise RuntimeError(f"{self.name}:{self.version} is not loaded")
+        self._predictor = predictor
+        self.engine = engine
+        self.engine_reason = reason
+        log.info(
+            "model engine", extra={"model": self.name, "version": self.version, "engine": engine, "reason": reason}
         )
 
     def _sklearn_reason(self, engine: Engine) -> str:

@@ -273,6 +273,26 @@ class ModelRegistry:
             extra={"model": name, "version": version, "serving": serving, "error": str(exc)},
         )
 
+    def _serve_edge_bundle(self, model: SklearnModel, meta: ModelMetadata) -> None:
+        """PREDICT_ENGINE=edge-bundle: the version's bundle, if it proves a faithful copy, else a refusal."""
+        from app.edge.engine import ENGINE, EdgeEngine, EdgeEngineError, locate
+
+        assert self.settings.edge_bundles is not None  # the settings require it with this engine
+        try:
+            where = locate(
+                self.settings.edge_bundles,
+                meta,
+                self.settings.edge_cache_dir,
+                s3_endpoint_url=self.settings.s3_endpoint_url,
+                s3_region=self.settings.s3_region,
+            )
+            edge = EdgeEngine(
+                where, meta, tolerance=self.settings.onnx_tolerance, threads=self.settings.ort_intra_op_threads
+            )
+        except EdgeEngineError as exc:
+            raise ModelLoadError(f"edge bundle refused: {exc}") from exc
+        model.serve_with(edge, ENGINE, f"edge bundle {where} verified at load")
+
     def _load(self, name: str, version: str) -> LoadedModel:
         meta, artifact = self.store.read_version(name, version)
         online = None
@@ -294,6 +314,8 @@ class ModelRegistry:
             intra_op_threads=self.settings.ort_intra_op_threads,
             inter_op_threads=self.settings.ort_inter_op_threads,
         )
+        if self.settings.engine == "edge-bundle":
+            self._serve_edge_bundle(model, meta)
         try:  # a corrupt or mismatched reference profile refuses the version like a bad artifact
             monitor = monitor_for(
                 name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from app.common.settings import ModelStoreSettings, ServiceSettings
@@ -32,9 +32,18 @@ class Settings(ServiceSettings, ModelStoreSettings):
     verify_tolerance: float = Field(default=1e-9, ge=0.0)
     """Max absolute difference allowed between served and trainer-computed verification probabilities."""
 
-    engine: Literal["onnxruntime", "sklearn"] = "onnxruntime"
+    engine: Literal["onnxruntime", "sklearn", "edge-bundle"] = "onnxruntime"
     """What runs a model: onnxruntime, with the ONNX graph its publisher stored and verified (a version
-    without one is served by scikit-learn, the reason logged); ``sklearn`` ignores the graphs."""
+    without one is served by scikit-learn, the reason logged); ``sklearn`` ignores the graphs;
+    ``edge-bundle`` serves each version's edge bundle (``jobs export-edge``) from ``PREDICT_EDGE_BUNDLES``,
+    once it has proved a faithful copy of the version (a version without one is refused)."""
+
+    edge_bundles: str | None = None
+    """Root of the edge bundles, ``<root>/<model>/<version>/`` (a directory or s3://bucket/prefix), for
+    ``PREDICT_ENGINE=edge-bundle``."""
+
+    edge_cache_dir: str = "/tmp/edge-bundles"
+    """Where bundles from S3 are downloaded (sha256-checked) before they load."""
 
     onnx_tolerance: float = Field(default=1e-5, ge=0.0)
     """Max absolute difference between the ONNX graph's and the trainer's verification probabilities (float32
@@ -97,6 +106,12 @@ class Settings(ServiceSettings, ModelStoreSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _edge_bundles_named(self) -> Settings:
+        if self.engine == "edge-bundle" and not self.edge_bundles:
+            raise ValueError("PREDICT_ENGINE=edge-bundle needs PREDICT_EDGE_BUNDLES: where the bundles are")
+        return self
 
     @field_validator("models", mode="before")
     @classmethod
