@@ -5,7 +5,9 @@ Each entity keeps the events of the last ``horizon`` (longest window + allowed l
 script updates them atomically on any Redis Cluster node. A window's features at time ``t`` are always
 recomputed from the set, over ``(t - w, t]``. Two properties follow:
 
-- idempotent: the event id is the member, so a redelivered event is not counted twice (``ZADD NX``);
+- idempotent: the event id is the member, so a redelivered event is not counted twice (``ZADD NX``), and it
+  gets back the values it was first served with (kept per event id for the horizon): recomputed, they could
+  count an earlier-timed event that arrived after it, and a retried batch would not equal a clean run;
 - no regression on late or out-of-order events: a late event joins the set and every later read sees it;
   nothing is an incremental counter that an out-of-order update could corrupt.
 
@@ -23,8 +25,10 @@ from app.stream.scripts import Broker, Scripts
 
 KEY_PREFIX = "sf"
 
-# KEYS: events zset, values hash. ARGV: event id, event time ms, value, horizon ms, ttl ms, windows ms...
-# Returns {status, count_1, sum_1, count_2, sum_2, ...}; sums as strings (Lua numbers reply as integers).
+# KEYS: events zset, values hash, served hash. ARGV: event id, event time ms, value, horizon ms, ttl ms,
+# windows ms... Returns {status, count_1, sum_1, count_2, sum_2, ...}; sums as strings (Lua numbers reply as
+# integers). A redelivered event gets the values it was first served with (the served hash): with events out
+# of order, recomputing them could count an earlier-timed event that arrived after it.
 _UPDATE = """
 local eid, ts, value = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local horizon, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -39,10 +43,15 @@ elseif redis.call('ZADD', KEYS[1], 'NX', ts, eid) == 1 then
   if #old > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (newest - horizon))
     redis.call('HDEL', KEYS[2], unpack(old))
+    redis.call('HDEL', KEYS[3], unpack(old))
   end
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
 else
+  local served = redis.call('HGET', KEYS[3], eid)
+  if served then
+    local out = {'DUPLICATE'}
+    for v in string.gmatch(served, '[^,]+') do out[#out + 1] = v end
+    return out
+  end
   status = 'DUPLICATE'
 end
 local out = {status}
@@ -54,6 +63,12 @@ for i = 6, #ARGV do
   end
   out[#out + 1] = #ids
   out[#out + 1] = tostring(sum)
+end
+if status == 'NEW' then
+  redis.call('HSET', KEYS[3], eid, table.concat(out, ',', 2))
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  redis.call('PEXPIRE', KEYS[3], ttl)
 end
 return out
 """
@@ -129,7 +144,9 @@ class StreamingFeatures:
         self.feature_names = [n for w in self.windows for n in (f"count_{w.name}", f"{value_field}_sum_{w.name}")]
 
     def keys(self, entity: int) -> list[str]:
-        return [f"{self.prefix}:{{{entity}}}:ev", f"{self.prefix}:{{{entity}}}:val"]
+        """The entity's events (id -> time), values (id -> value) and served windows (id -> what it got)."""
+        tag = f"{self.prefix}:{{{entity}}}"
+        return [f"{tag}:ev", f"{tag}:val", f"{tag}:served"]
 
     async def update(self, events: Sequence[tuple[str, int, int, float]]) -> list[WindowValues]:
         """Add ``(event id, entity, event time ms, value)`` events (one round trip) and return each one's
@@ -145,7 +162,7 @@ class StreamingFeatures:
     async def read(self, entity: int, at_ms: int) -> dict[str, float]:
         """The entity's features at event time ``at_ms`` from what has arrived."""
         args: list[str | int] = [at_ms, *(w.length_ms for w in self.windows)]
-        (raw,) = await self.scripts.run_many("read", [(self.keys(entity), args)])
+        (raw,) = await self.scripts.run_many("read", [(self.keys(entity)[:2], args)])
         return self._values(raw, "NEW").values
 
     def _values(self, raw: list[Any], status: str) -> WindowValues:

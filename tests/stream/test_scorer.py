@@ -237,3 +237,18 @@ async def test_a_version_that_fails_to_load_leaves_the_previous_one_scoring(
         assert (tried or 0) >= 1  # it was tried and refused, not missed
     finally:
         await registry.stop()
+
+
+async def test_a_redelivered_event_gets_the_windows_it_was_first_served(make_scorer: Any) -> None:
+    """Out of order: B (earlier event time) arrives after A. A redelivery of A must not count B, or a batch
+    retried after a crash would decide differently from a clean run."""
+    scorer: StreamScorer = make_scorer()
+    await scorer.setup()
+    a, b = ("a", 7, 1_000_000, 10.0), ("b", 7, 999_000, 5.0)
+    (first,) = await scorer.features.update([a])
+    await scorer.features.update([b])
+    (again,) = await scorer.features.update([a])
+    assert first.values == again.values == {"count_10m": 1, "amount_sum_10m": 10, "count_1h": 1, "amount_sum_1h": 10}
+    assert (first.status, again.status) == ("NEW", "DUPLICATE")
+    # ... while the window itself, read afterwards, has both
+    assert (await scorer.features.read(7, 1_000_000))["count_10m"] == 2
