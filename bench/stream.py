@@ -240,7 +240,7 @@ def chaos(work: Path, url: str, store: Path, n: int, kills: int) -> dict[str, An
     users = all_users[:: max(1, len(all_users) // 200)]
     for user in users:
         at = int(t[u == user].max())
-        keys = [f"sf:{{{user}}}:ev", f"sf:{{{user}}}:val"]
+        keys = [f"sf:{{0}}:{user}:ev", f"sf:{{0}}:{user}:val"]  # one shard: app.stream.windows' key layout
         raw: Any = client.eval(_READ, 2, *keys, at, *(w.length_ms for w in windows))
         for k, w in enumerate(windows):
             sel = (u == user) & (t > at - w.length_ms) & (t <= at)

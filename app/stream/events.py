@@ -36,36 +36,50 @@ class EventSchema:
     input_names: Sequence[str]
 
     def parse(self, entry_id: str, fields: Mapping[bytes | str, bytes | str]) -> Event:
-        f = {_s(k): _s(v) for k, v in fields.items()}
-        event_id = f.get(self.event_id_field, "")
+        # Only the fields the model and the windows read are looked at: an event may carry many more.
+        f = _Fields(fields)
+        event_id = f.text(self.event_id_field)
         if not event_id:
             raise MalformedEventError(f"missing field {self.event_id_field!r}")
         if len(event_id) > 128:
             raise MalformedEventError(f"{self.event_id_field}: longer than 128 characters")
-        ts = self._integer(f, self.event_time_field, low=0)
-        entity = self._integer(f, self.entity_field, low=-MAX_EXACT_ID)
-        inputs = tuple(float(entity) if n == self.entity_field else self._number(f, n) for n in self.input_names)
-        value = self._number(f, self.value_field)
+        ts = f.integer(self.event_time_field, low=0)
+        entity = f.integer(self.entity_field, low=-MAX_EXACT_ID)
+        inputs = tuple(float(entity) if n == self.entity_field else f.number(n) for n in self.input_names)
+        value = f.number(self.value_field)
         return Event(entry_id, event_id, ts, entity, value, inputs)
 
-    @staticmethod
-    def _number(f: Mapping[str, str], name: str) -> float:
-        raw = f.get(name)
+
+class _Fields:
+    """An entry's fields as Redis returns them (bytes, or str with decode_responses), read by name."""
+
+    def __init__(self, fields: Mapping[bytes | str, bytes | str]) -> None:
+        self.fields = fields
+
+    def raw(self, name: str) -> bytes | str | None:
+        got = self.fields.get(name.encode())
+        return got if got is not None else self.fields.get(name)
+
+    def text(self, name: str) -> str:
+        got = self.raw(name)
+        return _s(got) if got is not None else ""
+
+    def number(self, name: str) -> float:
+        raw = self.raw(name)
         if raw is None:
             raise MalformedEventError(f"missing field {name!r}")
         try:
-            x = float(raw)
+            x = float(raw)  # float() parses bytes and str alike
         except ValueError:
-            raise MalformedEventError(f"{name}: not a number: {raw[:40]!r}") from None
+            raise MalformedEventError(f"{name}: not a number: {_s(raw)[:40]!r}") from None
         if not math.isfinite(x):
-            raise MalformedEventError(f"{name}: not a finite number: {raw[:40]!r}")
+            raise MalformedEventError(f"{name}: not a finite number: {_s(raw)[:40]!r}")
         return x
 
-    @classmethod
-    def _integer(cls, f: Mapping[str, str], name: str, *, low: int) -> int:
-        x = cls._number(f, name)
+    def integer(self, name: str, *, low: int) -> int:
+        x = self.number(name)
         if x != math.trunc(x) or not low <= x < MAX_EXACT_ID:
-            raise MalformedEventError(f"{name}: must be an integer in [{low}, 2**53), got {f[name][:40]!r}")
+            raise MalformedEventError(f"{name}: must be an integer in [{low}, 2**53), got {self.text(name)[:40]!r}")
         return int(x)
 
 

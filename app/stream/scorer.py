@@ -52,6 +52,24 @@ end
 return 0
 """
 
+# One call per micro-batch: KEYS: the shard's decision stream, then each event's decision key (all under the
+# shard's hash tag). ARGV: ttl ms, maxlen, then per event: event id, decision JSON. A decision is written, and
+# appended to the stream, only if its key is absent: per event 1 written, 0 already decided.
+_DECIDE = """
+local ttl, maxlen = ARGV[1], ARGV[2]
+local out = {}
+for j = 2, #KEYS do
+  local eid, body = ARGV[2 * j - 1], ARGV[2 * j]
+  if redis.call('SET', KEYS[j], body, 'NX', 'PX', ttl) then
+    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'event_id', eid, 'decision', body)
+    out[j - 1] = 1
+  else
+    out[j - 1] = 0
+  end
+end
+return out
+"""
+
 Entry = tuple[str, Mapping[bytes | str, bytes | str]]
 
 
@@ -75,8 +93,9 @@ class StreamScorer:
             settings.window_list,
             value_field=settings.value_field,
             allowed_lateness_ms=settings.allowed_lateness_ms,
+            shards=settings.shards,
         )
-        self.scripts = Scripts(client, append_once=_APPEND_ONCE)
+        self.scripts = Scripts(client, append_once=_APPEND_ONCE, decide=_DECIDE)
         self.feature_log = (
             FeatureLog(settings, client, offline, self.features.feature_names) if offline is not None else None
         )
@@ -272,14 +291,16 @@ class StreamScorer:
             idx = proba.argmax(axis=1)
             lm.count_predictions(idx)
             decided_ms = int(time.time() * 1000)
-            calls = []
+            keys = [self.keys.decisions(shard)]
+            args: list[object] = [self.ttl_ms, self.s.output_maxlen]
+            names = [str(c) for c in lm.model.classes]
             for i, e in enumerate(events):
                 decision = {
                     "event_id": e.event_id,
                     "model": lm.model.name,
                     "version": lm.version,
                     "prediction": lm.model.classes[int(idx[i])],
-                    "probabilities": dict(zip((str(c) for c in lm.model.classes), proba[i].tolist(), strict=True)),
+                    "probabilities": dict(zip(names, proba[i].tolist(), strict=True)),
                     "feature_status": status[i] if status is not None else "NONE",
                     "streaming_features": windows[i].values,
                     "streaming_status": windows[i].status,
@@ -287,14 +308,9 @@ class StreamScorer:
                     "event_time_ms": e.event_time_ms,
                     "decided_ms": decided_ms,
                 }
-                body = json.dumps(decision, separators=(",", ":"))
-                calls.append(
-                    (
-                        [self.keys.decision(shard, e.event_id), self.keys.decisions(shard)],
-                        [self.ttl_ms, self.s.output_maxlen, body, "event_id", e.event_id, "decision", body],
-                    )
-                )
-            written = await self.scripts.run_many("append_once", calls)
+                keys.append(self.keys.decision(shard, e.event_id))
+                args += [e.event_id, json.dumps(decision, separators=(",", ":"))]
+            (written,) = await self.scripts.run_many("decide", [(keys, args)])
             result.scored = sum(int(w) for w in written)
             result.duplicates = len(events) - result.scored
             now_s = time.time()

@@ -25,52 +25,63 @@ from app.stream.scripts import Broker, Scripts
 
 KEY_PREFIX = "sf"
 
-# KEYS: events zset, values hash, served hash. ARGV: event id, event time ms, value, horizon ms, ttl ms,
-# windows ms... Returns {status, count_1, sum_1, count_2, sum_2, ...}; sums as strings (Lua numbers reply as
-# integers). A redelivered event gets the values it was first served with (the served hash): with events out
-# of order, recomputing them could count an earlier-timed event that arrived after it.
+# One call per micro-batch of a shard. KEYS: per event its entity's events zset, values hash and served hash
+# (3 keys each, all under the shard's hash tag). ARGV: horizon ms, ttl ms, number of windows, window lengths
+# ms..., then per event: event id, event time ms, value. Returns per event {status, count_1, sum_1, ...}; sums
+# as strings (Lua numbers reply as integers). A redelivered event gets the values it was first served with
+# (the served hash): with events out of order, recomputing them could count an earlier-timed event that
+# arrived after it.
 _UPDATE = """
-local eid, ts, value = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local horizon, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local status = 'NEW'
-local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-if top[2] and ts < tonumber(top[2]) - horizon then
-  status = 'LATE'
-elseif redis.call('ZADD', KEYS[1], 'NX', ts, eid) == 1 then
-  redis.call('HSET', KEYS[2], eid, value)
-  local newest = math.max(ts, top[2] and tonumber(top[2]) or ts)
-  local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. (newest - horizon))
-  if #old > 0 then
-    redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. (newest - horizon))
-    redis.call('HDEL', KEYS[2], unpack(old))
-    redis.call('HDEL', KEYS[3], unpack(old))
+local horizon, ttl, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local wins = {}
+for w = 1, nwin do wins[w] = tonumber(ARGV[3 + w]) end
+local base = 3 + nwin
+local result = {}
+for j = 1, #KEYS / 3 do
+  local kev, kval, kserved = KEYS[3 * j - 2], KEYS[3 * j - 1], KEYS[3 * j]
+  local a = base + 3 * (j - 1)
+  local eid, ts, value = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local status = 'NEW'
+  local served = nil
+  local top = redis.call('ZRANGE', kev, -1, -1, 'WITHSCORES')
+  if top[2] and ts < tonumber(top[2]) - horizon then
+    status = 'LATE'
+  elseif redis.call('ZADD', kev, 'NX', ts, eid) == 1 then
+    redis.call('HSET', kval, eid, value)
+    local newest = math.max(ts, top[2] and tonumber(top[2]) or ts)
+    local old = redis.call('ZRANGEBYSCORE', kev, '-inf', '(' .. (newest - horizon))
+    if #old > 0 then
+      redis.call('ZREMRANGEBYSCORE', kev, '-inf', '(' .. (newest - horizon))
+      redis.call('HDEL', kval, unpack(old))
+      redis.call('HDEL', kserved, unpack(old))
+    end
+  else
+    status = 'DUPLICATE'
+    served = redis.call('HGET', kserved, eid)
   end
-else
-  local served = redis.call('HGET', KEYS[3], eid)
+  local out = {status}
   if served then
-    local out = {'DUPLICATE'}
     for v in string.gmatch(served, '[^,]+') do out[#out + 1] = v end
-    return out
+  else
+    for w = 1, nwin do
+      local ids = redis.call('ZRANGEBYSCORE', kev, '(' .. (ts - wins[w]), ts)
+      local sum = 0
+      if #ids > 0 then
+        for _, v in ipairs(redis.call('HMGET', kval, unpack(ids))) do sum = sum + tonumber(v) end
+      end
+      out[#out + 1] = #ids
+      out[#out + 1] = tostring(sum)
+    end
+    if status == 'NEW' then
+      redis.call('HSET', kserved, eid, table.concat(out, ',', 2))
+      redis.call('PEXPIRE', kev, ttl)
+      redis.call('PEXPIRE', kval, ttl)
+      redis.call('PEXPIRE', kserved, ttl)
+    end
   end
-  status = 'DUPLICATE'
+  result[j] = out
 end
-local out = {status}
-for i = 6, #ARGV do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (ts - tonumber(ARGV[i])), ts)
-  local sum = 0
-  if #ids > 0 then
-    for _, v in ipairs(redis.call('HMGET', KEYS[2], unpack(ids))) do sum = sum + tonumber(v) end
-  end
-  out[#out + 1] = #ids
-  out[#out + 1] = tostring(sum)
-end
-if status == 'NEW' then
-  redis.call('HSET', KEYS[3], eid, table.concat(out, ',', 2))
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  redis.call('PEXPIRE', KEYS[3], ttl)
-end
-return out
+return result
 """
 
 # KEYS: events zset, values hash. ARGV: time ms, windows ms... -> {count_1, sum_1, ...}
@@ -132,9 +143,11 @@ class StreamingFeatures:
         *,
         value_field: str,
         allowed_lateness_ms: int,
+        shards: int = 1,
         prefix: str = KEY_PREFIX,
     ) -> None:
         self.client = client
+        self.shards = shards
         self.windows = tuple(windows)
         self.value_field = value_field
         self.horizon_ms = max(w.length_ms for w in self.windows) + allowed_lateness_ms
@@ -144,20 +157,34 @@ class StreamingFeatures:
         self.feature_names = [n for w in self.windows for n in (f"count_{w.name}", f"{value_field}_sum_{w.name}")]
 
     def keys(self, entity: int) -> list[str]:
-        """The entity's events (id -> time), values (id -> value) and served windows (id -> what it got)."""
-        tag = f"{self.prefix}:{{{entity}}}"
+        """The entity's events (id -> time), values (id -> value) and served windows (id -> what it got), under
+        its shard's hash tag (the event stream's shard: entity mod shards), so that one script updates a whole
+        micro-batch on whichever Redis Cluster node holds the shard."""
+        tag = f"{self.prefix}:{{{entity % self.shards}}}:{entity}"
         return [f"{tag}:ev", f"{tag}:val", f"{tag}:served"]
 
     async def update(self, events: Sequence[tuple[str, int, int, float]]) -> list[WindowValues]:
-        """Add ``(event id, entity, event time ms, value)`` events (one round trip) and return each one's
-        features at its own event time, itself included."""
-        lengths = [w.length_ms for w in self.windows]
-        calls = [
-            (self.keys(entity), [eid, ts, repr(float(value)), self.horizon_ms, self.ttl_ms, *lengths])
-            for eid, entity, ts, value in events
-        ]
+        """Add ``(event id, entity, event time ms, value)`` events (one script call per shard among them, one
+        round trip) and return each one's features at its own event time, itself included."""
+        head = [self.horizon_ms, self.ttl_ms, len(self.windows), *(w.length_ms for w in self.windows)]
+        by_shard: dict[int, list[int]] = {}
+        for i, (_, entity, _, _) in enumerate(events):
+            by_shard.setdefault(entity % self.shards, []).append(i)
+        calls = []
+        for positions in by_shard.values():
+            keys: list[str] = []
+            args: list[object] = list(head)
+            for i in positions:
+                eid, entity, ts, value = events[i]
+                keys += self.keys(entity)
+                args += [eid, ts, repr(float(value))]
+            calls.append((keys, args))
         replies = await self.scripts.run_many("update", calls)
-        return [self._values(r[1:], _text(r[0])) for r in replies]
+        out: list[WindowValues | None] = [None] * len(events)
+        for positions, reply in zip(by_shard.values(), replies, strict=True):
+            for i, r in zip(positions, reply, strict=True):
+                out[i] = self._values(r[1:], _text(r[0]))
+        return [v for v in out if v is not None]
 
     async def read(self, entity: int, at_ms: int) -> dict[str, float]:
         """The entity's features at event time ``at_ms`` from what has arrived."""
