@@ -2,14 +2,15 @@
 
 The same rows as :func:`examples.fraud.scenario.compute_user_stats` (NumPy), bit for bit: the SQL
 repeats NumPy's arithmetic, not only its definitions, because the float features depend on the order
-of additions (the standard deviation, ``E[x^2] - mean^2``, cancels, so one rounding apart can make
-``0`` of one engine ``3e-7`` of another):
+of additions (windowed sums are differences of cumulative sums: DuckDB's windowed ``sum()`` gave 7-day
+sums of -2.8e-14 where NumPy gives 0, and the standard deviation, ``E[x^2] - mean^2``, cancels too):
 
 * a day's amounts (and squares) are summed one after another from 0.0, in input order (``np.bincount``):
   the ordered list folded left, not ``sum()``, whose order depends on the threads;
 * windowed sums are differences of per-user cumulative sums over the days (``C(d) - C(d-w)``), the
-  cumulative sums again folded in day order (DuckDB's windowed ``sum()`` combines a segment tree:
-  another order; Spark's running frame adds row by row, so there it is ``sum() OVER``);
+  cumulative sums again folded in day order: on DuckDB one left fold per user over its days' list
+  (its windowed ``sum()`` combines a segment tree: another order), on Spark a running ``sum() OVER``
+  (its frame adds row by row);
 * ``mean = s / n``, ``var = sq / n - mean * mean``, ``std = sqrt(max(var, 0))`` in float64, cast to
   float32 by NumPy afterwards, as the reference does.
 
@@ -135,17 +136,23 @@ g AS (
            coalesce(daily.sq, 0.0) AS sq, daily.mx, coalesce(daily.mask, 0) AS mask
     FROM grid LEFT JOIN daily ON grid.u = daily.u AND grid.d = daily.d
 ),
+lists AS (
+    SELECT u, min(d) AS d0,
+           list_reduce(list(tot ORDER BY d), lambda acc, x: list_append(acc, acc[-1] + x), [0.0]::DOUBLE[]) AS ct,
+           list_reduce(list(sq ORDER BY d), lambda acc, x: list_append(acc, acc[-1] + x), [0.0]::DOUBLE[]) AS cs
+    FROM g GROUP BY u
+),
+cum AS (  -- the cumulative sums, one pass per user in day order, back to one row per day
+    SELECT u, unnest(range(d0, d0 + len(ct) - 1)) AS d, unnest(ct[2:]) AS ctot, unnest(cs[2:]) AS csq FROM lists
+),
 w AS (
-    SELECT u, d, first, n,
-           sum(n) OVER (PARTITION BY u ORDER BY d ROWS 6 PRECEDING) AS c7,
-           sum(n) OVER (PARTITION BY u ORDER BY d ROWS 29 PRECEDING) AS c30,
-           list_reduce(list(tot) OVER (PARTITION BY u ORDER BY d ROWS UNBOUNDED PRECEDING),
-                       lambda x, y: x + y, 0.0::DOUBLE) AS ctot,
-           list_reduce(list(sq) OVER (PARTITION BY u ORDER BY d ROWS UNBOUNDED PRECEDING),
-                       lambda x, y: x + y, 0.0::DOUBLE) AS csq,
-           max(mx) OVER (PARTITION BY u ORDER BY d ROWS 29 PRECEDING) AS max30,
-           bit_or(mask) OVER (PARTITION BY u ORDER BY d ROWS 29 PRECEDING) AS merch
-    FROM g
+    SELECT g.u, g.d, g.first, g.n,
+           sum(g.n) OVER (PARTITION BY g.u ORDER BY g.d ROWS 6 PRECEDING) AS c7,
+           sum(g.n) OVER (PARTITION BY g.u ORDER BY g.d ROWS 29 PRECEDING) AS c30,
+           cum.ctot, cum.csq,
+           max(g.mx) OVER (PARTITION BY g.u ORDER BY g.d ROWS 29 PRECEDING) AS max30,
+           bit_or(g.mask) OVER (PARTITION BY g.u ORDER BY g.d ROWS 29 PRECEDING) AS merch
+    FROM g JOIN cum ON g.u = cum.u AND g.d = cum.d
 ),
 s AS (
     SELECT *,
