@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 from redis.asyncio.cluster import RedisCluster
 
+from app.common.app_factory import freeze_startup_objects
 from app.common.logging import configure_logging
 from app.features.offline import OfflineStore
 from app.features.stores import DEFAULT_REGION
@@ -49,6 +50,7 @@ async def serve(settings: StreamSettings) -> None:
     registry = ModelRegistry(settings, model_store(settings))
     client = connect(settings)
     await registry.start()
+    freeze_startup_objects()  # the models and modules live as long as the process: no full-GC scans of them
     log.info(
         "stream scorer started",
         extra={"consumer": settings.consumer, "stream": settings.stream, "shards": settings.shards},

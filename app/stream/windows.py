@@ -1,9 +1,9 @@
 """Streaming features: per-entity counts and sums over sliding event-time windows, in Redis.
 
 Each entity keeps the events of the last ``horizon`` (longest window + allowed lateness) as a sorted set
-(event id -> event time) and a hash (event id -> value), both under the entity's hash tag so that one
-script updates them atomically on any Redis Cluster node. A window's features at time ``t`` are always
-recomputed from the set, over ``(t - w, t]``. Two properties follow:
+(event id -> event time) and a hash (event id -> value), under its shard's hash tag so that one script call
+updates a whole micro-batch atomically on the Redis Cluster node that holds the shard. A window's features
+at time ``t`` are always recomputed from the set, over ``(t - w, t]``. Two properties follow:
 
 - idempotent: the event id is the member, so a redelivered event is not counted twice (``ZADD NX``), and it
   gets back the values it was first served with (kept per event id for the horizon): recomputed, they could
