@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,10 @@ def p50_us(fn: Callable[[int], Any], n: int) -> float:
         fn(i)
         samples.append(time.perf_counter() - t)
     return statistics.median(samples) * 1e6
+
+
+def _predict_single(model: Any, singles: Any, i: int) -> Any:
+    return model.predict_proba(list(singles[i % len(singles)]))
 
 
 def load_ms(fn: Callable[[], Any], rounds: int = 5) -> float:
@@ -147,8 +152,8 @@ def multimodal(train_size: int, epochs: int, held_out: int, rows: int, work: Pat
         "load_ms": {"torch_checkpoint": load_ms(load_torch)},
     }
     for name, m in models.items():
-        result["p50_us"][f"onnx_{name}"] = p50_us(lambda i, m=m: m.predict_proba(list(singles[i % len(singles)])), rows)
-        result["load_ms"][f"edge_{name}"] = load_ms(lambda name=name: EdgeModel(directory, variant=name))
+        result["p50_us"][f"onnx_{name}"] = p50_us(partial(_predict_single, m, singles), rows)
+        result["load_ms"][f"edge_{name}"] = load_ms(partial(EdgeModel, directory, variant=name))
     result["int8_to_float_size"] = result["bytes"]["onnx_int8"] / result["bytes"]["onnx_float"]
     return result
 

@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -201,7 +202,7 @@ def test_the_stream_scorer_decides_an_event_as_the_http_api_does(cluster: tuple[
     predict = next(p for k, p in pods.items() if k.endswith("-predict"))
     _, env = local.command(scorer)
     client = redis.Redis.from_url(env["STREAM_REDIS_URL"], decode_responses=True)
-    fields = {"user_id": 7, "amount": 250.0, "merchant_category": 8}
+    fields: dict[Any, Any] = {"user_id": 7, "amount": 250.0, "merchant_category": 8}
     client.xadd("transactions:{0}", {"event_id": "deploy-1", "event_time_ms": int(time.time() * 1000), **fields})
     assert scorer.server is not None
     wait_until(lambda: client.exists("decisions:{0}:deploy-1") == 1, 60, "decision", scorer.server.proc, scorer.log)

@@ -182,8 +182,8 @@ def monitored_platform(
             )
             httpx.post(preprocess.url + "/v1/classify", files={"image": ("a.jpg", image)}, data={"text": title})
             httpx.post(preprocess.url + "/v1/classify", files={"image": ("a.jpg", b"nope")}, data={"text": "x"})
-            event = {"event_id": f"m{_}", "event_time_ms": int(time.time() * 1000), "user_id": 1, "amount": 5.0}
-            stream.xadd("transactions:{0}", {**event, **dict.fromkeys(names_only, 1.0)})
+            event: dict[Any, Any] = {"event_id": f"m{_}", "event_time_ms": int(time.time() * 1000), "user_id": 1}
+            stream.xadd("transactions:{0}", {**event, "amount": 5.0, **dict.fromkeys(names_only, 1.0)})
             stream.xadd("transactions:{0}", {"event_id": f"bad{_}"})  # malformed: a dead letter
             time.sleep(1.0)
         time.sleep(3.0)
