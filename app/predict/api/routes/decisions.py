@@ -13,7 +13,7 @@ from app.predict.decisions import DecisionReader
 router = APIRouter(prefix="/v1", tags=["stream"])
 
 
-@router.get("/decisions/{event_id}", responses=error_responses(404, 503))
+@router.get("/decisions/{event_id}", responses=error_responses(400, 404, 503))
 async def decision(request: Request, event_id: Annotated[str, Path(min_length=1, max_length=128)]) -> Response:
     """The decision of an event the stream scorer scored: model, version, probabilities, feature status,
     streaming features."""
