@@ -42,7 +42,7 @@ def test_the_version_is_written_once() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     assert package_version() == project == SERVER_VERSION
     charts = sorted((ROOT / "charts" / "ml-platform").glob("**/Chart.yaml"))
-    assert len(charts) == 6  # the umbrella chart and its five subcharts (common, predict, featurestore, multimodal, stream)
+    assert len(charts) == 6  # the umbrella chart and its five subcharts
     for chart in charts:
         assert yaml.safe_load(chart.read_text())["appVersion"] == project, chart
 
