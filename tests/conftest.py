@@ -9,7 +9,7 @@ import pytest
 
 import devharness
 from app.modelstore import LocalModelStore
-from devharness import S3Server
+from devharness import RedisServer, S3Server
 from jobs.train import train_and_publish
 
 # tests/test_harness.py runs inner pytest sessions to prove the session-end check below fails a run.
@@ -57,6 +57,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One valkey for the session's tests that flush it first (the feature store's and the stream's)."""
+    srv = RedisServer(tmp_path_factory.mktemp("valkey"))
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
 @pytest.fixture(scope="session")

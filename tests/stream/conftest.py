@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +13,6 @@ from app.predict.registry import ModelRegistry
 from app.stream.core.config import Settings as StreamSettings
 from app.stream.scorer import StreamScorer
 from devharness import RedisServer
-
-
-@pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    srv = RedisServer(tmp_path_factory.mktemp("broker"))
-    try:
-        yield srv
-    finally:
-        srv.stop()
 
 
 def stream_settings(url: str, store: Path, **overrides: Any) -> StreamSettings:
@@ -39,8 +30,8 @@ def stream_settings(url: str, store: Path, **overrides: Any) -> StreamSettings:
 
 
 @pytest.fixture
-async def client(broker: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    c = aioredis.Redis.from_url(broker.url)
+async def client(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+    c = aioredis.Redis.from_url(redis_server.url)
     await c.flushall()
     yield c
     await c.aclose()
@@ -55,9 +46,9 @@ async def registry(trained_store: Path) -> AsyncIterator[ModelRegistry]:
 
 
 @pytest.fixture
-def make_scorer(broker: RedisServer, trained_store: Path, client: aioredis.Redis, registry: ModelRegistry) -> Any:
+def make_scorer(redis_server: RedisServer, trained_store: Path, client: aioredis.Redis, registry: ModelRegistry) -> Any:
     def make(**overrides: Any) -> StreamScorer:
-        return StreamScorer(stream_settings(broker.url, trained_store, **overrides), client, registry)
+        return StreamScorer(stream_settings(redis_server.url, trained_store, **overrides), client, registry)
 
     return make
 

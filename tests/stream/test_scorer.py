@@ -209,13 +209,13 @@ async def test_lag_and_pending_gauges(make_scorer: Any, client: aioredis.Redis) 
 
 
 async def test_a_version_that_fails_to_load_leaves_the_previous_one_scoring(
-    store_copy: Any, client: aioredis.Redis, broker: RedisServer
+    store_copy: Any, client: aioredis.Redis, redis_server: RedisServer
 ) -> None:
     from app.modelstore import LocalModelStore
     from app.modelstore.metadata import sha256_hex
 
     store: LocalModelStore = store_copy
-    settings = stream_settings(broker.url, store.root, poll_interval_seconds=0.1)
+    settings = stream_settings(redis_server.url, store.root, poll_interval_seconds=0.1)
     registry = ModelRegistry(settings, store)
     await registry.start()
     try:
