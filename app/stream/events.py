@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from app.stream.scripts import text
+
 MAX_EXACT_ID = 2**53  # ids travel in the model's float64 input matrix: exact up to here
 
 
@@ -62,7 +64,7 @@ class _Fields:
 
     def text(self, name: str) -> str:
         got = self.raw(name)
-        return _s(got) if got is not None else ""
+        return text(got) if got is not None else ""
 
     def number(self, name: str) -> float:
         raw = self.raw(name)
@@ -71,9 +73,9 @@ class _Fields:
         try:
             x = float(raw)  # float() parses bytes and str alike
         except ValueError:
-            raise MalformedEventError(f"{name}: not a number: {_s(raw)[:40]!r}") from None
+            raise MalformedEventError(f"{name}: not a number: {text(raw)[:40]!r}") from None
         if not math.isfinite(x):
-            raise MalformedEventError(f"{name}: not a finite number: {_s(raw)[:40]!r}")
+            raise MalformedEventError(f"{name}: not a finite number: {text(raw)[:40]!r}")
         return x
 
     def integer(self, name: str, *, low: int) -> int:
@@ -81,7 +83,3 @@ class _Fields:
         if x != math.trunc(x) or not low <= x < MAX_EXACT_ID:
             raise MalformedEventError(f"{name}: must be an integer in [{low}, 2**53), got {self.text(name)[:40]!r}")
         return int(x)
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode("utf-8", "replace") if isinstance(v, bytes) else v

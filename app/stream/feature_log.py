@@ -27,7 +27,7 @@ from redis.exceptions import ResponseError
 
 from app.features.offline import OfflineStore
 from app.stream.core.config import Settings
-from app.stream.scripts import Broker
+from app.stream.scripts import Broker, text
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class FeatureLog:
             if recovering and not entries:
                 self._recovering[shard] = False
             for entry_id, fields in entries:
-                self.ids.setdefault(shard, []).append(_text(entry_id))
+                self.ids.setdefault(shard, []).append(text(entry_id))
                 if fields:
                     self.rows.append(self._row(json.loads(fields.get(b"decision") or fields.get("decision"))))
             read += len(entries)
@@ -128,7 +128,3 @@ class FeatureLog:
         self.rows.clear()
         self.ids.clear()
         self._recovering = dict.fromkeys(self._recovering, True)
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)

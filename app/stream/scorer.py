@@ -38,7 +38,7 @@ from app.stream import metrics
 from app.stream.core.config import Settings as StreamSettings
 from app.stream.events import Event, EventSchema, MalformedEventError
 from app.stream.feature_log import FeatureLog
-from app.stream.scripts import Broker, Scripts
+from app.stream.scripts import Broker, Scripts, text
 from app.stream.windows import StreamingFeatures
 
 log = logging.getLogger(__name__)
@@ -203,7 +203,7 @@ class StreamScorer:
             reply = await self.client.xautoclaim(
                 key, self.s.group, self.s.consumer, self.s.claim_idle_ms, start, count=self.s.batch_size
             )
-            start, entries, deleted = _text(reply[0]), _entries([[key, reply[1]]]), [_text(d) for d in reply[2]]
+            start, entries, deleted = text(reply[0]), _entries([[key, reply[1]]]), [text(d) for d in reply[2]]
             if deleted:  # trimmed away while pending: cannot be scored, say so
                 why = "trimmed: the entry was removed from the stream before it was scored"
                 await self._dead(shard, [(d, {}, why) for d in deleted])
@@ -228,7 +228,7 @@ class StreamScorer:
             count=len(ids) + 10,
             consumername=self.s.consumer,
         )
-        return {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
+        return {text(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     # -- one batch -----------------------------------------------------------------------------
     async def _handle(self, shard: int, entries: Sequence[Entry], counts: Mapping[str, int]) -> int:
@@ -334,7 +334,7 @@ class StreamScorer:
     async def _dead(self, shard: int, dead: Sequence[tuple[str, Mapping[bytes | str, bytes | str], str]]) -> None:
         calls = []
         for entry_id, fields, reason in dead:
-            original = json.dumps({_text(k): _text(v) for k, v in fields.items()}, separators=(",", ":"))
+            original = json.dumps({text(k): text(v) for k, v in fields.items()}, separators=(",", ":"))
             entry = ["entry_id", entry_id, "reason", reason, "event", original]
             calls.append(
                 (
@@ -350,7 +350,7 @@ class StreamScorer:
         for shard in range(self.s.shards):
             key, label = self.keys.events(shard), str(shard)
             groups = await self.client.xinfo_groups(key)
-            group = next((g for g in groups if _text(g["name"]) == self.s.group), None)
+            group = next((g for g in groups if text(g["name"]) == self.s.group), None)
             if group is None:
                 continue
             lag = group.get("lag")
@@ -358,7 +358,7 @@ class StreamScorer:
             summary = await self.client.xpending(key, self.s.group)
             metrics.PENDING.labels(self.s.stream, label).set(int(summary["pending"]))
             oldest = summary.get("min")
-            age = (now_ms - _entry_ms(_text(oldest))) / 1000 if oldest else 0.0
+            age = (now_ms - _entry_ms(text(oldest))) / 1000 if oldest else 0.0
             metrics.OLDEST_PENDING_AGE.labels(self.s.stream, label).set(max(0.0, age))
 
     async def decision(self, event_id: str) -> dict[str, Any] | None:
@@ -382,16 +382,12 @@ def _entries(reply: Any) -> list[Entry]:
             entry_id, fields = msg
             if fields is None:  # pending entry already deleted from the stream
                 fields = {}
-            out.append((_text(entry_id), fields))
+            out.append((text(entry_id), fields))
     return out
 
 
 def _entry_ms(entry_id: str) -> int:
     return int(entry_id.split("-", 1)[0])
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:

@@ -54,3 +54,9 @@ class Scripts:
             if isinstance(r, Exception):
                 raise r
         return replies
+
+
+def text(v: Any) -> str:
+    """A reply or field as text: Redis gives bytes (str with decode_responses); undecodable bytes from a
+    producer are replaced, never raised on, so a bad field name cannot stop the scorer."""
+    return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)

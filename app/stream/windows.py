@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.stream.scripts import Broker, Scripts
+from app.stream.scripts import Broker, Scripts, text
 
 KEY_PREFIX = "sf"
 
@@ -183,7 +183,7 @@ class StreamingFeatures:
         out: list[WindowValues | None] = [None] * len(events)
         for positions, reply in zip(by_shard.values(), replies, strict=True):
             for i, r in zip(positions, reply, strict=True):
-                out[i] = self._values(r[1:], _text(r[0]))
+                out[i] = self._values(r[1:], text(r[0]))
         return [v for v in out if v is not None]
 
     async def read(self, entity: int, at_ms: int) -> dict[str, float]:
@@ -193,9 +193,5 @@ class StreamingFeatures:
         return self._values(raw, "NEW").values
 
     def _values(self, raw: list[Any], status: str) -> WindowValues:
-        values = {name: float(_text(v)) for name, v in zip(self.feature_names, raw, strict=True)}
+        values = {name: float(text(v)) for name, v in zip(self.feature_names, raw, strict=True)}
         return WindowValues(status, values)
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
