@@ -1,18 +1,28 @@
-"""Events as they arrive on the stream: flat string fields, parsed into the model's input row.
+"""Events as they arrive on the stream: flat string fields, parsed into the model's input rows.
 
 An event is malformed when a required field is missing, is not a finite number, or an id is not an
 integer: it goes to the dead-letter stream at once with that reason (it would fail on every delivery).
+
+A micro-batch is parsed in one step: every event's numeric fields into one float64 matrix (NumPy parses
+the strings in C), checked at once. Only the events that fail a check go through the per-event parser,
+whose error names the field; parsing field by field in Python was a third of the scorer's time.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
 
 from app.stream.scripts import text
 
 MAX_EXACT_ID = 2**53  # ids travel in the model's float64 input matrix: exact up to here
+MAX_EVENT_ID = 128  # characters
+
+Fields = Mapping[bytes | str, bytes | str]
 
 
 class MalformedEventError(ValueError):
@@ -26,7 +36,13 @@ class Event:
     event_time_ms: int
     entity: int
     value: float  # the windows' summed field
-    inputs: tuple[float, ...]  # the model's input names, in order
+
+
+@dataclass
+class ParsedBatch:
+    events: list[Event] = field(default_factory=list)
+    x: NDArray[np.float64] = field(default_factory=lambda: np.empty((0, 0)))  # one model input row per event
+    malformed: list[tuple[str, Fields, str]] = field(default_factory=list)  # (entry id, fields, reason)
 
 
 @dataclass(frozen=True)
@@ -37,25 +53,97 @@ class EventSchema:
     value_field: str
     input_names: Sequence[str]
 
-    def parse(self, entry_id: str, fields: Mapping[bytes | str, bytes | str]) -> Event:
+    def parse(self, entry_id: str, fields: Fields) -> tuple[Event, list[float]]:
+        """One event and its model input row; MalformedEventError names the first bad field."""
         # Only the fields the model and the windows read are looked at: an event may carry many more.
         f = _Fields(fields)
         event_id = f.text(self.event_id_field)
         if not event_id:
             raise MalformedEventError(f"missing field {self.event_id_field!r}")
-        if len(event_id) > 128:
-            raise MalformedEventError(f"{self.event_id_field}: longer than 128 characters")
+        if len(event_id) > MAX_EVENT_ID:
+            raise MalformedEventError(f"{self.event_id_field}: longer than {MAX_EVENT_ID} characters")
         ts = f.integer(self.event_time_field, low=0)
         entity = f.integer(self.entity_field, low=-MAX_EXACT_ID)
-        inputs = tuple(float(entity) if n == self.entity_field else f.number(n) for n in self.input_names)
+        inputs = [float(entity) if n == self.entity_field else f.number(n) for n in self.input_names]
         value = f.number(self.value_field)
-        return Event(entry_id, event_id, ts, entity, value, inputs)
+        return Event(entry_id, event_id, ts, entity, value), inputs
+
+    def parse_batch(self, entries: Sequence[tuple[str, Fields]]) -> ParsedBatch:
+        """Every entry parsed, in order: the good ones as events with their input rows, the others with the
+        reason ``parse`` gives."""
+        # Columns: event time, entity, value, then the model's inputs (the entity's column re-read: cheap).
+        names = [self.event_time_field, self.entity_field, self.value_field, *self.input_names]
+        bkeys = [n.encode() for n in names]
+        id_b, id_s = self.event_id_field.encode(), self.event_id_field
+        rows: list[list[bytes | str]] = []
+        ids: list[str] = []
+        slow: set[int] = set()
+        for i, (_, fields) in enumerate(entries):
+            str_keys = bool(fields) and isinstance(next(iter(fields)), str)
+            try:
+                rows.append([fields[n] for n in names] if str_keys else [fields[k] for k in bkeys])
+                eid = fields[id_s] if str_keys else fields[id_b]
+            except KeyError:
+                rows.append(["0"] * len(names))
+                slow.add(i)
+                eid = ""
+            event_id = text(eid)
+            ids.append(event_id)
+            if not event_id or len(event_id) > MAX_EVENT_ID:
+                slow.add(i)
+        try:
+            m = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
+        except ValueError:  # a field that is not a number: find it event by event
+            return self._one_by_one(entries)
+        ts, entity = m[:, 0], m[:, 1]
+        bad = ~np.isfinite(m).all(axis=1)
+        bad |= (ts != np.trunc(ts)) | (ts < 0) | (ts >= MAX_EXACT_ID)
+        bad |= (entity != np.trunc(entity)) | (entity < -MAX_EXACT_ID) | (entity >= MAX_EXACT_ID)
+        slow.update(np.flatnonzero(bad).tolist())
+        out = ParsedBatch()
+        keep: list[int] = []
+        extra: list[list[float]] = []
+        for i, (entry_id, fields) in enumerate(entries):
+            if i in slow:  # the per-event parser names the problem (or, if NumPy was stricter, accepts it)
+                try:
+                    event, inputs = self.parse(entry_id, fields)
+                except MalformedEventError as exc:
+                    out.malformed.append((entry_id, fields, f"malformed: {exc}"))
+                    continue
+                out.events.append(event)
+                extra.append(inputs)
+                keep.append(-1)
+                continue
+            out.events.append(Event(entry_id, ids[i], int(ts[i]), int(entity[i]), float(m[i, 2])))
+            keep.append(i)
+        x = np.empty((len(keep), len(self.input_names)), dtype=np.float64)
+        fast = [j for j, i in enumerate(keep) if i >= 0]
+        x[fast] = m[[keep[j] for j in fast], 3:]
+        slow_rows = [j for j, i in enumerate(keep) if i < 0]
+        if slow_rows:
+            x[slow_rows] = np.array(extra, dtype=np.float64)
+        out.x = x
+        return out
+
+    def _one_by_one(self, entries: Sequence[tuple[str, Fields]]) -> ParsedBatch:
+        out = ParsedBatch()
+        rows: list[list[float]] = []
+        for entry_id, fields in entries:
+            try:
+                event, inputs = self.parse(entry_id, fields)
+            except MalformedEventError as exc:
+                out.malformed.append((entry_id, fields, f"malformed: {exc}"))
+                continue
+            out.events.append(event)
+            rows.append(inputs)
+        out.x = np.array(rows, dtype=np.float64).reshape(len(rows), len(self.input_names))
+        return out
 
 
 class _Fields:
     """An entry's fields as Redis returns them (bytes, or str with decode_responses), read by name."""
 
-    def __init__(self, fields: Mapping[bytes | str, bytes | str]) -> None:
+    def __init__(self, fields: Fields) -> None:
         self.fields = fields
 
     def raw(self, name: str) -> bytes | str | None:

@@ -6,8 +6,8 @@ Per micro-batch of one shard:
 2. update each event's entity's streaming features (app.stream.windows) and read them at its event time;
 3. build the model inputs exactly as the HTTP API does (``LoadedModel.prepare``: the online store's batch
    features and the model's request-time transform), and score the batch in one predict call;
-4. write each decision, keyed by event id, to a key the HTTP API reads and to the decision stream;
-5. XACK the batch, only now that every effect is written.
+4. write each decision, keyed by event id, to a key the HTTP API reads and to the decision stream, and
+5. XACK the batch, only now that every effect is written (4 and 5 are one script call).
 
 Every effect is keyed by event id (the decision key is set only if absent, in the same script that appends
 to the decision stream; the windows' members are event ids), so an event delivered twice, after a crash
@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import orjson
 from redis.exceptions import RedisError, ResponseError
 
 from app.common.errors import ApiError
@@ -36,7 +36,7 @@ from app.features.offline import OfflineStore, OfflineStoreError
 from app.predict.registry import ModelNotReadyError, ModelRegistry, UnknownModelError
 from app.stream import metrics
 from app.stream.core.config import Settings as StreamSettings
-from app.stream.events import Event, EventSchema, MalformedEventError
+from app.stream.events import EventSchema
 from app.stream.feature_log import FeatureLog
 from app.stream.scripts import Broker, Scripts, text
 from app.stream.windows import StreamingFeatures
@@ -52,20 +52,27 @@ end
 return 0
 """
 
-# One call per micro-batch: KEYS: the shard's decision stream, then each event's decision key (all under the
-# shard's hash tag). ARGV: ttl ms, maxlen, then per event: event id, decision JSON. A decision is written, and
-# appended to the stream, only if its key is absent: per event 1 written, 0 already decided.
+# One call per micro-batch, which also acknowledges it: the acknowledgement is in the same atomic script as the
+# effects it follows, and costs no round trip of its own. KEYS: the shard's decision stream, its event stream,
+# then each event's decision key (all under the shard's hash tag). ARGV: ttl ms, maxlen, group, a JSON array of
+# [event id, decision JSON] per event, a JSON array of the entry ids to acknowledge (one argument each: packing
+# thousands of arguments cost the client more than the script). A decision is written, and appended to the
+# stream, only if its key is absent: per event 1 written, 0 already decided.
 _DECIDE = """
-local ttl, maxlen = ARGV[1], ARGV[2]
+local ttl, maxlen, group = ARGV[1], ARGV[2], ARGV[3]
+local items, ids = cjson.decode(ARGV[4]), cjson.decode(ARGV[5])
 local out = {}
-for j = 2, #KEYS do
-  local eid, body = ARGV[2 * j - 1], ARGV[2 * j]
-  if redis.call('SET', KEYS[j], body, 'NX', 'PX', ttl) then
+for j, item in ipairs(items) do
+  local eid, body = item[1], item[2]
+  if redis.call('SET', KEYS[j + 2], body, 'NX', 'PX', ttl) then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'event_id', eid, 'decision', body)
-    out[j - 1] = 1
+    out[j] = 1
   else
-    out[j - 1] = 0
+    out[j] = 0
   end
+end
+for i = 1, #ids, 1000 do
+  redis.call('XACK', KEYS[2], group, unpack(ids, i, math.min(i + 999, #ids)))
 end
 return out
 """
@@ -273,17 +280,15 @@ class StreamScorer:
         schema = EventSchema(
             self.s.event_id_field, self.s.event_time_field, self.s.entity_field, self.s.value_field, lm.input_names
         )
-        events: list[Event] = []
-        for entry_id, fields in fresh:
-            try:
-                events.append(schema.parse(entry_id, fields))
-            except MalformedEventError as exc:
-                dead.append((entry_id, fields, f"malformed: {exc}"))
-                metrics.DEAD_LETTERS.labels(self.s.stream, "malformed").inc()
+        parsed = schema.parse_batch(fresh)
+        for entry_id, fields, why in parsed.malformed:
+            dead.append((entry_id, fields, why))
+            metrics.DEAD_LETTERS.labels(self.s.stream, "malformed").inc()
+        events, x = parsed.events, parsed.x
         result = BatchResult(dead=len(dead))
+        ids = [entry_id for entry_id, _ in entries]
         if events:
             windows = await self.features.update([(e.event_id, e.entity, e.event_time_ms, e.value) for e in events])
-            x = np.array([e.inputs for e in events], dtype=np.float64)
             xm, status = await lm.prepare(x)
             proba = await lm.predict_proba(xm)
             if lm.monitor is not None:  # drift and schema-skew counts, recorded as the HTTP routes record them
@@ -291,8 +296,8 @@ class StreamScorer:
             idx = proba.argmax(axis=1)
             lm.count_predictions(idx)
             decided_ms = int(time.time() * 1000)
-            keys = [self.keys.decisions(shard)]
-            args: list[object] = [self.ttl_ms, self.s.output_maxlen]
+            keys = [self.keys.decisions(shard), self.keys.events(shard)]
+            items: list[tuple[str, str]] = []
             names = [str(c) for c in lm.model.classes]
             for i, e in enumerate(events):
                 decision = {
@@ -309,16 +314,18 @@ class StreamScorer:
                     "decided_ms": decided_ms,
                 }
                 keys.append(self.keys.decision(shard, e.event_id))
-                args += [e.event_id, json.dumps(decision, separators=(",", ":"))]
+                items.append((e.event_id, orjson.dumps(decision, option=orjson.OPT_SERIALIZE_NUMPY).decode()))
+            await self._dead(shard, dead)
+            args = [self.ttl_ms, self.s.output_maxlen, self.s.group, orjson.dumps(items), orjson.dumps(ids)]
             (written,) = await self.scripts.run_many("decide", [(keys, args)])
             result.scored = sum(int(w) for w in written)
             result.duplicates = len(events) - result.scored
             now_s = time.time()
             for e in events:
                 metrics.DECISION_LATENCY.labels(self.s.stream).observe(max(0.0, now_s - _entry_ms(e.entry_id) / 1000))
-        await self._dead(shard, dead)
-        ids = [entry_id for entry_id, _ in entries]
-        await self.client.xack(self.keys.events(shard), self.s.group, *ids)
+        else:
+            await self._dead(shard, dead)
+            await self.client.xack(self.keys.events(shard), self.s.group, *ids)
         for entry_id in ids:
             self._failures.pop(entry_id, None)
         return result

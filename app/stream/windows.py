@@ -21,13 +21,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from app.stream.scripts import Broker, Scripts, text
 
 KEY_PREFIX = "sf"
 
 # One call per micro-batch of a shard. KEYS: per event its entity's events zset, values hash and served hash
 # (3 keys each, all under the shard's hash tag). ARGV: horizon ms, ttl ms, number of windows, window lengths
-# ms..., then per event: event id, event time ms, value. Returns per event {status, count_1, sum_1, ...}; sums
+# ms..., then one JSON array of [event id, event time ms, value as text] per event (one argument: the client
+# packs arguments one by one, which cost more than the script). Returns per event {status, count_1, sum_1, ...}; sums
 # as strings (Lua numbers reply as integers). A redelivered event gets the values it was first served with
 # (the served hash): with events out of order, recomputing them could count an earlier-timed event that
 # arrived after it.
@@ -35,12 +38,11 @@ _UPDATE = """
 local horizon, ttl, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local wins = {}
 for w = 1, nwin do wins[w] = tonumber(ARGV[3 + w]) end
-local base = 3 + nwin
+local events = cjson.decode(ARGV[4 + nwin])
 local result = {}
 for j = 1, #KEYS / 3 do
   local kev, kval, kserved = KEYS[3 * j - 2], KEYS[3 * j - 1], KEYS[3 * j]
-  local a = base + 3 * (j - 1)
-  local eid, ts, value = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3]
+  local eid, ts, value = events[j][1], events[j][2], events[j][3]
   local status = 'NEW'
   local served = nil
   local top = redis.call('ZRANGE', kev, -1, -1, 'WITHSCORES')
@@ -173,12 +175,12 @@ class StreamingFeatures:
         calls = []
         for positions in by_shard.values():
             keys: list[str] = []
-            args: list[object] = list(head)
+            batch: list[tuple[str, int, str]] = []
             for i in positions:
                 eid, entity, ts, value = events[i]
                 keys += self.keys(entity)
-                args += [eid, ts, repr(float(value))]
-            calls.append((keys, args))
+                batch.append((eid, ts, repr(float(value))))
+            calls.append((keys, [*head, orjson.dumps(batch)]))
         replies = await self.scripts.run_many("update", calls)
         out: list[WindowValues | None] = [None] * len(events)
         for positions, reply in zip(by_shard.values(), replies, strict=True):
