@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import start_http_server
 from redis.asyncio.cluster import RedisCluster
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
 
 from app.common.app_factory import freeze_startup_objects
 from app.common.logging import configure_logging
@@ -27,11 +30,30 @@ from app.stream.scripts import Broker
 log = logging.getLogger("app.stream")
 
 
+class _HiredisPacking:
+    """Commands packed by hiredis, in C. redis-py's asyncio connection packs them in Python (its sync one uses
+    hiredis when installed): with a micro-batch's hundreds of keys that was a fifth of the scorer's time under
+    load. The bytes are the same."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
+
+
+class _Connection(_HiredisPacking, aioredis.Connection):
+    pass
+
+
 def connect(settings: StreamSettings) -> Broker:
-    if settings.redis_cluster:
+    if settings.redis_cluster:  # redis-py's cluster client takes no connection class: it packs in Python
         return RedisCluster.from_url(settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    kwargs: dict[str, Any] = {}
+    if HIREDIS_AVAILABLE and settings.redis_url.startswith("redis://"):  # rediss:// and unix:// keep their own
+        kwargs["connection_class"] = _Connection
     return aioredis.Redis.from_url(
-        settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=10
+        settings.redis_url, socket_timeout=5.0, socket_connect_timeout=2.0, health_check_interval=10, **kwargs
     )
 
 

@@ -321,8 +321,9 @@ class StreamScorer:
             result.scored = sum(int(w) for w in written)
             result.duplicates = len(events) - result.scored
             now_s = time.time()
+            latency = metrics.DECISION_LATENCY.labels(self.s.stream)
             for e in events:
-                metrics.DECISION_LATENCY.labels(self.s.stream).observe(max(0.0, now_s - _entry_ms(e.entry_id) / 1000))
+                latency.observe(max(0.0, now_s - _entry_ms(e.entry_id) / 1000))
         else:
             await self._dead(shard, dead)
             await self.client.xack(self.keys.events(shard), self.s.group, *ids)

@@ -195,5 +195,6 @@ class StreamingFeatures:
         return self._values(raw, "NEW").values
 
     def _values(self, raw: list[Any], status: str) -> WindowValues:
-        values = {name: float(text(v)) for name, v in zip(self.feature_names, raw, strict=True)}
+        # float() reads the reply's bytes (sums) and integers (counts) as they are
+        values = {name: float(v) for name, v in zip(self.feature_names, raw, strict=True)}
         return WindowValues(status, values)
