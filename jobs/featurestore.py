@@ -4,7 +4,7 @@ migrate-offline and table-history; point-in-time training data (historical) on a
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -193,29 +193,47 @@ def features(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     end = args.start + timedelta(days=args.days)
     started = datetime.now(UTC)
     cols = list(features_sql.COLUMNS)
+    rows = 0
+    if args.engine == "duckdb":
+        scan = off.scan(TRANSACTIONS, "timestamp", args.start, end, cols)
+        source: pa.Table | ds.Dataset = scan.dataset() if scan.files else scan.schema.empty_table().select(cols)
+        config = DuckDBConfig(memory_limit=args.memory_limit, temp_directory=args.spill_dir)
+        job = features_sql.plan_user_stats_duckdb(source, args.start, args.days, args.users, config)
+
+        def counted() -> Iterator[pa.Table]:  # the rows go to the table chunk by chunk: never all in memory
+            nonlocal rows
+            for part in job.parts():
+                rows += part.num_rows
+                yield part
+
+        days = off.write_partitioned_parts(
+            user_stats.source, features_sql.SCHEMA, counted(), user_stats.event_timestamp_column, list(job.event_days)
+        )
+        return _features_summary(args, settings, rows, days, started) | {"chunks": len(job.chunks)}
     if args.engine == "numpy":
         tx = off.read_window(TRANSACTIONS, "timestamp", args.start, end, cols)
         features_sql.check_transactions(tx, args.users)
         stats = scenario.compute_user_stats(tx, args.start, args.days, args.users)
     else:
-        scan = off.scan(TRANSACTIONS, "timestamp", args.start, end, cols)
-        if args.engine == "duckdb":
-            source: pa.Table | ds.Dataset = scan.dataset() if scan.files else scan.schema.empty_table().select(cols)
-            config = DuckDBConfig(memory_limit=args.memory_limit, temp_directory=args.spill_dir)
-            stats = features_sql.compute_user_stats_duckdb(source, args.start, args.days, args.users, config)
-        else:
-            from app.features import pit_spark  # pyspark: the spark extra, only here
+        from app.features import pit_spark  # pyspark: the spark extra, only here
 
-            spark = pit_spark.spark_session(args.spark_master)
-            frame = pit_spark.scan_frame(spark, scan, off, cols, args.start, end, timestamp_column="timestamp")
-            stats = features_sql.compute_user_stats_spark(frame, args.start, args.days, args.users, spark)
+        scan = off.scan(TRANSACTIONS, "timestamp", args.start, end, cols)
+        spark = pit_spark.spark_session(args.spark_master)
+        frame = pit_spark.scan_frame(spark, scan, off, cols, args.start, end, timestamp_column="timestamp")
+        stats = features_sql.compute_user_stats_spark(frame, args.start, args.days, args.users, spark)
     days = off.write_partitioned(user_stats.source, stats, user_stats.event_timestamp_column)
+    return _features_summary(args, settings, stats.num_rows, days, started)
+
+
+def _features_summary(
+    args: argparse.Namespace, settings: JobSettings, rows: int, days: list[str], started: datetime
+) -> dict[str, Any]:
     return {
         "view": user_stats.name,
         "engine": args.engine,
-        "rows": stats.num_rows,
+        "rows": rows,
         "partitions": len(days),
-        "offline": s.offline_url,
+        "offline": settings.features.offline_url,
         "duration_s": round((datetime.now(UTC) - started).total_seconds(), 3),
     }
 

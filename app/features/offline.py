@@ -17,18 +17,29 @@ data files, delta-rs for the tables' logs and commits. Layout::
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import random
+import time
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
-from deltalake import DeltaTable
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, Schema
+from deltalake.exceptions import CommitFailedError, DeltaError
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from app.common.s3 import parse_s3_url
 from app.features import lakehouse
 from app.features.lakehouse import (
+    COMMIT_ATTEMPTS,
     PARTITION,
     ROW_GROUP_ROWS,
     CommitConflictError,
@@ -126,6 +137,102 @@ class OfflineStore:
             return []
         _, days = lakehouse.commit(self.location(dataset), dataset, table, timestamp_column, replace_days=True)
         return days
+
+    def write_partitioned_parts(
+        self, dataset: str, schema: pa.Schema, parts: Iterable[pa.Table], timestamp_column: str, days: list[str]
+    ) -> list[str]:
+        """write_partitioned for rows that come in parts, so that they never all sit in memory: each part is
+        written as it comes, one Parquet file per day it covers, and the files are committed together at
+        the end, in one commit replacing ``days`` (the UTC days the rows cover, known beforehand). Returns
+        ``days``. A failed part commits nothing (its files and the earlier parts' are deleted).
+
+        delta-rs's own writer, given a stream, keeps every partition's file open in memory until the end
+        (measured: its memory grows with the rows), hence the files are written here, with pyarrow."""
+        if not days:
+            return []
+        loc = self.location(dataset)
+        root = self.path(dataset)
+        out_schema = schema.append(pa.field(PARTITION, pa.string()))
+        current = lakehouse.open_table(loc, dataset)
+        if lakehouse.check_schema(dataset, current, out_schema):
+            raise SchemaMismatchError(
+                f"a write in parts cannot add columns to table {dataset!r}: use write_partitioned"
+            )
+        adds: list[AddAction] = []
+        try:
+            for part in parts:
+                if part.num_rows:
+                    adds += self._write_files(dataset, root, part.cast(schema), timestamp_column, days)
+            self._commit_files(loc, dataset, out_schema, adds, days)
+        except BaseException:
+            for add in adds:  # not in any commit: invisible, removed to save the space
+                with contextlib.suppress(OSError):
+                    self.fs.delete_file(f"{root}/{add.path}")
+            raise
+        return list(days)
+
+    def _write_files(
+        self, dataset: str, root: str, part: pa.Table, timestamp_column: str, days: list[str]
+    ) -> list[AddAction]:
+        data, covered = lakehouse.with_partition(part, timestamp_column)
+        if not set(covered) <= set(days):
+            raise OfflineStoreError(
+                f"rows for table {dataset!r} fall on {sorted(set(covered) - set(days))}, "
+                f"outside the days written ({days[0]} .. {days[-1]})"
+            )
+        adds: list[AddAction] = []
+        for day in covered:
+            rows = data.filter(pc.equal(data.column(PARTITION), day)).drop_columns([PARTITION])
+            rel = f"{PARTITION}={day}/part-{uuid.uuid4()}-c000.snappy.parquet"
+            path = f"{root}/{rel}"
+            if self.is_local:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+            try:
+                pq.write_table(rows, path, filesystem=self.fs, row_group_size=ROW_GROUP_ROWS, compression="snappy")
+                size = self.fs.get_file_info(path).size
+            except (OSError, pa.ArrowException) as exc:
+                raise OfflineStoreError(f"cannot write a data file of table {dataset!r} at {path}: {exc}") from exc
+            stats = {
+                "numRecords": rows.num_rows,
+                "nullCount": {c.name: rows.column(c.name).null_count for c in rows.schema},
+            }
+            adds.append(
+                AddAction(rel, int(size or 0), {PARTITION: day}, int(time.time() * 1000), True, json.dumps(stats))
+            )
+        return adds
+
+    @staticmethod
+    def _commit_files(
+        loc: lakehouse.Location, dataset: str, schema: pa.Schema, adds: list[AddAction], days: list[str]
+    ) -> None:
+        """One commit: ``adds`` replace the files of ``days``; retried on a conflicting concurrent commit."""
+        for attempt in range(COMMIT_ATTEMPTS):
+            current = lakehouse.open_table(loc, dataset)
+            try:
+                if current is None:  # the first commit creates the table (a racing creator retries)
+                    create_table_with_add_actions(
+                        loc.uri, Schema.from_arrow(schema), adds, "append", [PARTITION],
+                        None, None, None, loc.storage_options, None, None,
+                    )  # fmt: skip
+                else:
+                    actions: list[AddAction | RemoveAction] = [*adds]
+                    current.create_write_transaction(
+                        actions,
+                        "overwrite",
+                        schema,
+                        partition_by=[PARTITION],
+                        partition_filters=[(PARTITION, "in", days)],
+                    )
+                return
+            except CommitFailedError as exc:
+                if attempt == COMMIT_ATTEMPTS - 1:
+                    raise CommitConflictError(
+                        f"commit to table {dataset!r} still conflicted with concurrent writers after "
+                        f"{COMMIT_ATTEMPTS} attempts: {exc}"
+                    ) from exc
+                time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+            except (DeltaError, OSError, pa.ArrowException) as exc:
+                raise OfflineStoreError(f"cannot commit to table {dataset!r} at {loc.uri}: {exc}") from exc
 
     def append(self, dataset: str, table: pa.Table, timestamp_column: str) -> int:
         """Append ``table`` in one commit (the stream writer's call); returns the table's version after it.

@@ -22,7 +22,9 @@ files (the offline store writes them sorted by time: the same order).
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -121,6 +123,7 @@ WITH tx AS (
            merchant_category AS c, {order} AS o
     FROM src
     WHERE "timestamp" >= to_timestamp({start_s}) AND "timestamp" < to_timestamp({end_s})
+      AND user_id >= {first_user} AND user_id < {end_user}
 ),
 daily AS (
     SELECT u, d, count(*) AS n,
@@ -176,30 +179,119 @@ ORDER BY u, d
 """
 
 
-def duckdb_sql(start: datetime, days: int, *, order: str = '"timestamp"') -> str:
+def duckdb_sql(
+    start: datetime, days: int, *, order: str = '"timestamp"', users: tuple[int, int] = (1, 2**63 - 1)
+) -> str:
     """The DuckDB query over a relation ``src`` with the transactions' COLUMNS; ``order`` is the
-    expression a day's amounts are summed in the order of."""
+    expression a day's amounts are summed in the order of; ``users`` the user ids ``[first, end)`` it
+    computes (a user's rows depend on its transactions only)."""
     return _DUCKDB_SQL.format(
         start_us=_us(start),
         start_s=_us(start) // 1_000_000,
         end_s=_us(start) // 1_000_000 + days * 86_400,
-        end_us=_us(start) + days * DAY_US,
         day_us=DAY_US,
         days=days,
         order=order,
         cat_mask=(1 << transforms.N_CATEGORIES) - 1,
+        first_user=users[0],
+        end_user=users[1],
     )
 
 
-def compute_user_stats_duckdb(
+BYTES_PER_TRANSACTION = 300
+"""DuckDB's working memory per transaction of a chunk, about (measured: 100k users x 30 days, 4.5M
+transactions, ~1.2 GB in one query). A day's ordered list aggregate cannot spill, so the job cuts the
+users into chunks whose transactions fit half the memory limit; the sorts and windows spill past it."""
+BATCH_ROWS = 64 * 1024
+"""Rows per record batch DuckDB hands over."""
+_BUCKETS = 1024
+"""The user ids are counted in about this many ranges to cut the chunks."""
+
+
+@dataclass(frozen=True)
+class UserStatsJob:
+    """The ``user_stats`` job on DuckDB, its input checked and its work cut into chunks of users: run
+    :meth:`parts` to stream the rows (each chunk one query, bounded by the memory limit), or
+    :meth:`table` to collect them. ``event_days`` are the UTC days the rows' event times fall on."""
+
+    source: pa.Table | ds.Dataset
+    order: str
+    start: datetime
+    days: int
+    chunks: tuple[tuple[int, int], ...]
+    """User id ranges ``[first, end)``, ascending: the rows come in (user, day) order."""
+    event_days: tuple[str, ...]
+    config: DuckDBConfig | None = None
+
+    def parts(self) -> Iterator[pa.Table]:
+        """The rows chunk after chunk (one query each, on one connection), one table per chunk: what the
+        job holds at a time. DuckDB hands them over in record batches of BATCH_ROWS."""
+        con = (self.config or DuckDBConfig()).connect()
+        try:
+            con.register("src", self.source)
+            for users in self.chunks:
+                query = con.sql(duckdb_sql(self.start, self.days, order=self.order, users=users))
+                batches = [_to_table(pa.Table.from_batches([b]), self.start) for b in query.to_arrow_reader(BATCH_ROWS)]
+                yield pa.concat_tables(batches) if batches else SCHEMA.empty_table()
+        finally:
+            con.close()
+
+    def table(self) -> pa.Table:
+        return pa.concat_tables([SCHEMA.empty_table(), *self.parts()])
+
+
+def _schema() -> pa.Schema:
+    ts = pa.timestamp("us", tz="UTC")
+    fields = [
+        pa.field("user_id", pa.int64()),
+        pa.field(user_stats.event_timestamp_column, ts),
+        pa.field(user_stats.created_timestamp_column, ts),
+    ]
+    return pa.schema(fields + [pa.field(f.name, pa.from_numpy_dtype(np.dtype(f.dtype))) for f in user_stats.features])
+
+
+SCHEMA = _schema()
+"""The schema of compute_user_stats's table (and of the job's batches)."""
+
+
+def _memory_bytes(text: str) -> int:
+    """DuckDB's rendering of a size (``244.1 MiB``, ``2.0 GB``, ``100 bytes``) in bytes."""
+    number, _, unit = text.strip().partition(" ")
+    scale = {"bytes": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+    scale |= {"KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+    if unit.strip() not in scale:
+        raise ValueError(f"not a DuckDB memory size: {text!r}")
+    return int(float(number) * scale[unit.strip()])
+
+
+def _cut(buckets: list[tuple[int, int]], width: int, n_users: int, chunk_rows: int) -> tuple[tuple[int, int], ...]:
+    """User id ranges of consecutive buckets (``(k, rows)``: ids ``k*width ..``) of at most ``chunk_rows``
+    transactions each (a bucket over it is a chunk of its own), covering ids 1..n_users."""
+    chunks: list[tuple[int, int]] = []
+    first, rows = 1, 0
+    for k, n in buckets:
+        lo = max(1, k * width)
+        if rows and rows + n > chunk_rows:
+            chunks.append((first, lo))
+            first, rows = lo, 0
+        rows += n
+    if rows:
+        chunks.append((first, n_users + 1))
+    return tuple(chunks)
+
+
+def plan_user_stats_duckdb(
     transactions: pa.Table | ds.Dataset,
     start: datetime,
     days: int,
     n_users: int,
     config: DuckDBConfig | None = None,
-) -> pa.Table:
-    """compute_user_stats on DuckDB: ``transactions`` in memory (summed in row order) or a dataset of
-    the table's files (streamed, time order), the window ``start .. start + days`` of it."""
+    *,
+    chunk_rows: int | None = None,
+) -> UserStatsJob:
+    """Check ``transactions`` in the window ``start .. start + days`` (in memory: summed in row order; a
+    dataset of the table's files: streamed, time order) and cut the job into chunks of users of at most
+    ``chunk_rows`` transactions (default: half DuckDB's memory limit over BYTES_PER_TRANSACTION)."""
     _check_args(start, days, n_users)
     missing = [c for c in COLUMNS if c not in transactions.schema.names]
     if missing:
@@ -213,10 +305,40 @@ def compute_user_stats_duckdb(
         src, order = transactions, '"timestamp"'
     start_s = _us(start) // 1_000_000
     window = f'"timestamp" >= to_timestamp({start_s}) AND "timestamp" < to_timestamp({start_s + days * 86_400})'
-    check = run_sql(f"SELECT {_validation(n_users)} FROM src WHERE {window}", {"src": src}, config)
-    _check_counts(check)
-    out = run_sql(duckdb_sql(start, days, order=order), {"src": src}, config)
-    return _to_table(out, start)
+    width = max(1, -(-(n_users + 1) // _BUCKETS))
+    survey = run_sql(
+        f"""SELECT user_id // {width} AS k, count(*) AS n_rows, {_validation(n_users)},
+                   list(DISTINCT (epoch_us("timestamp") - {_us(start)}) // {DAY_US}) AS tx_days
+            FROM src WHERE {window} GROUP BY k ORDER BY k""",
+        {"src": src},
+        config,
+    ).to_pydict()
+    _check_counts({k: sum(survey[k]) for k in ("null_rows", "bad_user", "bad_category")} | {"n_users": n_users})
+    if chunk_rows is None:
+        con = (config or DuckDBConfig()).connect()
+        try:
+            limit = con.sql("SELECT current_setting('memory_limit')").fetchall()[0][0]
+        finally:
+            con.close()
+        chunk_rows = max(1, _memory_bytes(limit) // 2 // BYTES_PER_TRANSACTION)
+    chunks = _cut(list(zip(survey["k"], survey["n_rows"], strict=True)), width, n_users, chunk_rows)
+    # a row (user, day d) exists iff the user has a transaction in days d-29 .. d
+    covered = {d for tx_days in survey["tx_days"] for t in tx_days for d in range(t, min(t + 30, days))}
+    origin = start.astimezone(UTC).replace(tzinfo=None)
+    event_days = tuple((origin + timedelta(days=d + 1)).strftime("%Y-%m-%d") for d in sorted(covered))
+    return UserStatsJob(src, order, start, days, chunks, event_days, config)
+
+
+def compute_user_stats_duckdb(
+    transactions: pa.Table | ds.Dataset,
+    start: datetime,
+    days: int,
+    n_users: int,
+    config: DuckDBConfig | None = None,
+) -> pa.Table:
+    """compute_user_stats on DuckDB: ``transactions`` in memory (summed in row order) or a dataset of
+    the table's files (streamed, time order), the window ``start .. start + days`` of it."""
+    return plan_user_stats_duckdb(transactions, start, days, n_users, config).table()
 
 
 # --- Spark -------------------------------------------------------------------------------------------
