@@ -6,10 +6,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.common.errors import ApiError, error_responses, json_body, json_response, load_json
+from app.common.fast_routes import add_fast_route
 from app.features.online import OnlineStoreUnavailableError
 from app.predict import precomputed
-from app.predict.api.deps import ModelDep, RegistryDep, SettingsDep, lookup_model
-from app.predict.registry import LoadedModel
+from app.predict.api.deps import ModelDep, RegistryDep, lookup_model
+from app.predict.registry import LoadedModel, ModelRegistry
 from app.predict.v1_inputs import parse_instances
 
 router = APIRouter(prefix="/v1", tags=["v1"])
@@ -54,17 +55,24 @@ async def _predict(lm: LoadedModel, request: Request, max_instances: int) -> Res
     return json_response(body)
 
 
-@router.post("/models/{name}/predict", responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
-async def predict(lm: ModelDep, request: Request, settings: SettingsDep) -> Response:
-    return await _predict(lm, request, settings.max_instances)
+# The two inference routes are served by Starlette directly (app/common/fast_routes.py): they read the app's
+# state themselves instead of through FastAPI's dependencies, which cost more than the model.
+async def predict(request: Request) -> Response:
+    state = request.app.state
+    lm = lookup_model(state.registry, request.path_params["name"])
+    return await _predict(lm, request, state.settings.max_instances)
 
 
-@router.post("/predict", responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
-async def predict_default(request: Request, registry: RegistryDep, settings: SettingsDep) -> Response:
+async def predict_default(request: Request) -> Response:
+    registry: ModelRegistry = request.app.state.registry
     name = registry.default_model
     if name is None:
         raise ApiError(404, "no default model: the store has no models")
-    return await _predict(lookup_model(registry, name), request, settings.max_instances)
+    return await _predict(lookup_model(registry, name), request, request.app.state.settings.max_instances)
+
+
+for _path, _endpoint in (("/models/{name}/predict", predict), ("/predict", predict_default)):
+    add_fast_route(router, _path, _endpoint, methods=["POST"], responses=PREDICT_ERRORS, openapi_extra=PREDICT_BODY)
 
 
 @router.get("/models")

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from app.common.errors import ApiError, error_responses, json_body, json_response
+from app.common.fast_routes import add_fast_route
 from app.common.settings import package_version
-from app.predict.api.deps import ModelDep, RegistryDep, SettingsDep, lookup_model
+from app.predict.api.deps import ModelDep, RegistryDep, lookup_model
 from app.predict.registry import LoadedModel
 from app.predict.v2_protocol import encode_infer_response, parse_infer_request
 
@@ -141,12 +142,19 @@ async def _infer(lm: LoadedModel, request: Request, max_rows: int) -> Response:
     return Response(content, headers=headers)
 
 
-@router.post("/models/{name}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
-async def infer(lm: ModelDep, request: Request, settings: SettingsDep) -> Response:
-    return await _infer(lm, request, settings.max_instances)
+# Served by Starlette directly, like v1's predict (app/common/fast_routes.py).
+async def infer(request: Request) -> Response:
+    state = request.app.state
+    lm = lookup_model(state.registry, request.path_params["name"])
+    return await _infer(lm, request, state.settings.max_instances)
 
 
-@router.post("/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, openapi_extra=INFER_BODY)
-async def infer_version(lm: ModelDep, version: str, request: Request, settings: SettingsDep) -> Response:
-    _check_version(lm, version)
-    return await _infer(lm, request, settings.max_instances)
+async def infer_version(request: Request) -> Response:
+    state = request.app.state
+    lm = lookup_model(state.registry, request.path_params["name"])
+    _check_version(lm, request.path_params["version"])
+    return await _infer(lm, request, state.settings.max_instances)
+
+
+for _path, _endpoint in (("/models/{name}/infer", infer), ("/models/{name}/versions/{version}/infer", infer_version)):
+    add_fast_route(router, _path, _endpoint, methods=["POST"], responses=INFER_ERRORS, openapi_extra=INFER_BODY)
