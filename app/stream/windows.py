@@ -36,9 +36,20 @@ KEY_PREFIX = "sf"
 # arrived after it.
 _UPDATE = """
 local horizon, ttl, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local wins = {}
-for w = 1, nwin do wins[w] = tonumber(ARGV[3 + w]) end
+local wins, longest = {}, 0
+for w = 1, nwin do
+  wins[w] = tonumber(ARGV[3 + w])
+  longest = math.max(longest, wins[w])
+end
 local events = cjson.decode(ARGV[4 + nwin])
+-- redis.call(cmd, key, ...list) in chunks: unpack() of thousands of values overflows Lua's C stack
+local function chunked(cmd, key, list)
+  local out = {}
+  for i = 1, #list, 1000 do
+    for _, v in ipairs(redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))) do out[#out + 1] = v end
+  end
+  return out
+end
 local result = {}
 for j = 1, #KEYS / 3 do
   local kev, kval, kserved = KEYS[3 * j - 2], KEYS[3 * j - 1], KEYS[3 * j]
@@ -46,16 +57,22 @@ for j = 1, #KEYS / 3 do
   local status = 'NEW'
   local served = nil
   local top = redis.call('ZRANGE', kev, -1, -1, 'WITHSCORES')
-  if top[2] and ts < tonumber(top[2]) - horizon then
+  local newest = top[2] and tonumber(top[2])
+  if newest and ts < newest - horizon then
     status = 'LATE'
   elseif redis.call('ZADD', kev, 'NX', ts, eid) == 1 then
     redis.call('HSET', kval, eid, value)
-    local newest = math.max(ts, top[2] and tonumber(top[2]) or ts)
-    local old = redis.call('ZRANGEBYSCORE', kev, '-inf', '(' .. (newest - horizon))
-    if #old > 0 then
-      redis.call('ZREMRANGEBYSCORE', kev, '-inf', '(' .. (newest - horizon))
-      redis.call('HDEL', kval, unpack(old))
-      redis.call('HDEL', kserved, unpack(old))
+    -- Only a new newest time moves the horizon: nothing behind it is left after every addition.
+    if newest and ts > newest then
+      local old = redis.call('ZRANGEBYSCORE', kev, '-inf', '(' .. (ts - horizon))
+      if #old > 0 then
+        redis.call('ZREMRANGEBYSCORE', kev, '-inf', '(' .. (ts - horizon))
+        for i = 1, #old, 1000 do
+          local part = {unpack(old, i, math.min(i + 999, #old))}
+          redis.call('HDEL', kval, unpack(part))
+          redis.call('HDEL', kserved, unpack(part))
+        end
+      end
     end
   else
     status = 'DUPLICATE'
@@ -65,13 +82,24 @@ for j = 1, #KEYS / 3 do
   if served then
     for v in string.gmatch(served, '[^,]+') do out[#out + 1] = v end
   else
+    -- One read for every window: the longest one's events in time order, each shorter window a filter of
+    -- them. Its sum adds the same values in the same order as a read of its own would.
+    local rows = redis.call('ZRANGEBYSCORE', kev, '(' .. (ts - longest), ts, 'WITHSCORES')
+    local ids, times = {}, {}
+    for i = 1, #rows, 2 do
+      ids[#ids + 1] = rows[i]
+      times[#times + 1] = tonumber(rows[i + 1])
+    end
+    local vals = chunked('HMGET', kval, ids)
     for w = 1, nwin do
-      local ids = redis.call('ZRANGEBYSCORE', kev, '(' .. (ts - wins[w]), ts)
-      local sum = 0
-      if #ids > 0 then
-        for _, v in ipairs(redis.call('HMGET', kval, unpack(ids))) do sum = sum + tonumber(v) end
+      local from, n, sum = ts - wins[w], 0, 0
+      for i = 1, #ids do
+        if times[i] > from then
+          n = n + 1
+          sum = sum + tonumber(vals[i])
+        end
       end
-      out[#out + 1] = #ids
+      out[#out + 1] = n
       out[#out + 1] = tostring(sum)
     end
     if status == 'NEW' then
