@@ -7,7 +7,9 @@ data files, delta-rs for the tables' logs and commits. Layout::
     <root>/<dataset>/date=YYYY-MM-DD/part-....parquet
 
 * ``write_partitioned`` replaces the days a table covers in one commit (re-running a job leaves the
-  same rows); ``append`` adds rows (the stream writer's call). Concurrent writers both land or retry.
+  same rows); ``append`` adds rows (the stream writer's call). ``write_partitioned_parts`` is
+  ``write_partitioned`` for rows that come in parts (a job's chunks, never all in memory): Parquet files
+  written part by part, then one commit of them all. Concurrent writers both land or retry.
 * Reads go to the latest version, or to the version a store is pinned to (``pinned``), and record
   which version they read (``versions_read``): a training run stores them with the model, and
   ``train --as-of-version`` pins a store to them to rebuild the same data.
@@ -160,9 +162,9 @@ class OfflineStore:
             )
         adds: list[AddAction] = []
         try:
-            for part in parts:
+            for i, part in enumerate(parts):
                 if part.num_rows:
-                    adds += self._write_files(dataset, root, part.cast(schema), timestamp_column, days)
+                    adds += self._write_files(dataset, root, f"part-{i:05d}", part.cast(schema), timestamp_column, days)
             self._commit_files(loc, dataset, out_schema, adds, days)
         except BaseException:
             for add in adds:  # not in any commit: invisible, removed to save the space
@@ -172,8 +174,9 @@ class OfflineStore:
         return list(days)
 
     def _write_files(
-        self, dataset: str, root: str, part: pa.Table, timestamp_column: str, days: list[str]
+        self, dataset: str, root: str, prefix: str, part: pa.Table, timestamp_column: str, days: list[str]
     ) -> list[AddAction]:
+        """One file per day of ``part``, named ``prefix``-...: in the order of the parts by name."""
         data, covered = lakehouse.with_partition(part, timestamp_column)
         if not set(covered) <= set(days):
             raise OfflineStoreError(
@@ -183,7 +186,7 @@ class OfflineStore:
         adds: list[AddAction] = []
         for day in covered:
             rows = data.filter(pc.equal(data.column(PARTITION), day)).drop_columns([PARTITION])
-            rel = f"{PARTITION}={day}/part-{uuid.uuid4()}-c000.snappy.parquet"
+            rel = f"{PARTITION}={day}/{prefix}-{uuid.uuid4()}-c000.snappy.parquet"
             path = f"{root}/{rel}"
             if self.is_local:
                 os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -209,11 +212,15 @@ class OfflineStore:
         for attempt in range(COMMIT_ATTEMPTS):
             current = lakehouse.open_table(loc, dataset)
             try:
-                if current is None:  # the first commit creates the table (a racing creator retries)
+                if current is None:  # the first commit creates the table; a racing creator's: retried as a write
                     create_table_with_add_actions(
-                        loc.uri, Schema.from_arrow(schema), adds, "append", [PARTITION],
-                        None, None, None, loc.storage_options, None, None,
-                    )  # fmt: skip
+                        loc.uri,
+                        Schema.from_arrow(schema),
+                        adds,
+                        mode="error",
+                        partition_by=[PARTITION],
+                        storage_options=loc.storage_options,
+                    )
                 else:
                     actions: list[AddAction | RemoveAction] = [*adds]
                     current.create_write_transaction(
@@ -232,6 +239,8 @@ class OfflineStore:
                     ) from exc
                 time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
             except (DeltaError, OSError, pa.ArrowException) as exc:
+                if current is None and attempt < COMMIT_ATTEMPTS - 1 and lakehouse.open_table(loc, dataset):
+                    continue
                 raise OfflineStoreError(f"cannot commit to table {dataset!r} at {loc.uri}: {exc}") from exc
 
     def append(self, dataset: str, table: pa.Table, timestamp_column: str) -> int:

@@ -18,6 +18,14 @@ Rows: one per user and day ``d`` with a transaction in days ``d-29 .. d`` of the
 from the user's first day to 29 days after the last, filtered), event time = midnight ending day ``d``,
 created = 10 minutes later. Input order is the table's row order for a table in memory, time order for
 files (the offline store writes them sorted by time: the same order).
+
+Memory on DuckDB: the per-(user, day) ordered lists are built in a hash aggregate that cannot spill, so
+a ``memory_limit`` below the whole job's need (~300 bytes per transaction) ran out of memory. A user's
+rows depend on its own transactions only: :func:`plan_user_stats_duckdb` counts the transactions per
+range of user ids and cuts the users into chunks of at most half the limit's worth, each one query (its
+sorts and windows spill if need be); the job streams the chunks' rows to the offline store, which
+commits them at the end as one Delta commit. DuckDB itself needs a few tens of MB whatever the chunk
+(16 MB failed on 3,000 transactions a chunk; 64 MB is the test's limit).
 """
 
 from __future__ import annotations

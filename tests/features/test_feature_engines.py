@@ -7,14 +7,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from app.features.offline import OfflineStore
+from app.features.offline import OfflineStore, OfflineStoreError
+from app.features.pit_duckdb import DuckDBConfig
 from devharness import S3Server
 from devharness.servers import debian_binary
 from examples.fraud import features_sql, scenario
@@ -132,6 +135,56 @@ def test_duckdb_in_memory_equals_numpy_in_row_order() -> None:
     got = features_sql.compute_user_stats_duckdb(tx, START, 40, 1004)
     assert_same(got, ref)
     assert got.equals(ref)
+
+
+def test_duckdb_job_completes_under_a_memory_limit_below_its_need(
+    local_offline: OfflineStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """900k transactions need ~250 MB of DuckDB memory in one query (the per-day ordered lists cannot
+    spill): under a 64 MB limit that query runs out of memory, and the job, cutting the users into chunks
+    sized to the limit and writing the rows chunk by chunk in one commit, completes with NumPy's rows."""
+    users, limit = 20_000, "64MB"
+    local_offline.write_partitioned(TRANSACTIONS, scenario.generate_transactions(users, 30, START, 5), "timestamp")
+    spill = tmp_path / "spill"
+    config = DuckDBConfig(memory_limit=limit, temp_directory=str(spill))
+    dataset = local_offline.scan(TRANSACTIONS, "timestamp", None, None, list(features_sql.COLUMNS)).dataset()
+    one_query = features_sql.plan_user_stats_duckdb(dataset, START, 30, users, config, chunk_rows=10**12)
+    assert len(one_query.chunks) == 1
+    with pytest.raises(duckdb.OutOfMemoryException):
+        one_query.table()  # the limit is below what the whole job needs at once
+
+    common = ("--users", str(users), "--days", "30")
+    _, ref = _job(local_offline, monkeypatch, *common)
+    argv = ("--engine", "duckdb", "--memory-limit", limit, "--spill-dir", str(spill))
+    summary, got = _job(local_offline, monkeypatch, *common, *argv)
+    assert summary["rows"] == ref.num_rows > 500_000
+    assert summary["chunks"] > 4  # type: ignore[operator]
+    assert_same(got, ref)
+    assert got.equals(ref)  # the chunks' files read back in the chunks' order: users ascending in each day
+    assert local_offline.history(user_stats.source, 1)[0]["operation"] == "WRITE"  # one commit per run
+    assert local_offline.version(user_stats.source) == 1
+
+
+def test_a_write_in_parts_is_one_commit_or_nothing(local_offline: OfflineStore) -> None:
+    """write_partitioned_parts (the DuckDB job's writer): parts failing half-way, or with a row outside the
+    days announced, leave the table and its directory as they were."""
+    stats = scenario.compute_user_stats(_edge_rows(), START, 40, 1004)
+    days = sorted({t.strftime("%Y-%m-%d") for t in stats.column(user_stats.event_timestamp_column).to_pylist()})
+    name, ts = user_stats.source, user_stats.event_timestamp_column
+    assert local_offline.write_partitioned_parts(name, features_sql.SCHEMA, [stats], ts, days) == days
+    root = Path(local_offline.path(name))
+    files = sorted(root.rglob("*.parquet"))
+
+    def failing() -> Iterator[pa.Table]:
+        yield stats.slice(0, 50)
+        raise RuntimeError("the engine failed")
+
+    with pytest.raises(RuntimeError, match="the engine failed"):
+        local_offline.write_partitioned_parts(name, features_sql.SCHEMA, failing(), ts, days)
+    with pytest.raises(OfflineStoreError, match="outside the days written"):
+        local_offline.write_partitioned_parts(name, features_sql.SCHEMA, [stats.slice(0, 50), stats], ts, days[:3])
+    assert local_offline.version(name) == 0 and sorted(root.rglob("*.parquet")) == files
+    assert local_offline.read_window(name, ts, None, None).equals(stats.sort_by([(ts, "ascending")]))
 
 
 @pytest.mark.parametrize(
