@@ -91,52 +91,32 @@ class EventSchema:
             ids.append(event_id)
             if not event_id or len(event_id) > MAX_EVENT_ID:
                 slow.add(i)
+        n_inputs = len(self.input_names)
         try:
             m = np.array(rows, dtype=np.float64).reshape(len(rows), len(names))
         except ValueError:  # a field that is not a number: find it event by event
-            return self._one_by_one(entries)
+            m = np.zeros((len(rows), len(names)))
+            slow.update(range(len(rows)))
         ts, entity = m[:, 0], m[:, 1]
         bad = ~np.isfinite(m).all(axis=1)
         bad |= (ts != np.trunc(ts)) | (ts < 0) | (ts >= MAX_EXACT_ID)
         bad |= (entity != np.trunc(entity)) | (entity < -MAX_EXACT_ID) | (entity >= MAX_EXACT_ID)
         slow.update(np.flatnonzero(bad).tolist())
         out = ParsedBatch()
-        keep: list[int] = []
-        extra: list[list[float]] = []
+        x_rows: list[NDArray[np.float64] | list[float]] = []
         for i, (entry_id, fields) in enumerate(entries):
-            if i in slow:  # the per-event parser names the problem (or, if NumPy was stricter, accepts it)
-                try:
-                    event, inputs = self.parse(entry_id, fields)
-                except MalformedEventError as exc:
-                    out.malformed.append((entry_id, fields, f"malformed: {exc}"))
-                    continue
-                out.events.append(event)
-                extra.append(inputs)
-                keep.append(-1)
+            if i not in slow:
+                out.events.append(Event(entry_id, ids[i], int(ts[i]), int(entity[i]), float(m[i, 2])))
+                x_rows.append(m[i, 3:])
                 continue
-            out.events.append(Event(entry_id, ids[i], int(ts[i]), int(entity[i]), float(m[i, 2])))
-            keep.append(i)
-        x = np.empty((len(keep), len(self.input_names)), dtype=np.float64)
-        fast = [j for j, i in enumerate(keep) if i >= 0]
-        x[fast] = m[[keep[j] for j in fast], 3:]
-        slow_rows = [j for j, i in enumerate(keep) if i < 0]
-        if slow_rows:
-            x[slow_rows] = np.array(extra, dtype=np.float64)
-        out.x = x
-        return out
-
-    def _one_by_one(self, entries: Sequence[tuple[str, Fields]]) -> ParsedBatch:
-        out = ParsedBatch()
-        rows: list[list[float]] = []
-        for entry_id, fields in entries:
-            try:
+            try:  # the per-event parser names the problem (or, where NumPy was stricter, accepts the event)
                 event, inputs = self.parse(entry_id, fields)
             except MalformedEventError as exc:
                 out.malformed.append((entry_id, fields, f"malformed: {exc}"))
                 continue
             out.events.append(event)
-            rows.append(inputs)
-        out.x = np.array(rows, dtype=np.float64).reshape(len(rows), len(self.input_names))
+            x_rows.append(inputs)
+        out.x = np.array(x_rows, dtype=np.float64).reshape(len(x_rows), n_inputs)
         return out
 
 
