@@ -133,12 +133,11 @@ WITH tx AS (
     WHERE "timestamp" >= to_timestamp({start_s}) AND "timestamp" < to_timestamp({end_s})
       AND user_id >= {first_user} AND user_id < {end_user}
 ),
-daily AS (
-    SELECT u, d, count(*) AS n,
-           list_reduce(list(a ORDER BY o), lambda x, y: x + y, 0.0::DOUBLE) AS tot,
-           list_reduce(list(a * a ORDER BY o), lambda x, y: x + y, 0.0::DOUBLE) AS sq,
-           max(a) AS mx, bit_or(1::BIGINT << c) AS mask
-    FROM tx GROUP BY u, d
+daily AS (  -- one ordered list per day (ordered aggregates are the costly part), folded twice
+    SELECT u, d, n, list_reduce(l, lambda x, y: x + y, 0.0::DOUBLE) AS tot,
+           list_reduce(list_transform(l, lambda x: x * x), lambda x, y: x + y, 0.0::DOUBLE) AS sq, mx, mask
+    FROM (SELECT u, d, count(*) AS n, list(a ORDER BY o) AS l, max(a) AS mx, bit_or(1::BIGINT << c) AS mask
+          FROM tx GROUP BY u, d)
 ),
 users AS (SELECT u, min(d) AS first, max(d) AS last FROM daily GROUP BY u),
 grid AS (SELECT u, first, unnest(range(first, least(last + 30, {days}))) AS d FROM users),
@@ -147,11 +146,13 @@ g AS (
            coalesce(daily.sq, 0.0) AS sq, daily.mx, coalesce(daily.mask, 0) AS mask
     FROM grid LEFT JOIN daily ON grid.u = daily.u AND grid.d = daily.d
 ),
-lists AS (
-    SELECT u, min(d) AS d0,
-           list_reduce(list(tot ORDER BY d), lambda acc, x: list_append(acc, acc[-1] + x), [0.0]::DOUBLE[]) AS ct,
-           list_reduce(list(sq ORDER BY d), lambda acc, x: list_append(acc, acc[-1] + x), [0.0]::DOUBLE[]) AS cs
-    FROM g GROUP BY u
+lists AS (  -- likewise one ordered list of (tot, sq) per user
+    SELECT u, d0,
+           list_reduce(list_transform(l, lambda x: x.t), lambda acc, x: list_append(acc, acc[-1] + x),
+                       [0.0]::DOUBLE[]) AS ct,
+           list_reduce(list_transform(l, lambda x: x.s), lambda acc, x: list_append(acc, acc[-1] + x),
+                       [0.0]::DOUBLE[]) AS cs
+    FROM (SELECT u, min(d) AS d0, list(struct_pack(t := tot, s := sq) ORDER BY d) AS l FROM g GROUP BY u)
 ),
 cum AS (  -- the cumulative sums, one pass per user in day order, back to one row per day
     SELECT u, unnest(range(d0, d0 + len(ct) - 1)) AS d, unnest(ct[2:]) AS ctot, unnest(cs[2:]) AS csq FROM lists
