@@ -1,0 +1,115 @@
+{{/*
+What the engine-run jobs share: `python -m jobs historical` (historical.yaml) and `python -m jobs
+features` (featurejob.yaml) run on DuckDB or numpy in a pod, on Spark in client mode in a pod, or on
+Spark through the Spark operator. Their values blocks have the same shape: engine, image,
+duckdb.memoryLimit, spark.{image, localCores, sparkVersion, serviceAccount, driver, executor}, resources.
+*/}}
+
+{{/* The offline store and the feature repository, for the pod, or the Spark driver and executors */}}
+{{- define "ml-platform.jobs.env" -}}
+- name: FEATURES_OFFLINE_URL
+  value: {{ .Values.featurestore.offline.url | quote }}
+- name: FEATURES_REPO
+  value: {{ .Values.featurestore.repo | quote }}
+{{- with .Values.global.s3.endpointUrl }}
+- name: AWS_ENDPOINT_URL_S3
+  value: {{ . | quote }}
+{{- end }}
+- name: AWS_DEFAULT_REGION
+  value: {{ .Values.global.s3.region | quote }}
+{{- end }}
+
+{{/*
+The engine's own arguments, a YAML list (read it back with fromYamlArray): dict "values" $v "operator" bool.
+DuckDB with a memory limit spills to the pod's emptyDir; Spark in a pod (no operator) runs local[N].
+*/}}
+{{- define "ml-platform.jobs.engineArgs" -}}
+{{- $v := .values }}
+{{- $args := list }}
+{{- if and (eq $v.engine "duckdb") $v.duckdb.memoryLimit }}
+{{- $args = list "--memory-limit" $v.duckdb.memoryLimit "--spill-dir" "/tmp/spill" }}
+{{- else if and (eq $v.engine "spark") (not .operator) }}
+{{- $args = list "--spark-master" (printf "local[%v]" $v.spark.localCores) }}
+{{- end }}
+{{- toYaml $args }}
+{{- end }}
+
+{{/*
+The pod spec of a plain Job or a CronJob's Job running `python -m jobs <args>`: the jobs image, or
+jobs-spark for engine spark; /tmp (DuckDB's spill dir, Spark's scratch) an emptyDir under the read-only
+root. dict "root" . "component" "historical" "values" $v "args" $args "env" $env (YAML list items).
+*/}}
+{{- define "ml-platform.jobs.podSpec" -}}
+{{- $root := .root }}
+{{- $v := .values -}}
+restartPolicy: Never
+automountServiceAccountToken: false
+{{- include "common.imagePullSecrets" $root }}
+securityContext:
+  {{- include "common.podSecurityContext" $root | nindent 2 }}
+containers:
+  - name: {{ .component }}
+    image: {{ include "common.image" (dict "root" $root "image" (eq $v.engine "spark" | ternary $v.spark.image $v.image)) | quote }}
+    imagePullPolicy: {{ $root.Values.global.image.pullPolicy }}
+    command: ["python", "-m", "jobs"]
+    args:
+      {{- toYaml .args | nindent 6 }}
+    env:
+      {{- .env | nindent 6 }}
+    {{- include "common.s3.envFrom" $root | nindent 4 }}
+    resources:
+      {{- toYaml $v.resources | nindent 6 }}
+    securityContext:
+      {{- include "common.containerSecurityContext" $root | nindent 6 }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+volumes:
+  - name: tmp
+    emptyDir: {}
+{{- end }}
+
+{{/*
+A SparkApplicationSpec running `python -m jobs <args>` through the Spark operator: mode cluster, the
+jobs-spark image on the driver and the executors (the driver lists the Delta table's files, the
+executors read them from S3 with pyarrow). The body of a SparkApplication's spec and of a
+ScheduledSparkApplication's template. dict "root" . "component" "historical" "values" $v "args" $args "env" $env
+*/}}
+{{- define "ml-platform.spark.applicationSpec" -}}
+{{- $root := .root }}
+{{- $s := .values.spark }}
+{{- $ctx := dict "root" $root "component" .component -}}
+type: Python
+pythonVersion: "3"
+mode: cluster
+image: {{ include "common.image" (dict "root" $root "image" $s.image) | quote }}
+imagePullPolicy: {{ $root.Values.global.image.pullPolicy }}
+mainApplicationFile: local:///app/jobs/__main__.py
+arguments:
+  {{- toYaml .args | nindent 2 }}
+sparkVersion: {{ $s.sparkVersion | quote }}
+restartPolicy:
+  type: Never
+driver:
+  cores: {{ $s.driver.cores }}
+  memory: {{ $s.driver.memory | quote }}
+  serviceAccount: {{ $s.serviceAccount | quote }}
+  labels:
+    {{- include "common.labels" $ctx | nindent 4 }}
+  env:
+    {{- .env | nindent 4 }}
+    - name: PYTHONPATH
+      value: /app
+  {{- include "common.s3.envFrom" $root | nindent 2 }}
+executor:
+  instances: {{ $s.executor.instances }}
+  cores: {{ $s.executor.cores }}
+  memory: {{ $s.executor.memory | quote }}
+  labels:
+    {{- include "common.labels" $ctx | nindent 4 }}
+  env:
+    {{- .env | nindent 4 }}
+    - name: PYTHONPATH
+      value: /app
+  {{- include "common.s3.envFrom" $root | nindent 2 }}
+{{- end }}
