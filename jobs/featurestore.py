@@ -4,6 +4,7 @@ migrate-offline and table-history; point-in-time training data (historical) on a
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,11 +26,16 @@ FEATURE_ENGINES = ("numpy", "duckdb", "spark")
 
 
 def _when(value: str) -> datetime:
-    """ISO date or datetime; naive means UTC."""
+    """ISO date or datetime (naive means UTC), or ``today`` / ``today-Nd``: UTC midnight of today, N days
+    back; what a scheduled run wants, its window moving with the calendar (the chart's featureJob)."""
+    relative = re.fullmatch(r"today(?:-(\d+)d)?", value.strip())
+    if relative:
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        return midnight - timedelta(days=int(relative.group(1) or 0))
     try:
         t = datetime.fromisoformat(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date/time: {value!r}") from None
+        raise argparse.ArgumentTypeError(f"not an ISO date/time, nor today or today-Nd: {value!r}") from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -44,7 +50,12 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], settin
     p = sub.add_parser("features", help="compute the user_stats feature view from the transactions")
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--days", type=int, default=30)
-    p.add_argument("--start", type=_when, default=_when("2026-10-01"))
+    p.add_argument(
+        "--start",
+        type=_when,
+        default=_when("2026-10-01"),
+        help="first day of the window, UTC: an ISO date, or today-Nd (N days before today: a scheduled run's)",
+    )
     p.add_argument(
         "--engine",
         choices=FEATURE_ENGINES,

@@ -6,6 +6,7 @@ every variable it sets is one the jobs read."""
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,10 @@ def test_duckdb_cronjob_runs_arguments_the_cli_accepts() -> None:
     args = build_parser().parse_args(container["args"])
     assert args.command == "features"
     assert (args.engine, args.memory_limit, args.spill_dir) == ("duckdb", VALUES["duckdb"]["memoryLimit"], "/tmp/spill")
-    assert (args.users, args.days, args.start.date().isoformat()) == (VALUES["users"], VALUES["days"], VALUES["start"])
+    # by default the window is the 30 days before the run: it moves with the calendar
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert VALUES["start"] == "today-30d"
+    assert (args.users, args.days, args.start) == (VALUES["users"], VALUES["days"], midnight - timedelta(days=30))
     # the spill dir is on the pod's emptyDir (the root filesystem is read-only)
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     names = {e["name"] for e in container["env"]}
