@@ -48,6 +48,16 @@ class CommitConflictError(OfflineStoreError):
     """A commit that kept conflicting with concurrent writers after every retry."""
 
 
+def after_conflict(name: str, attempt: int, exc: CommitFailedError) -> None:
+    """A commit to table ``name`` lost to a concurrent writer's: wait a jittered, growing while before
+    attempt ``attempt + 1``, or, after the last of COMMIT_ATTEMPTS, raise CommitConflictError."""
+    if attempt == COMMIT_ATTEMPTS - 1:
+        raise CommitConflictError(
+            f"commit to table {name!r} still conflicted with concurrent writers after {COMMIT_ATTEMPTS} attempts: {exc}"
+        ) from exc
+    time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+
+
 class DataFileError(OfflineStoreError):
     """A data file a table version lists is missing or unreadable."""
 
@@ -185,12 +195,7 @@ def commit(
                     writer_properties=props,
                 )
         except CommitFailedError as exc:
-            if attempt == COMMIT_ATTEMPTS - 1:
-                raise CommitConflictError(
-                    f"commit to table {name!r} still conflicted with concurrent writers after "
-                    f"{COMMIT_ATTEMPTS} attempts: {exc}"
-                ) from exc
-            time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+            after_conflict(name, attempt, exc)
             continue
         except (DeltaError, OSError, pa.ArrowException) as exc:
             raise OfflineStoreError(f"cannot write table {name!r} at {loc.uri}: {exc}") from exc

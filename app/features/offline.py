@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import time
 import uuid
 from collections.abc import Iterable
@@ -232,12 +231,7 @@ class OfflineStore:
                     )
                 return
             except CommitFailedError as exc:
-                if attempt == COMMIT_ATTEMPTS - 1:
-                    raise CommitConflictError(
-                        f"commit to table {dataset!r} still conflicted with concurrent writers after "
-                        f"{COMMIT_ATTEMPTS} attempts: {exc}"
-                    ) from exc
-                time.sleep(random.uniform(0.05, 0.2) * (attempt + 1))
+                lakehouse.after_conflict(dataset, attempt, exc)
             except (DeltaError, OSError, pa.ArrowException) as exc:
                 if current is None and attempt < COMMIT_ATTEMPTS - 1 and lakehouse.open_table(loc, dataset):
                     continue
