@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup demo test lint typecheck bench-serving bench-features edge-runner-venv clean \
+.PHONY: help setup demo test lint typecheck bench-serving bench-features bench-engines bench-stream \
+	bench-lakehouse edge-runner-venv clean \
 	kind-up images print-images kind-load torch-gpu-venv deploy port-forward smoke test-e2e kind-down
 
 help:
@@ -13,6 +14,9 @@ help:
 	@echo "make test    set up, then lint, type-check and run every test against real servers"
 	@echo "make bench-serving   load benchmark (wrk) of the prediction service vs MLServer"
 	@echo "make bench-features  feature store benchmark vs Feast (materialization, reads, HTTP)"
+	@echo "make bench-engines   onnxruntime vs the compiled forest vs MLServer, pipelines vs scikit-learn"
+	@echo "make bench-stream    stream scorer vs a naive consumer, latency at half load, chaos"
+	@echo "make bench-lakehouse point-in-time joins: numpy, the DuckDB reference, ours, Spark (10M x 1M)"
 
 setup: $(STAMP)
 
@@ -48,6 +52,15 @@ bench-serving: setup
 
 bench-features: setup
 	$(BIN)/python -m bench.features
+
+bench-engines: setup
+	$(BIN)/python -m bench.engines --duration 5 --runs 3
+
+bench-stream: setup
+	$(BIN)/python -m bench.stream
+
+bench-lakehouse: setup
+	$(BIN)/python -m bench.lakehouse
 
 # The edge runner's virtualenv: onnxruntime, numpy and pillow only (tests/edge runs app/edge/runner.py there)
 edge-runner-venv: setup
