@@ -31,7 +31,8 @@ READ = {f"FEATURES_{n.upper()}" for n in FeatureStoreSettings.model_fields} | {
 
 
 def _feature_job(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [d for d in docs if d["metadata"]["name"].endswith("-featurejob")]
+    # the workload: its ServiceAccount has the same name
+    return [d for d in docs if d["metadata"]["name"].endswith("-featurejob") and d["kind"] != "ServiceAccount"]
 
 
 def _container(cron: dict[str, Any]) -> dict[str, Any]:
@@ -154,3 +155,35 @@ def test_the_cronjob_is_locked_down_and_validates(engine: str, tmp_path: Path) -
             check=False,
         )
         assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("job", ["featureJob", "historical"])
+def test_job_pods_run_as_their_own_service_account_for_cloud_identity(job: str) -> None:
+    """On EKS the role for S3 comes through the service account's annotation (IRSA)."""
+    role = "arn:aws:iam::123456789012:role/offline-store"
+    docs = render(
+        "--set",
+        f"{job}.enabled=true",
+        "--set",
+        f"{job}.serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn={role}",
+    )
+    suffix = "-featurejob" if job == "featureJob" else "-historical"
+    [account] = [d for d in by_kind(docs, "ServiceAccount") if d["metadata"]["name"].endswith(suffix)]
+    assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
+    [workload] = [d for d in docs if d["kind"] in ("Job", "CronJob") and d["metadata"]["name"].endswith(suffix)]
+    spec = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
+    pod = spec["template"]["spec"]
+    assert pod["serviceAccountName"] == account["metadata"]["name"] and pod["automountServiceAccountToken"] is False
+    # an existing account instead: named, not created
+    docs = render(
+        "--set",
+        f"{job}.enabled=true",
+        "--set",
+        f"{job}.serviceAccount.create=false",
+        "--set",
+        f"{job}.serviceAccount.name=shared",
+    )
+    assert not [d for d in by_kind(docs, "ServiceAccount") if d["metadata"]["name"].endswith(suffix)]
+    [workload] = [d for d in docs if d["kind"] in ("Job", "CronJob") and d["metadata"]["name"].endswith(suffix)]
+    spec = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
+    assert spec["template"]["spec"]["serviceAccountName"] == "shared"

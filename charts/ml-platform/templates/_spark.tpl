@@ -43,6 +43,7 @@ root. dict "root" . "component" "historical" "values" $v "args" $args "env" $env
 {{- $root := .root }}
 {{- $v := .values -}}
 restartPolicy: Never
+serviceAccountName: {{ include "ml-platform.jobs.serviceAccountName" . }}
 automountServiceAccountToken: false
 {{- include "common.imagePullSecrets" $root }}
 securityContext:
@@ -112,4 +113,36 @@ executor:
     - name: PYTHONPATH
       value: /app
   {{- include "common.s3.envFrom" $root | nindent 2 }}
+{{- end }}
+
+{{/*
+The service account of a job's pods (Job or CronJob; the Spark operator's driver has spark.serviceAccount):
+its annotations carry the cloud identity for S3 (EKS: eks.amazonaws.com/role-arn, IRSA, whose webhook
+mounts its own token, so the pod's automount stays off). dict "root" . "component" "historical" "values" $v
+*/}}
+{{- define "ml-platform.jobs.serviceAccountName" -}}
+{{- $sa := .values.serviceAccount -}}
+{{- if $sa.create }}
+{{- default (printf "%s-%s" (include "ml-platform.fullname" .root) .component | trunc 63 | trimSuffix "-") $sa.name }}
+{{- else }}
+{{- default "default" $sa.name }}
+{{- end }}
+{{- end }}
+
+{{/* The ServiceAccount of ml-platform.jobs.serviceAccountName, when it is created here; ends with "---". */}}
+{{- define "ml-platform.jobs.serviceAccount" -}}
+{{- if .values.serviceAccount.create }}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "ml-platform.jobs.serviceAccountName" . }}
+  labels:
+    {{- include "common.labels" (dict "root" .root "component" .component) | nindent 4 }}
+  {{- with .values.serviceAccount.annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+automountServiceAccountToken: false
+---
+{{- end }}
 {{- end }}
