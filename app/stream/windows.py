@@ -27,6 +27,45 @@ from app.stream.scripts import Broker, Scripts, text
 
 KEY_PREFIX = "sf"
 
+# Lua shared by both scripts.
+_WINDOWS = """
+-- Lists go to commands in slices of 1,000: unpack() of thousands of values overflows Lua's C stack.
+local function slices(list)
+  local i = -999
+  return function()
+    i = i + 1000
+    if i <= #list then return {unpack(list, i, math.min(i + 999, #list))} end
+  end
+end
+-- The entity's count and sum over each window (ts - w, ts], from one read of the longest window: the
+-- events in time order, a shorter window a filter of them, so its sum adds the same values in the same
+-- order as a read of its own would.
+local function windows_at(kev, kval, ts, wins, longest)
+  local rows = redis.call('ZRANGEBYSCORE', kev, '(' .. (ts - longest), ts, 'WITHSCORES')
+  local ids, times, vals = {}, {}, {}
+  for i = 1, #rows, 2 do
+    ids[#ids + 1] = rows[i]
+    times[#times + 1] = tonumber(rows[i + 1])
+  end
+  for part in slices(ids) do
+    for _, v in ipairs(redis.call('HMGET', kval, unpack(part))) do vals[#vals + 1] = v end
+  end
+  local out = {}
+  for w = 1, #wins do
+    local from, n, sum = ts - wins[w], 0, 0
+    for i = 1, #ids do
+      if times[i] > from then
+        n = n + 1
+        sum = sum + tonumber(vals[i])
+      end
+    end
+    out[#out + 1] = n
+    out[#out + 1] = tostring(sum)
+  end
+  return out
+end
+"""
+
 # One call per micro-batch of a shard. KEYS: per event its entity's events zset, values hash and served hash
 # (3 keys each, all under the shard's hash tag). ARGV: horizon ms, ttl ms, number of windows, window lengths
 # ms..., then one JSON array of [event id, event time ms, value as text] per event (one argument: the client
@@ -34,7 +73,9 @@ KEY_PREFIX = "sf"
 # as strings (Lua numbers reply as integers). A redelivered event gets the values it was first served with
 # (the served hash): with events out of order, recomputing them could count an earlier-timed event that
 # arrived after it.
-_UPDATE = """
+_UPDATE = (
+    _WINDOWS
+    + """
 local horizon, ttl, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local wins, longest = {}, 0
 for w = 1, nwin do
@@ -42,14 +83,6 @@ for w = 1, nwin do
   longest = math.max(longest, wins[w])
 end
 local events = cjson.decode(ARGV[4 + nwin])
--- redis.call(cmd, key, ...list) in chunks: unpack() of thousands of values overflows Lua's C stack
-local function chunked(cmd, key, list)
-  local out = {}
-  for i = 1, #list, 1000 do
-    for _, v in ipairs(redis.call(cmd, key, unpack(list, i, math.min(i + 999, #list)))) do out[#out + 1] = v end
-  end
-  return out
-end
 local result = {}
 for j = 1, #KEYS / 3 do
   local kev, kval, kserved = KEYS[3 * j - 2], KEYS[3 * j - 1], KEYS[3 * j]
@@ -67,8 +100,7 @@ for j = 1, #KEYS / 3 do
       local old = redis.call('ZRANGEBYSCORE', kev, '-inf', '(' .. (ts - horizon))
       if #old > 0 then
         redis.call('ZREMRANGEBYSCORE', kev, '-inf', '(' .. (ts - horizon))
-        for i = 1, #old, 1000 do
-          local part = {unpack(old, i, math.min(i + 999, #old))}
+        for part in slices(old) do
           redis.call('HDEL', kval, unpack(part))
           redis.call('HDEL', kserved, unpack(part))
         end
@@ -82,26 +114,7 @@ for j = 1, #KEYS / 3 do
   if served then
     for v in string.gmatch(served, '[^,]+') do out[#out + 1] = v end
   else
-    -- One read for every window: the longest one's events in time order, each shorter window a filter of
-    -- them. Its sum adds the same values in the same order as a read of its own would.
-    local rows = redis.call('ZRANGEBYSCORE', kev, '(' .. (ts - longest), ts, 'WITHSCORES')
-    local ids, times = {}, {}
-    for i = 1, #rows, 2 do
-      ids[#ids + 1] = rows[i]
-      times[#times + 1] = tonumber(rows[i + 1])
-    end
-    local vals = chunked('HMGET', kval, ids)
-    for w = 1, nwin do
-      local from, n, sum = ts - wins[w], 0, 0
-      for i = 1, #ids do
-        if times[i] > from then
-          n = n + 1
-          sum = sum + tonumber(vals[i])
-        end
-      end
-      out[#out + 1] = n
-      out[#out + 1] = tostring(sum)
-    end
+    for _, v in ipairs(windows_at(kev, kval, ts, wins, longest)) do out[#out + 1] = v end
     if status == 'NEW' then
       redis.call('HSET', kserved, eid, table.concat(out, ',', 2))
       redis.call('PEXPIRE', kev, ttl)
@@ -113,22 +126,20 @@ for j = 1, #KEYS / 3 do
 end
 return result
 """
+)
 
 # KEYS: events zset, values hash. ARGV: time ms, windows ms... -> {count_1, sum_1, ...}
-_READ = """
-local ts = tonumber(ARGV[1])
-local out = {}
+_READ = (
+    _WINDOWS
+    + """
+local wins, longest = {}, 0
 for i = 2, #ARGV do
-  local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. (ts - tonumber(ARGV[i])), ts)
-  local sum = 0
-  if #ids > 0 then
-    for _, v in ipairs(redis.call('HMGET', KEYS[2], unpack(ids))) do sum = sum + tonumber(v) end
-  end
-  out[#out + 1] = #ids
-  out[#out + 1] = tostring(sum)
+  wins[#wins + 1] = tonumber(ARGV[i])
+  longest = math.max(longest, wins[#wins])
 end
-return out
+return windows_at(KEYS[1], KEYS[2], tonumber(ARGV[1]), wins, longest)
 """
+)
 
 
 @dataclass(frozen=True)
