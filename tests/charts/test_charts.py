@@ -37,6 +37,17 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([tool("helm"), *args], capture_output=True, text=True, check=False, timeout=120)
 
 
+def assert_valid_manifests(version: str, *files: Path) -> None:
+    """kubernetes-validate --strict on ``files`` against Kubernetes ``version``'s schemas."""
+    p = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, *map(str, files)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
 def values_args(profile: str) -> list[str]:
     f = PROFILES[profile]
     return ["-f", str(f)] if f else []
@@ -102,13 +113,7 @@ def test_manifests_validate_against_kubernetes_schemas(profile: str, version: st
     docs = [d for d in rendered(profile) if d["kind"] not in CRD_KINDS]
     f = tmp_path / "manifests.yaml"
     f.write_text(yaml.safe_dump_all(docs))
-    p = subprocess.run(
-        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, str(f)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
+    assert_valid_manifests(version, f)
     assert len(docs) >= 10
 
 
@@ -298,14 +303,7 @@ def test_bootstrap_job_only_where_enabled_and_runs_real_subcommands() -> None:
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_cluster_addons_validate(version: str) -> None:
-    files = [ROOT / "k8s" / "namespace.yaml", ROOT / "k8s" / "s3.yaml"]
-    p = subprocess.run(
-        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, *map(str, files)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert p.returncode == 0, p.stdout + p.stderr
+    assert_valid_manifests(version, ROOT / "k8s" / "namespace.yaml", ROOT / "k8s" / "s3.yaml")
 
 
 def test_gpu_settings_only_in_the_gpu_profile() -> None:

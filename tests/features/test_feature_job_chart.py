@@ -5,7 +5,6 @@ every variable it sets is one the jobs read."""
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import yaml
 from app.features.config import FeatureStoreSettings
 from devharness import ROOT
 from jobs.__main__ import build_parser
-from tests.charts.test_charts import CHART, K8S_VERSIONS, by_kind, helm, pod_specs, render, tool
+from tests.charts.test_charts import CHART, K8S_VERSIONS, assert_valid_manifests, by_kind, helm, pod_specs, render
 from tests.deploy.test_contract import env_reads
 
 ON = ("--set", "featureJob.enabled=true")
@@ -148,13 +147,7 @@ def test_the_cronjob_is_locked_down_and_validates(engine: str, tmp_path: Path) -
     f = tmp_path / "featurejob.yaml"
     f.write_text(yaml.safe_dump_all(docs))
     for version in K8S_VERSIONS:
-        p = subprocess.run(
-            [tool("kubernetes-validate"), "--strict", "--quiet", "-k", version, str(f)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert p.returncode == 0, p.stdout + p.stderr
+        assert_valid_manifests(version, f)
 
 
 @pytest.mark.parametrize("job", ["featureJob", "historical"])
