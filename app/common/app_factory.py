@@ -20,6 +20,7 @@ from app.common.errors import (
     PayloadTooLargeError,
     UnavailableError,
     error_response,
+    json_response,
 )
 from app.common.http_metrics import router as metrics_router
 from app.common.middleware import RequestContextMiddleware
@@ -55,7 +56,8 @@ def install_common(app: FastAPI, *, max_body_bytes: int, access_log: bool) -> No
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> Response:
-        return error_response(exc.status_code, str(exc.detail))
+        # Its headers too: a 405 must say which methods the path takes (Allow, RFC 9110).
+        return json_response({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> Response:

@@ -11,6 +11,7 @@ Both are answered as ``{"error": "..."}`` (the Open Inference Protocol's shape).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -52,7 +53,7 @@ def bad_request(message: str) -> ApiError:
     return ApiError(400, message)
 
 
-def json_response(content: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def json_response(content: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
     return Response(
         orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),
         status_code=status,

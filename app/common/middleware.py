@@ -4,8 +4,8 @@ content coding, metrics, access log. (Starlette's BaseHTTPMiddleware costs ~10x 
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 import zlib
 from typing import Any
 
@@ -53,7 +53,7 @@ class RequestContextMiddleware:
             elif k == b"content-encoding":
                 coding = v
         if not rid:
-            rid = uuid.uuid4().hex
+            rid = os.urandom(16).hex()  # 128 random bits in hex, like uuid4().hex without building a UUID
         token = request_id_var.set(rid)
         status = 500
         rid_header = (b"x-request-id", rid.encode("latin-1"))

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.common.app_factory import freeze_startup_objects, install_common, lazy_app
+from app.common.fast_routes import FastRouteApp
 from app.common.logging import configure_logging
 from app.common.settings import package_version
 from app.modelstore import model_store
@@ -44,7 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await app.state.decisions.close()
             log.info("worker stopped")
 
-    app = FastAPI(
+    app = FastRouteApp(
         title="ml-platform prediction service",
         version=package_version(),
         lifespan=lifespan,
