@@ -8,7 +8,8 @@
    * ours with the hand-written compiled forest: the tree of the last commit that had app/predict/forest.py,
      extracted with ``git archive`` and run from this virtualenv, its model trained by that tree's own train
      job (same data, same seed: the same forest),
-   * MLServer 1.7.1 with adaptive batching (32 rows, 5 ms), bench/serving.py's peer.
+   * MLServer 1.7.1 with adaptive batching (32 rows, 5 ms), bench/serving.py's peer,
+   * the HTTP floor (bench/floor_app.py): a constant answer behind the same server, which bounds any engine.
 2. A StandardScaler + LogisticRegression pipeline and a 100-tree GradientBoostingClassifier on the same data,
    through the service at 8 connections: onnxruntime against the scikit-learn fallback (PREDICT_ENGINE=sklearn).
 
@@ -40,6 +41,7 @@ from devharness import Server, free_port, leaves_nothing_running, wait_http
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 FOREST_FILE = "app/predict/forest.py"
+FLOOR_LABEL = "HTTP floor: constant answer, same server"
 
 
 def forest_commit() -> str:
@@ -139,6 +141,17 @@ def serve(
         raise SystemExit(f"{label}: {model} is served by {engine}, expected {expect_engine}")
     body = json.dumps({"instances": [dict(zip(features, row, strict=True))]}).encode()
     return Target(label, f"{base}/v1/models/{model}/predict", body)
+
+
+def start_floor(stack: ExitStack, work: Path, body: bytes) -> Target:
+    """bench/floor_app.py under our server settings: what the HTTP path alone allows."""
+    port = free_port()
+    env = {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2", "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "gunicorn", "-c", "python:app.common.gunicorn_conf", "bench.floor_app:app"]
+    srv = stack.enter_context(Server(argv, work / f"floor-{port}.log", env=env, cwd=ROOT))
+    base = f"http://127.0.0.1:{port}"
+    wait_http(base + "/", srv)
+    return Target(FLOOR_LABEL, base + "/", body)
 
 
 def start_mlserver(stack: ExitStack, work: Path, store: Path, version: str, row: list[float]) -> Target:
@@ -347,6 +360,7 @@ def main() -> int:
         ]
         if not args.skip_mlserver:
             targets.append(start_mlserver(stack, work, store, meta.version, row))
+        targets.append(start_floor(stack, work, targets[0].body))
         points = measure(targets, conns, args.duration, args.runs)
 
     pipeline_points: list[Point] = []
@@ -402,9 +416,14 @@ def main() -> int:
         print(f"onnxruntime / compiled forest rps at {c} conn: {ratio(points, ort_label, forest_label, c):.2f}x")
     if pipeline_points:
         table(pipeline_points, [8])
+        floor = next(p.rps for p in points if p.server == FLOOR_LABEL and p.connections == 8) if 8 in conns else None
         for name in ("logistic", "gradient-boosting"):
             r = ratio(pipeline_points, f"{name}, onnxruntime", f"{name}, scikit-learn", 8)
-            print(f"{name}: onnxruntime / scikit-learn rps at 8 conn: {r:.1f}x")
+            print(f"{name}: onnxruntime / scikit-learn rps at 8 conn: {r:.1f}x", end="")
+            if floor is not None:  # no engine can take a service past the floor
+                fallback = next(p.rps for p in pipeline_points if p.server == f"{name}, scikit-learn")
+                print(f" (the HTTP floor is {floor / fallback:.1f}x the fallback)", end="")
+            print()
     print(f"\nraw results: {out}")
     return 0
 
