@@ -113,6 +113,8 @@ class PipelinedRedis:
         self._connecting: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._watchdog: asyncio.TimerHandle | None = None
+        self._watch_due = 0.0  # loop time the watchdog is due at
+        self._rechecking = False  # the watchdog fired late and deferred its verdict past one poll
         self._resending: set[asyncio.Future[None]] = set()
         self.stalls = 0  # connections replaced because they stopped answering
 
@@ -174,11 +176,17 @@ class PipelinedRedis:
         )
         protocol.transport.write(payload)
         if timeout is not None and self._watchdog is None:
-            self._watchdog = loop.call_later(self._tick(), self._watch)
+            self._arm()
         return fut
 
     def _tick(self) -> float:
         return max((self.read_timeout_s or 0.05) / 16, 0.001)
+
+    def _arm(self, delay: float | None = None) -> None:
+        assert self._loop is not None
+        delay = self._tick() if delay is None else delay
+        self._watch_due = self._loop.time() + delay
+        self._watchdog = self._loop.call_later(delay, self._watch)
 
     async def execute(self, *args: Any, timeout: float | None = None) -> Any:
         """Send a command, await its reply; ``timeout`` (s, default ``read_timeout_s``) fails only this command."""
@@ -190,6 +198,14 @@ class PipelinedRedis:
         """Expire overdue commands; replace a stalled connection. Runs every read_timeout/16 while needed."""
         self._watchdog = None
         now = self.loop_time()
+        if now - self._watch_due > self._tick() and not self._rechecking:
+            # Fired late: the loop was blocked (a GC pause, a long callback), and replies that came meanwhile
+            # may still be unread in the socket (uvloop runs due timers before polling). Judge after the next
+            # poll: a reply that arrived in time is not a timeout, and a stall is not one either.
+            self._rechecking = True
+            self._arm(0.001)  # a timer (uvloop makes a zero delay a call_soon, which runs before the poll)
+            return
+        self._rechecking = False
         busy = False
         for protocol in list(self._open):
             head: _Entry | None = None
@@ -214,7 +230,7 @@ class PipelinedRedis:
                 if now - silent_since > self.read_timeout_s / 4:
                     self._stalled(protocol, head)
         if busy:
-            self._watchdog = self._loop.call_later(self._tick(), self._watch)  # type: ignore[union-attr]
+            self._arm()
 
     def _stalled(self, protocol: _Protocol, head: _Entry) -> None:
         """Nothing came back for a quarter of a budget: new commands go to a new connection, and so do the
@@ -247,7 +263,7 @@ class PipelinedRedis:
                 protocol.pending.append(e)
                 protocol.transport.write(e.payload)  # type: ignore[arg-type]
         if self._watchdog is None and self._loop is not None:
-            self._watchdog = self._loop.call_later(self._tick(), self._watch)
+            self._arm()
 
     def _lost(self, protocol: _Protocol, exc: Exception | None) -> None:
         self._open.discard(protocol)

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import redis
+import uvloop
 
 from app.features.materialize import latest_per_entity
 from app.features.online import (
@@ -253,24 +256,53 @@ def test_one_slow_read_fails_only_itself(redis_server: RedisServer, rclient: red
     assert still_open == 1  # and closed once nothing on it was awaited
 
 
+class _Blocker(asyncio.Protocol):
+    """A connection whose data runs ``work`` inside the I/O callback itself, then takes the loop for
+    ``pause_s`` there (parsing a large request, a GC run that happens there)."""
+
+    def __init__(self, work: Callable[[], None], pause_s: float) -> None:
+        self.work, self.pause_s = work, pause_s
+
+    def data_received(self, data: bytes) -> None:
+        self.work()
+        time.sleep(self.pause_s)
+
+
+@pytest.mark.parametrize("where", ["task", "io-callback"])
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 def test_replies_that_arrive_while_the_loop_is_busy_are_not_timeouts(
-    redis_server: RedisServer, rclient: redis.Redis
+    redis_server: RedisServer, rclient: redis.Redis, loop: str, where: str
 ) -> None:
     """The event loop blocked past the budget (a burst, a GC pause, a cold worker): the replies
-    already in the socket win over the deadline, and nothing fails."""
+    already in the socket win over the deadline, and nothing fails. Was: under uvloop, which runs due
+    timers before it reads sockets, a pause in an I/O callback failed every read sent just before it."""
     rclient.mset({f"k{i}": f"v{i}" for i in range(64)})
 
     async def go() -> list[BaseException | bytes | None]:
         reader = AsyncOnlineReader(redis_server.url, timeout_s=0.05)
+        a, b = socket.socketpair()
         try:
             await reader.get("k0")  # connected
-            reads = [asyncio.ensure_future(reader.get(f"k{i}")) for i in range(64)]
-            await asyncio.sleep(0)  # every read is sent
-            await asyncio.sleep(0)
-            time.sleep(0.15)  # the loop is busy for three budgets; the replies arrive meanwhile
+            reads: list[asyncio.Future[bytes | None]] = []
+            if where == "task":
+                reads = [asyncio.ensure_future(reader.get(f"k{i}")) for i in range(64)]
+                await asyncio.sleep(0)  # every read is sent
+                time.sleep(0.15)  # the loop is busy for three budgets; the replies arrive meanwhile
+            else:
+                client = reader.client  # the reads must be sent inside the callback, before its pause
+                protocol = client._protocol
+
+                def send_reads() -> None:
+                    reads.extend(client._send(protocol, ("GET", f"k{i}"), 0.05) for i in range(64))
+
+                await asyncio.get_running_loop().connect_accepted_socket(lambda: _Blocker(send_reads, 0.15), a)
+                b.send(b"x")
+                while not reads:
+                    await asyncio.sleep(0.001)
             return await asyncio.gather(*reads, return_exceptions=True)
         finally:
             await reader.close()
+            b.close()
 
-    got = asyncio.run(go())
+    got = (uvloop.run if loop == "uvloop" else asyncio.run)(go())
     assert got == [f"v{i}".encode() for i in range(64)]
