@@ -3,7 +3,8 @@ k8s/s3.yaml, then the chart's kind render) run as local processes with their ren
 environments (tests/deploy/pods.py says what stands in for the cluster). Everything starts at once, as
 `helm install --wait --wait-for-jobs` would create it, and must converge: every Job completes, every
 Deployment and StatefulSet becomes ready on its own probes. Then the materializer CronJob's command runs once
-with the Pushgateway set, and every helm test pod's command passes."""
+with the Pushgateway set, the feature job and the training data Job run twice each, and every helm test pod's
+command passes."""
 
 from __future__ import annotations
 
@@ -158,6 +159,30 @@ def test_the_materializer_cronjob_runs_with_the_pushgateway(
         assert "materialize" in gateway.metrics()
     finally:
         gateway.stop()
+
+
+def test_the_feature_job_and_a_training_data_job_run_on_the_installed_platform(
+    cluster: tuple[LocalCluster, dict[str, Pod]], tmp_path: Path
+) -> None:
+    """The kind profile's scheduled feature job (a CronJob), and the point-in-time training data Job as
+    `helm upgrade --set historical.enabled=true` adds it: each container's command with its rendered
+    environment, against the installed S3 and the bootstrap's tables, run twice (a re-run replaces what
+    the first wrote: the same rows, a newer table version)."""
+    local, _ = cluster
+    (features,) = [c for c in local.render.containers() if c.workload_kind == "CronJob" and "featurejob" in c.workload]
+    upgraded = render("kind", sets=("historical.enabled=true",))
+    (historical,) = [c for c in upgraded.containers() if c.workload_kind == "Job" and "historical" in c.workload]
+    for c, docs in ((features, local.render.docs), (historical, upgraded.docs)):
+        runs = []
+        for run in (1, 2):
+            code, log = local.run(local.pod(c, docs, root=tmp_path / f"{c.workload}-{run}"), timeout=600)
+            assert code == 0, f"{c.ref} run {run} exited {code}:\n{log[-3000:]}"
+            summary = json.loads([line for line in log.splitlines() if line.startswith("{")][-1])
+            assert summary["status"] == "ok" and summary["rows"] > 0, summary
+            runs.append(summary)
+        assert runs[0]["rows"] == runs[1]["rows"], runs
+        if "output_version" in runs[0]:
+            assert runs[1]["output_version"] > runs[0]["output_version"], runs
 
 
 def test_every_helm_test_pod_passes(cluster: tuple[LocalCluster, dict[str, Pod]], tmp_path: Path) -> None:
