@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ import tritonclient.http.aio as httpclient
 from numpy.typing import NDArray
 from tritonclient.utils import InferenceServerException
 
+from app.common.deadline import deadline
 from app.multimodal.tokenizer import Tokenizer
 from app.multimodal.triton_repo import CLASSES_PARAMETER, INPUT_IMAGE, INPUT_TOKENS, OUTPUT, VOCABULARY_PARAMETER
 
@@ -43,7 +43,7 @@ class TritonModel:
         tok = httpclient.InferInput(INPUT_TOKENS, list(tokens.shape), "INT64")
         tok.set_data_from_numpy(tokens)
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with deadline(self.timeout_s):
                 result = await self.client.infer(
                     self.model, [img, tok], outputs=[httpclient.InferRequestedOutput(OUTPUT)]
                 )
@@ -61,7 +61,7 @@ class TritonModel:
         config.pbtxt): read once, and again when ``refresh`` (a re-export changed the output)."""
         if self._served is None or refresh:
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with deadline(self.timeout_s):
                     config = await self.client.get_model_config(self.model)
             except TimeoutError:
                 raise TritonUnavailableError(f"Triton did not answer within {self.timeout_s * 1000:.0f} ms") from None
@@ -80,7 +80,7 @@ class TritonModel:
         now = time.monotonic()
         if now - self._ready_at > 1.0:
             try:
-                async with asyncio.timeout(min(self.timeout_s, 1.0)):
+                async with deadline(min(self.timeout_s, 1.0)):
                     self._ready = bool(await self.client.is_model_ready(self.model))
                 if self._ready:
                     await self.served()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import redis
 
+from app.common.deadline import deadline
 from app.features.definitions import FeatureView
 from app.features.online.decoder import Decoder, FeatureVector
 from app.features.online.errors import OnlineStoreUnavailableError
@@ -53,10 +53,10 @@ class AsyncOnlineReader:
 
         A single Redis: PipelinedRedis enforces the budget per command, failing only the late one
         (resetting the shared connection on a timeout used to fail every read in flight on it).
-        A cluster: asyncio.timeout around redis-py's call."""
+        A cluster: a deadline (app/common/deadline.py) around redis-py's call."""
         try:
             if self.cluster:
-                async with asyncio.timeout(self.timeout_s):
+                async with deadline(self.timeout_s):
                     yield
             else:
                 yield
@@ -82,7 +82,7 @@ class AsyncOnlineReader:
 
     async def ping(self) -> None:
         try:
-            async with asyncio.timeout(self.timeout_s * 4):
+            async with deadline(self.timeout_s * 4):
                 if self.cluster:
                     await self.client.ping()
                 else:
