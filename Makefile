@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
 .PHONY: help setup demo test lint typecheck bench-serving bench-features bench-engines bench-stream \
-	bench-lakehouse edge-runner-venv clean \
+	bench-lakehouse bench-plots edge-runner-venv clean \
 	kind-up images print-images kind-load torch-gpu-venv deploy port-forward smoke test-e2e kind-down
 
 help:
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-engines   onnxruntime vs the compiled forest vs MLServer, pipelines vs scikit-learn"
 	@echo "make bench-stream    stream scorer vs a naive consumer, latency at half load, chaos"
 	@echo "make bench-lakehouse point-in-time joins: numpy, the DuckDB reference, ours, Spark (10M x 1M)"
+	@echo "make bench-plots     redraw the charts of docs/benchmarks.md (docs/img) from the newest results"
 
 setup: $(STAMP)
 
@@ -61,6 +62,9 @@ bench-stream: setup
 
 bench-lakehouse: setup
 	$(BIN)/python -m bench.lakehouse
+
+bench-plots: setup
+	$(BIN)/python -m bench.plots
 
 # The edge runner's virtualenv: onnxruntime, numpy and pillow only (tests/edge runs app/edge/runner.py there)
 edge-runner-venv: setup
