@@ -117,16 +117,20 @@ def serving(data: dict[str, Any], source: str) -> tuple[str, str]:
 def lakehouse(data: dict[str, Any], source: str) -> tuple[str, str]:
     w = data["workload"]
     limit = w.get("memory_limit") or "none"
-    rows = data["results"]
-    groups: list[Group] = [
-        ("seconds (less is better)", [(_engine(r), float(r["seconds"]), f"{r['seconds']:.1f} s") for r in rows]),
-        (
-            "peak RSS, MB (less is better)",
-            [(_engine(r), float(r["peak_rss_mb"]), f"{r['peak_rss_mb']:,.0f} MB") for r in rows],
-        ),
-    ]
+    groups = _time_and_memory([(_engine(r), r) for r in data["results"]])
     title = f"Point-in-time join, {w['feature_rows']:,} feature rows x {w['entity_rows']:,} entity rows"
     return "lakehouse", bar_chart(title, f"DuckDB memory limit: {limit}; {source}", groups)
+
+
+def _time_and_memory(runs: list[tuple[str, dict[str, Any]]]) -> list[Group]:
+    """Two groups, seconds and peak RSS, from runs that report ``seconds`` and ``peak_rss_mb``."""
+    return [
+        ("seconds (less is better)", [(n, float(r["seconds"]), f"{r['seconds']:,.1f} s") for n, r in runs]),
+        (
+            "peak RSS, MB (less is better)",
+            [(n, float(r["peak_rss_mb"]), f"{r['peak_rss_mb']:,.0f} MB") for n, r in runs],
+        ),
+    ]
 
 
 def _engine(row: dict[str, Any]) -> str:
@@ -135,23 +139,8 @@ def _engine(row: dict[str, Any]) -> str:
 
 
 def drift(data: dict[str, Any], source: str) -> tuple[str, str]:
-    ours, ev = data["ours"], data["evidently"]
-    groups: list[Group] = [
-        (
-            "seconds (less is better)",
-            [
-                ("ours", ours["seconds"], f"{ours['seconds']:.1f} s"),
-                ("Evidently", ev["seconds"], f"{ev['seconds']:.0f} s"),
-            ],
-        ),
-        (
-            "peak RSS, MB (less is better)",
-            [
-                ("ours", ours["peak_rss_mb"], f"{ours['peak_rss_mb']:,.0f} MB"),
-                ("Evidently", ev["peak_rss_mb"], f"{ev['peak_rss_mb']:,.0f} MB"),
-            ],
-        ),
-    ]
+    ev = data["evidently"]
+    groups = _time_and_memory([("ours", data["ours"]), ("Evidently", ev)])
     title = f"Drift report, {data['rows']:,} served rows x {data['features']} features"
     return "drift", bar_chart(title, f"Evidently {ev.get('version', '')}; {source}", groups)
 
