@@ -55,7 +55,7 @@ async def _predict(lm: LoadedModel, request: Request, max_instances: int) -> Res
     return json_response(body)
 
 
-# The two inference routes are served by Starlette directly (app/common/fast_routes.py): they read the app's
+# The two inference routes skip FastAPI's request handling (app/common/fast_routes.py): they read the app's
 # state themselves instead of through FastAPI's dependencies, which cost more than the model.
 async def predict(request: Request) -> Response:
     state = request.app.state

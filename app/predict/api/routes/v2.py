@@ -142,7 +142,7 @@ async def _infer(lm: LoadedModel, request: Request, max_rows: int) -> Response:
     return Response(content, headers=headers)
 
 
-# Served by Starlette directly, like v1's predict (app/common/fast_routes.py).
+# Served without FastAPI's request handling, like v1's predict (app/common/fast_routes.py).
 async def infer(request: Request) -> Response:
     state = request.app.state
     lm = lookup_model(state.registry, request.path_params["name"])
