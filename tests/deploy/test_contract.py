@@ -259,3 +259,11 @@ def test_the_walkthroughs_services_are_what_k8s_defines() -> None:
     s3 = [d for d in k8s_manifests("s3") if d["kind"] == "Service"]
     assert [(d["metadata"]["name"], d["metadata"]["namespace"]) for d in s3] == [("s3", "ml-platform")]
     assert {p["port"] for p in s3[0]["spec"]["ports"]} == {8333}
+
+
+def test_the_readmes_cronjob_runs_name_what_the_kind_profile_renders() -> None:
+    """`kubectl create job --from=cronjob/NAME` in the README: NAME is a CronJob of the kind install."""
+    named = set(re.findall(r"--from=cronjob/([\w-]+)", (ROOT / "README.md").read_text()))
+    assert len(named) >= 2, named  # the materializer and the feature job
+    cronjobs = {d["metadata"]["name"] for d in render("kind").docs if d["kind"] == "CronJob"}
+    assert named <= cronjobs, (named, cronjobs)
