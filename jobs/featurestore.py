@@ -204,6 +204,23 @@ def seed(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
 
 
 def features(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
+    """The user_stats table for the window; its metrics go to the Pushgateway (job "features"), failed or not,
+    for the chart's FeatureJobFailed and FeatureJobStale alerts."""
+    started = datetime.now(UTC)
+    summary: dict[str, Any] | None = None
+    try:
+        summary = _compute_features(args, settings)
+        return summary
+    finally:
+        values = {"duration_seconds": (datetime.now(UTC) - started).total_seconds()}
+        if summary is not None:
+            values.update(rows_written=summary["rows"], partitions_written=summary["partitions"])
+        pushmetrics.push(
+            settings.features.pushgateway_url, "features", {"view": user_stats.name}, values, summary is not None
+        )
+
+
+def _compute_features(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     s = settings.features
     off = offline_store(s)
     end = args.start + timedelta(days=args.days)

@@ -170,19 +170,27 @@ def test_the_feature_job_and_a_training_data_job_run_on_the_installed_platform(
     the first wrote: the same rows, a newer table version)."""
     local, _ = cluster
     (features,) = [c for c in local.render.containers() if c.workload_kind == "CronJob" and "featurejob" in c.workload]
+    assert "FEATURES_PUSHGATEWAY_URL" in features.env, "the feature job pushes its metrics, for its alerts"
     upgraded = render("kind", sets=("historical.enabled=true",))
     (historical,) = [c for c in upgraded.containers() if c.workload_kind == "Job" and "historical" in c.workload]
-    for c, docs in ((features, local.render.docs), (historical, upgraded.docs)):
-        runs = []
-        for run in (1, 2):
-            code, log = local.run(local.pod(c, docs, root=tmp_path / f"{c.workload}-{run}"), timeout=600)
-            assert code == 0, f"{c.ref} run {run} exited {code}:\n{log[-3000:]}"
-            summary = json.loads([line for line in log.splitlines() if line.startswith("{")][-1])
-            assert summary["status"] == "ok" and summary["rows"] > 0, summary
-            runs.append(summary)
-        assert runs[0]["rows"] == runs[1]["rows"], runs
-        if "output_version" in runs[0]:
-            assert runs[1]["output_version"] > runs[0]["output_version"], runs
+    (gateway_key,) = [k for k in EXTERNAL_SERVICES if k[0] == "prometheus-pushgateway"]
+    gateway = Pushgateway(tmp_path / "gateway", listen=f"{local.address(*gateway_key)}:9091")
+    try:
+        for c, docs in ((features, local.render.docs), (historical, upgraded.docs)):
+            runs = []
+            for run in (1, 2):
+                code, log = local.run(local.pod(c, docs, root=tmp_path / f"{c.workload}-{run}"), timeout=600)
+                assert code == 0, f"{c.ref} run {run} exited {code}:\n{log[-3000:]}"
+                summary = json.loads([line for line in log.splitlines() if line.startswith("{")][-1])
+                assert summary["status"] == "ok" and summary["rows"] > 0, summary
+                runs.append(summary)
+            assert runs[0]["rows"] == runs[1]["rows"], runs
+            if "output_version" in runs[0]:
+                assert runs[1]["output_version"] > runs[0]["output_version"], runs
+        pushed = [ln for ln in gateway.metrics().splitlines() if 'job="features"' in ln]
+        assert any(ln.startswith("mlplatform_job_last_run_success{") and ln.endswith(" 1") for ln in pushed), pushed
+    finally:
+        gateway.stop()
 
 
 def test_every_helm_test_pod_passes(cluster: tuple[LocalCluster, dict[str, Pod]], tmp_path: Path) -> None:

@@ -71,6 +71,18 @@ def test_duckdb_cronjob_runs_arguments_the_cli_accepts() -> None:
     assert (args.engine, args.memory_limit, args.spill_dir) == ("duckdb", None, None)
 
 
+def test_runs_push_to_the_feature_stores_pushgateway_on_every_engine() -> None:
+    """The same Pushgateway as the materializer: FeatureJobFailed and FeatureJobStale read what the runs push."""
+    gateway = ("--set", "featurestore.materialize.pushgatewayUrl=http://pgw:9091")
+    assert "FEATURES_PUSHGATEWAY_URL" not in {e["name"] for e in _container(_feature_job(render(*ON))[0])["env"]}
+    for engine in ("duckdb", "numpy", "spark"):
+        [cron] = _feature_job(render(*ON, *gateway, "--set", f"featureJob.engine={engine}"))
+        assert {"name": "FEATURES_PUSHGATEWAY_URL", "value": "http://pgw:9091"} in _container(cron)["env"]
+    [app] = _feature_job(render(*ON, *gateway, *SPARK, *SCHEDULED_API))
+    env = app["spec"]["template"]["driver"]["env"]
+    assert {"name": "FEATURES_PUSHGATEWAY_URL", "value": "http://pgw:9091"} in env
+
+
 def test_numpy_and_overridden_arguments() -> None:
     sets = ("--set", "featureJob.engine=numpy", "--set", "featureJob.users=2000000", "--set", "featureJob.days=7")
     [cron] = _feature_job(render(*ON, *sets, "--set", "featureJob.start=2026-11-01"))

@@ -253,6 +253,16 @@ def test_job_metrics_are_pushed(tmp_path: Path, redis_server: RedisServer) -> No
         start = (T0 - timedelta(days=3)).date().isoformat()
         _run_cli(env, "seed", "--users", "60", "--days", "3", "--start", start)
         _run_cli(env, "features", "--users", "60", "--days", "3", "--start", start)
+        # the feature job's own series, for FeatureJobFailed / FeatureJobStale
+        features = [ln for ln in gw.metrics().splitlines() if 'job="features",view="user_stats"' in ln]
+        rows = [ln for ln in features if ln.startswith("mlplatform_job_rows_written{")]
+        assert rows and float(rows[0].rsplit(" ", 1)[1]) > 0, features
+        assert any(ln.startswith("mlplatform_job_last_run_success{") and ln.endswith(" 1") for ln in features)
+        failed = _run_cli({**env, "FEATURES_OFFLINE_URL": str(tmp_path / "no-such-store")}, "features", "--users", "60")
+        assert failed.returncode == 1, failed.stdout
+        features = [ln for ln in gw.metrics().splitlines() if 'job="features",view="user_stats"' in ln]
+        assert any(ln.startswith("mlplatform_job_last_run_success{") and ln.endswith(" 0") for ln in features)
+        assert any(ln.startswith("mlplatform_job_last_success_timestamp_seconds{") for ln in features)
         ok = _run_cli(env, "materialize-incremental", "--shard", "1", "--shards", "2")
         assert ok.returncode == 0, ok.stdout + ok.stderr
         text = gw.metrics()
