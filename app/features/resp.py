@@ -302,6 +302,7 @@ class PipelinedRedis:
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        self._rechecking = False
 
 
 class BlockingRedis:
