@@ -206,18 +206,10 @@ def seed(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
 def features(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     """The user_stats table for the window; its metrics go to the Pushgateway (job "features"), failed or not,
     for the chart's FeatureJobFailed and FeatureJobStale alerts."""
-    started = datetime.now(UTC)
-    summary: dict[str, Any] | None = None
-    try:
+    with pushmetrics.pushed(settings.features.pushgateway_url, "features", {"view": user_stats.name}) as values:
         summary = _compute_features(args, settings)
-        return summary
-    finally:
-        values = {"duration_seconds": (datetime.now(UTC) - started).total_seconds()}
-        if summary is not None:
-            values.update(rows_written=summary["rows"], partitions_written=summary["partitions"])
-        pushmetrics.push(
-            settings.features.pushgateway_url, "features", {"view": user_stats.name}, values, summary is not None
-        )
+        values.update(rows_written=summary["rows"], partitions_written=summary["partitions"])
+    return summary
 
 
 def _compute_features(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
@@ -318,26 +310,15 @@ def _pushing_metrics(
     args: argparse.Namespace, settings: JobSettings, view: FeatureView, load: Callable[[], MaterializeReport]
 ) -> dict[str, Any]:
     """Run a materialization and push its metrics to the Pushgateway, failed or not."""
-    started = datetime.now(UTC)
-    report: MaterializeReport | None = None
-    try:
+    grouping = {"view": view.name, "shard": f"{args.shard}of{args.shards}"}
+    with pushmetrics.pushed(settings.features.pushgateway_url, "materialize", grouping) as values:
         report = load()
-    finally:
-        values: dict[str, float] = {"duration_seconds": (datetime.now(UTC) - started).total_seconds()}
-        if report is not None:
-            values.update(
-                rows_read=report.rows_read,
-                entities_written=report.written,
-                entities_skipped_stale=report.skipped_stale,
-                entities_expired=report.expired,
-            )
-            if report.watermark_after:
-                values["watermark_timestamp_seconds"] = datetime.fromisoformat(report.watermark_after).timestamp()
-        pushmetrics.push(
-            settings.features.pushgateway_url,
-            "materialize",
-            {"view": view.name, "shard": f"{args.shard}of{args.shards}"},
-            values,
-            report is not None,
+        values.update(
+            rows_read=report.rows_read,
+            entities_written=report.written,
+            entities_skipped_stale=report.skipped_stale,
+            entities_expired=report.expired,
         )
+        if report.watermark_after:
+            values["watermark_timestamp_seconds"] = datetime.fromisoformat(report.watermark_after).timestamp()
     return report.as_dict()

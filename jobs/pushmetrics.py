@@ -9,6 +9,7 @@ A push has one process and one registry: nothing here may depend on that directo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -56,3 +57,17 @@ def push(gateway: str | None, job: str, grouping: dict[str, str], values: dict[s
         pushadd_to_gateway(gateway, job=job, grouping_key=grouping, registry=registry, timeout=5)
     except OSError as exc:  # metrics must not fail the job that produced the data
         log.warning("could not push metrics", extra={"gateway": gateway, "error": str(exc)})
+
+
+@contextlib.contextmanager
+def pushed(gateway: str | None, job: str, grouping: dict[str, str]) -> Iterator[dict[str, float]]:
+    """Push the block's metrics when it ends, failed or not: its duration, the values it put in the dict it
+    is given, and success if it finished without an exception."""
+    started = time.monotonic()
+    values: dict[str, float] = {}
+    finished = False
+    try:
+        yield values
+        finished = True
+    finally:
+        push(gateway, job, grouping, {"duration_seconds": time.monotonic() - started, **values}, finished)
