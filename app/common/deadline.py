@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-_AFTER_POLL_S = 0.001  # a timer, not a call_soon: uvloop turns a zero delay into call_soon, run before the poll
+AFTER_POLL_S = 0.001  # a timer, not a call_soon: uvloop turns a zero delay into call_soon, run before the poll
 
 
 @contextlib.asynccontextmanager
@@ -24,7 +24,7 @@ async def deadline(seconds: float) -> AsyncIterator[None]:
         handles = []
 
         def due() -> None:  # then one more poll, and asyncio's own cancel-and-TimeoutError
-            handles.append(loop.call_later(_AFTER_POLL_S, timeout.reschedule, loop.time()))
+            handles.append(loop.call_later(AFTER_POLL_S, timeout.reschedule, loop.time()))
 
         handles.append(loop.call_later(seconds, due))
         try:

@@ -22,6 +22,8 @@ from urllib.parse import unquote, urlparse
 
 import hiredis
 
+from app.common.deadline import AFTER_POLL_S
+
 
 class RespError(Exception):
     """Connection lost or refused, or an error reply."""
@@ -203,7 +205,7 @@ class PipelinedRedis:
             # may still be unread in the socket (uvloop runs due timers before polling). Judge after the next
             # poll: a reply that arrived in time is not a timeout, and a stall is not one either.
             self._rechecking = True
-            self._arm(0.001)  # a timer (uvloop makes a zero delay a call_soon, which runs before the poll)
+            self._arm(AFTER_POLL_S)
             return
         self._rechecking = False
         busy = False
