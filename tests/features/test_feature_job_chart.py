@@ -175,9 +175,7 @@ def test_job_pods_run_as_their_own_service_account_for_cloud_identity(job: str) 
     suffix = "-featurejob" if job == "featureJob" else "-historical"
     [account] = [d for d in by_kind(docs, "ServiceAccount") if d["metadata"]["name"].endswith(suffix)]
     assert account["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": role}
-    [workload] = [d for d in docs if d["kind"] in ("Job", "CronJob") and d["metadata"]["name"].endswith(suffix)]
-    spec = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
-    pod = spec["template"]["spec"]
+    [pod] = [spec for name, _, spec in pod_specs(docs) if name.endswith(suffix)]
     assert pod["serviceAccountName"] == account["metadata"]["name"] and pod["automountServiceAccountToken"] is False
     # an existing account instead: named, not created
     docs = render(
@@ -189,6 +187,5 @@ def test_job_pods_run_as_their_own_service_account_for_cloud_identity(job: str) 
         f"{job}.serviceAccount.name=shared",
     )
     assert not [d for d in by_kind(docs, "ServiceAccount") if d["metadata"]["name"].endswith(suffix)]
-    [workload] = [d for d in docs if d["kind"] in ("Job", "CronJob") and d["metadata"]["name"].endswith(suffix)]
-    spec = workload["spec"]["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else workload["spec"]
-    assert spec["template"]["spec"]["serviceAccountName"] == "shared"
+    [pod] = [spec for name, _, spec in pod_specs(docs) if name.endswith(suffix)]
+    assert pod["serviceAccountName"] == "shared"
