@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup demo test lint typecheck bench-serving bench-features bench-engines bench-stream \
+.PHONY: help setup demo test test-timed lint typecheck bench-serving bench-features bench-engines bench-stream \
 	bench-lakehouse bench-plots edge-runner-venv clean \
 	kind-up images print-images kind-load torch-gpu-venv deploy port-forward smoke test-e2e kind-down
 
 help:
 	@echo "make demo    set up, then train, publish, serve, query and show metrics end to end"
 	@echo "make test    set up, then lint, type-check and run every test against real servers"
+	@echo "make test-timed      the tests marked timed, RUNS=20 times in a row under LOAD=2 busy processes"
 	@echo "make bench-serving   load benchmark (wrk) of the prediction service vs MLServer"
 	@echo "make bench-features  feature store benchmark vs Feast (materialization, reads, HTTP)"
 	@echo "make bench-engines   onnxruntime vs the compiled forest vs MLServer, pipelines vs scikit-learn"
@@ -47,6 +48,13 @@ typecheck: setup
 
 test: lint typecheck
 	$(BIN)/python -m pytest
+
+# The tests marked `timed` (time, scheduling, scrapes), RUNS times in a row under LOAD busy processes:
+# a test of that kind is relied on only after it passed every run.
+RUNS ?= 20
+LOAD ?= 2
+test-timed: setup
+	$(BIN)/python -m devharness.repeat --runs $(RUNS) --load $(LOAD) -- -m timed
 
 bench-serving: setup
 	$(BIN)/python -m bench.serving

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,15 @@ def debian_binary(name: str, package: str) -> str:
     return path
 
 
+def pushgateway_argv(listen: str) -> list[str]:
+    """Debian's Pushgateway where it is installed (and always under CI=true, which fails without it); elsewhere
+    the stand-in that speaks its push API (devharness/pushgateway_standin.py), so that a newcomer's `make test`
+    still runs every test that pushes, the deployment proof among them."""
+    if shutil.which("prometheus-pushgateway") is None and os.environ.get("CI") != "true":
+        return [sys.executable, "-m", "devharness.pushgateway_standin", f"--listen={listen}"]
+    return [debian_binary("prometheus-pushgateway", "prometheus-pushgateway"), f"--web.listen-address={listen}"]
+
+
 class Pushgateway(Stoppable):
     def __init__(self, workdir: Path, listen: str | None = None) -> None:
         """``listen``: host:port (default: a free loopback port)."""
@@ -243,8 +253,8 @@ class Pushgateway(Stoppable):
         listen = listen or f"127.0.0.1:{free_port()}"
         self.port = int(listen.rsplit(":", 1)[1])
         self.url = f"http://{listen}"
-        binary = debian_binary("prometheus-pushgateway", "prometheus-pushgateway")
-        self.server = Server([binary, f"--web.listen-address={listen}"], workdir / "pushgateway.log")
+        self.argv = pushgateway_argv(listen)
+        self.server = Server(self.argv, workdir / "pushgateway.log")
         try:
             wait_until(lambda: http_ok(self.url + "/-/ready"), 20, "pushgateway", self.server.proc, self.server.log)
         except BaseException:

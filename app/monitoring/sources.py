@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.parse
 import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -85,13 +87,14 @@ def fetch_text(url: str, timeout: float = 10.0) -> str:
         return str(resp.read().decode())
 
 
-def _prom_query(base: str, query: str, timeout: float = 30.0) -> list[dict[str, object]]:
-    url = f"{base.rstrip('/')}/api/v1/query?{urllib.parse.urlencode({'query': query})}"
+def _prom_query(base: str, query: str, at: float | None = None, timeout: float = 30.0) -> list[dict[str, Any]]:
+    params = {"query": query, **({"time": f"{at:.3f}"} if at is not None else {})}
+    url = f"{base.rstrip('/')}/api/v1/query?{urllib.parse.urlencode(params)}"
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         body = json.loads(resp.read())
     if body.get("status") != "success":
         raise ValueError(f"Prometheus query failed: {body.get('error', body)}")
-    result: list[dict[str, object]] = body["data"]["result"]
+    result: list[dict[str, Any]] = body["data"]["result"]
     return result
 
 
@@ -99,26 +102,72 @@ def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
-def from_prometheus(base: str, model: str, version: str, window: str) -> Served:
-    """The increase of the summed counters over the last ``window`` (all pods and workers)."""
-    window_seconds(window)
-    sel = f'model="{_label(model)}",version="{_label(version)}"'
+# Prometheus's default look-back (query.lookback-delta): the newest sample at most this old before the window
+# starts is the counter's value at the start.
+LOOKBACK_S = 300
+
+Samples = list[tuple[float, float]]
+
+
+def counted_increase(before: Samples, inside: Samples, born_inside: bool) -> float:
+    """A counter's exact increase over a window, from its raw samples: ``before`` at or before the start,
+    ``inside`` after it, both in time order.
+
+    Starts from the last sample before the window; a counter Prometheus first saw inside the window starts
+    from 0 when it was born there (its target was scraped earlier without it), else from its first sample
+    (what it held before is unknown, so the count is a lower bound, never an extrapolation). A drop is a
+    reset (the pod or worker restarted): the counter counted from 0 again."""
+    if not inside:
+        return 0.0
+    prev = before[-1][1] if before else 0.0 if born_inside else inside[0][1]
+    total = 0.0
+    for _, v in inside:
+        total += v - prev if v >= prev else v
+        prev = v
+    return total
+
+
+def window_increase(
+    base: str, series: str, by: tuple[str, ...], end: float, window_s: int
+) -> dict[tuple[str, ...], float]:
+    """``sum by (by) (increase(series[window]))`` at ``end``, computed exactly from the raw samples.
+
+    Prometheus's ``increase()`` extrapolates from the first and last samples to the window's ends, so a
+    window with few scrapes reports up to about 1.4x what was counted (issue 26). Here each series counts its
+    exact increase (``counted_increase``) and the series are summed."""
+    start = end - window_s
+    rng = f"[{window_s + LOOKBACK_S}s]"
+    targets: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for r in _prom_query(base, f"up{rng}", at=end):
+        targets[(r["metric"].get("job", ""), r["metric"].get("instance", ""))] = [float(t) for t, _ in r["values"]]
+    out: dict[tuple[str, ...], float] = defaultdict(float)
+    for r in _prom_query(base, series + rng, at=end):
+        lab = r["metric"]
+        values = [(float(t), float(v)) for t, v in r["values"]]
+        before = [tv for tv in values if tv[0] <= start]
+        inside = [tv for tv in values if tv[0] > start]
+        scraped = targets.get((lab.get("job", ""), lab.get("instance", "")), [])
+        born_inside = bool(inside) and any(t < inside[0][0] for t in scraped)
+        out[tuple(lab.get(k, "") for k in by)] += counted_increase(before, inside, born_inside)
+    return dict(out)
+
+
+def from_prometheus(base: str, model: str, version: str, window: str, end: float | None = None) -> Served:
+    """The exact increase of the summed counters (all pods and workers) over the ``window`` ending at ``end``
+    (default: now)."""
+    seconds = window_seconds(window)
+    at = time.time() if end is None else end
+    sel = f'{{model="{_label(model)}",version="{_label(version)}"}}'
     served = Served()
-    for r in _prom_query(base, f"sum by (feature, bin) (increase(model_feature_bin_total{{{sel}}}[{window}]))"):
-        lab, val = r["metric"], r["value"]
-        assert isinstance(lab, dict) and isinstance(val, list)
-        served.bins[lab["feature"]][int(lab["bin"])] = float(val[1])
-    for r in _prom_query(
-        base, f"sum by (feature, kind) (increase(model_feature_schema_violations_total{{{sel}}}[{window}]))"
-    ):
-        lab, val = r["metric"], r["value"]
-        assert isinstance(lab, dict) and isinstance(val, list)
-        served.schema[lab["feature"]][lab["kind"]] = float(val[1])
-    rows = _prom_query(base, f"sum(increase(model_monitored_rows_total{{{sel}}}[{window}]))")
-    if rows:
-        val = rows[0]["value"]
-        assert isinstance(val, list)
-        served.rows = round(float(val[1]))
+    for (feature, b), v in window_increase(
+        base, "model_feature_bin_total" + sel, ("feature", "bin"), at, seconds
+    ).items():
+        served.bins[feature][int(b)] = v
+    for (feature, kind), v in window_increase(
+        base, "model_feature_schema_violations_total" + sel, ("feature", "kind"), at, seconds
+    ).items():
+        served.schema[feature][kind] = v
+    served.rows = round(sum(window_increase(base, "model_monitored_rows_total" + sel, (), at, seconds).values()))
     return served
 
 

@@ -13,6 +13,8 @@ import uvloop
 
 from app.common.deadline import deadline
 
+pytestmark = pytest.mark.timed
+
 
 class _Conn(asyncio.Protocol):
     def __init__(self, on_data: Callable[[bytes], None]) -> None:

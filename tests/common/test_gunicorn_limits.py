@@ -14,7 +14,7 @@ import pytest
 from devharness import GunicornService, free_port, wait_until
 from jobs.settings import REFERENCE_REPO
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timed]
 
 LIMIT = 20
 FLOOD = 100

@@ -187,6 +187,7 @@ def _seed(tmp_path: Path) -> dict[str, str]:
     return {"FEATURES_OFFLINE_URL": str(tmp_path / "offline"), "FEATURES_LOCK_TTL_SECONDS": "3"}
 
 
+@pytest.mark.timed
 def test_killed_runs_then_rerun_equal_one_clean_run(tmp_path: Path, redis_server: RedisServer) -> None:
     env = _seed(tmp_path)
     start = (T0 - timedelta(days=20)).date().isoformat()

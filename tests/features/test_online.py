@@ -270,6 +270,7 @@ class _Blocker(asyncio.Protocol):
 
 @pytest.mark.parametrize("where", ["task", "io-callback"])
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.timed
 def test_replies_that_arrive_while_the_loop_is_busy_are_not_timeouts(
     redis_server: RedisServer, rclient: redis.Redis, loop: str, where: str
 ) -> None:

@@ -6,8 +6,12 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from devharness import S3Server
 from tests.jobs.test_cli import run_jobs
+
+pytestmark = pytest.mark.timed
 
 
 def test_waits_for_an_s3_object_written_later(s3_server: S3Server) -> None:

@@ -92,6 +92,7 @@ def _requests_answered(multiproc_dir: Path, pid: int) -> float:
     return total
 
 
+@pytest.mark.timed
 def test_respawned_worker_serves_the_last_good_version_when_latest_is_corrupt(
     store_copy: LocalModelStore, tmp_path: Path
 ) -> None:

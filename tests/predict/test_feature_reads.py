@@ -86,6 +86,7 @@ async def _burst(port: int, users: list[int], connections: int, seconds: float) 
 
 
 @pytest.mark.parametrize("connections", [32, 128])
+@pytest.mark.timed
 def test_burst_onto_a_fresh_service_gives_no_errors(
     fraud: tuple[RedisServer, Path], tmp_path: Path, connections: int
 ) -> None:

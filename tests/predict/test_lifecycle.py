@@ -108,6 +108,7 @@ class Load:
             t.join()
 
 
+@pytest.mark.timed
 def test_hot_reload_under_load_and_broken_artifacts(
     store_copy: LocalModelStore, tmp_path: Path, started: ExitStack
 ) -> None:
@@ -187,6 +188,7 @@ def _read_response(s: socket.socket) -> tuple[int, bytes]:
     return int(head.split()[1]), rest
 
 
+@pytest.mark.timed
 def test_sigterm_drains_in_flight_requests(store_copy: LocalModelStore, tmp_path: Path, started: ExitStack) -> None:
     srv = started.enter_context(
         GunicornService(tmp_path / "svc", {"MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
@@ -212,6 +214,7 @@ def test_sigterm_drains_in_flight_requests(store_copy: LocalModelStore, tmp_path
     assert not [f for f in load.failures if f[:1].isdigit()], load.failures[:5]
 
 
+@pytest.mark.timed
 def test_starts_unready_on_empty_store_and_discovers_models(tmp_path: Path) -> None:
     root = tmp_path / "empty"
     srv = GunicornService(tmp_path / "svc", {"MODEL_STORE_URL": str(root)}).wait_live()

@@ -137,6 +137,7 @@ def test_triton_down_is_a_fast_503_and_unready(tmp_path: Path) -> None:
         srv.stop()
 
 
+@pytest.mark.timed
 def test_triton_restart_mid_load(trained: Trained, tmp_path: Path, started: ExitStack) -> None:
     triton = started.enter_context(TritonServer(tmp_path / "triton", trained.repository))  # stopped if the next fails
     srv = GunicornService(

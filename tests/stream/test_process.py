@@ -134,6 +134,7 @@ def test_sigterm_finishes_the_batch_acks_and_exits(
     assert sorted(ids) == sorted(e["event_id"] for e in events)
 
 
+@pytest.mark.timed
 def test_sigkill_at_random_moments_loses_nothing_and_decides_each_event_once(
     tmp_path: Path, aof_broker: RedisServer, trained_store: Path
 ) -> None:
