@@ -1,13 +1,9 @@
 """A scikit-learn model of the store as an edge bundle: the graph, its inputs, and its parity.
 
-The graph comes from the platform's converter (app/onnx/sklearn_convert.py, skl2onnx): one float32
-input. A bundle's input is float64 instead, with the first steps done in double precision inside the
-graph, because that is what scikit-learn computes: a StandardScaler scales the float64 rows, and only
-then do the trees compare ``float32(x) <= threshold``. Scaling in float32 first moves some values
-across a threshold (a whole tree's vote, 1/n_trees of probability: far beyond the 1e-5 parity rule).
-So leading StandardScaler steps become Sub/Div in double, then a Cast to float, then the converter's
-graph of the remaining steps. Any other pipeline goes through the converter whole and the parity check
-decides.
+The graph is the platform's (app/onnx/sklearn_convert.py): float64 input, each step in scikit-learn's
+dtypes. It is checked as the publisher checks the service's graph, on the held-out rows and on the probe rows
+built from the model (app/onnx/probes.py: split thresholds and their neighbours, large values, missing
+values): a bundle that disagrees on any of them is not written.
 """
 
 from __future__ import annotations
@@ -19,6 +15,7 @@ from numpy.typing import NDArray
 
 from app.edge.bundle import ExportError, Variant, float_parity, run_onnx
 from app.modelstore.metadata import ModelMetadata, signature_ok
+from app.onnx.publishing import ONNX_ATOL, checked_rows
 from app.onnx.session import ONNX_INPUT, PROBABILITIES_OUTPUT
 
 MODEL_FILE = "model.onnx"
@@ -49,62 +46,12 @@ def load_estimator(meta: ModelMetadata, artifact: bytes, *, hmac_key: bytes | No
     return estimator
 
 
-def _leading_scalers(estimator: Any) -> tuple[list[Any], Any]:
-    """The fitted StandardScaler steps a Pipeline starts with, and the rest of it (a Pipeline or the
-    final estimator)."""
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    if not isinstance(estimator, Pipeline):
-        return [], estimator
-    steps = list(estimator.steps)
-    scalers: list[Any] = []
-    while len(steps) > 1 and isinstance(steps[0][1], StandardScaler):
-        scalers.append(steps.pop(0)[1])
-    rest = steps[0][1] if len(steps) == 1 else Pipeline(steps)
-    return scalers, rest
-
-
 def to_onnx(estimator: Any, n_features: int, *, name: str) -> bytes:
     """The edge graph: input ``input`` float64 [N, n_features], outputs ``label`` and ``probabilities``.
     A step the converter cannot handle raises its UnsupportedStepError, which names the step."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     from app.onnx.sklearn_convert import sklearn_to_onnx
 
-    whole = sklearn_to_onnx(estimator, n_features, name=name)  # every step checked, errors name the step
-    scalers, rest = _leading_scalers(estimator)
-    graph_bytes = whole if not scalers else sklearn_to_onnx(rest, n_features, name=name)
-    model = onnx.load_from_string(graph_bytes)
-    graph = model.graph
-    inner = "input_float32"
-    for node in graph.node:
-        node.input[:] = [inner if i == ONNX_INPUT else i for i in node.input]
-    prefix: list[onnx.NodeProto] = []
-    current = ONNX_INPUT
-    for k, scaler in enumerate(scalers):
-        # Exactly StandardScaler.transform on float64 rows: subtract the mean, divide by the scale.
-        mean = scaler.mean_ if scaler.with_mean else np.zeros(n_features)
-        scale = scaler.scale_ if scaler.with_std and scaler.scale_ is not None else np.ones(n_features)
-        graph.initializer.extend(
-            [
-                numpy_helper.from_array(np.asarray(mean, dtype=np.float64), f"scaler{k}_mean"),
-                numpy_helper.from_array(np.asarray(scale, dtype=np.float64), f"scaler{k}_scale"),
-            ]
-        )
-        prefix += [
-            helper.make_node("Sub", [current, f"scaler{k}_mean"], [f"scaler{k}_centred"]),
-            helper.make_node("Div", [f"scaler{k}_centred", f"scaler{k}_scale"], [f"scaler{k}_out"]),
-        ]
-        current = f"scaler{k}_out"
-    prefix.append(helper.make_node("Cast", [current], [inner], to=TensorProto.FLOAT))
-    nodes = prefix + list(graph.node)
-    del graph.node[:]
-    graph.node.extend(nodes)
-    graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
-    onnx.checker.check_model(model)
-    return bytes(model.SerializeToString())
+    return sklearn_to_onnx(estimator, n_features, name=name)
 
 
 def source_probabilities(estimator: Any, x: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -119,15 +66,16 @@ def export(estimator: Any, meta: ModelMetadata, held_out: NDArray[np.float64]) -
     if x.ndim != 2 or x.shape[1] != n:
         raise ExportError(f"{meta.name}:{meta.version}: held-out rows have shape {x.shape}, the model takes {n}")
     onnx_bytes = to_onnx(estimator, n, name=meta.name.replace("-", "_"))
-    expected = source_probabilities(estimator, x)
-    got = run_onnx(onnx_bytes, {ONNX_INPUT: x}, PROBABILITIES_OUTPUT)
+    rows, expected, n_probes = checked_rows(estimator, x, source_probabilities(estimator, x))
+    got = run_onnx(onnx_bytes, {ONNX_INPUT: rows}, PROBABILITIES_OUTPUT)
     try:
-        parity = float_parity(got, expected)
+        parity = float_parity(got, expected, atol=ONNX_ATOL)  # the publisher's bar
     except ExportError as exc:
         raise type(exc)(f"{meta.name}:{meta.version}: {exc}") from exc
+    parity["probe_rows"] = n_probes
     recorded = np.asarray(meta.verification.probabilities, dtype=np.float64)
-    if recorded.shape == got.shape:  # the trainer's own numbers, when the held-out rows are the store's
-        parity["max_abs_diff_to_trainer"] = float(np.max(np.abs(got - recorded)))
+    if recorded.shape == got[: len(x)].shape:  # the trainer's own numbers, when the held-out rows are the store's
+        parity["max_abs_diff_to_trainer"] = float(np.max(np.abs(got[: len(x)] - recorded)))
     online = meta.online_features
     preprocessing: dict[str, Any] = {
         "kind": "tabular",

@@ -9,12 +9,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# NaN and infinities written as JSON's NaN/Infinity constants and read back as floats: held-out rows and
+# profiles of models that take missing values carry NaN (written as null, they could not be read back).
+_CONFIG = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
 MODEL_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
 class FeatureSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _CONFIG
     name: str
     dtype: Literal["float64", "float32", "int64", "int32"] = "float64"
 
@@ -27,13 +31,13 @@ class VerificationSample(BaseModel):
     is never served.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _CONFIG
     inputs: list[list[float]]
     probabilities: list[list[float]]
 
 
 class TrainingData(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _CONFIG
     source: str
     rows: int
     fingerprint: str = Field(description="sha256 over the training matrix and labels")
@@ -52,7 +56,7 @@ class TrainingData(BaseModel):
 class OnlineFeatures(BaseModel):
     """How the prediction service builds this model's input from the feature store."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _CONFIG
     entity_key: str = Field(description="join key a request names, e.g. user_id")
     feature_refs: list[str] = Field(description="view:feature references fetched from the online store")
     request_fields: list[str] = Field(description="fields a request carries besides the entity key")
@@ -69,19 +73,24 @@ class OnnxArtifact(BaseModel):
     whose graph is missing, corrupt or disagrees with the pickle is refused (docs/design.md).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = _CONFIG
     file: str = "model.onnx"
     sha256: str
     size_bytes: int
     signature: str | None = Field(default=None, description="HMAC-SHA256 of sha256, as for the pickle")
     opsets: dict[str, int] = Field(description='opset imports of the graph, e.g. {"": 18, "ai.onnx.ml": 3}')
     converter: str = Field(description="the converter and its version, e.g. skl2onnx 1.20.0")
-    max_abs_diff: float = Field(description="largest |dp| against scikit-learn on the held-out rows at publish")
+    max_abs_diff: float = Field(
+        description="largest |dp| against scikit-learn at publish, on the held-out rows and the probe rows"
+    )
     rows_checked: int
+    probe_rows_checked: int = Field(
+        default=0, description="of rows_checked, the probe rows (split thresholds and neighbours, large values, NaN)"
+    )
 
 
 class ModelMetadata(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = _CONFIG
     schema_version: Literal[1] = 1
     name: str
     version: str

@@ -133,6 +133,7 @@ def package_onnx(
         converter=export.converter,
         max_abs_diff=export.report.max_abs_diff,
         rows_checked=export.report.rows,
+        probe_rows_checked=export.probe_rows,
     )
     return meta.model_copy(update={"onnx": entry}), export.graph
 

@@ -50,6 +50,19 @@ class ArtifactIntegrityError(ModelStoreError):
     """The artifact's bytes do not match the sha256 recorded in its metadata."""
 
 
+def _check_reads_back(meta: ModelMetadata, text: str, where: str) -> None:
+    """The metadata read back from ``text`` is the metadata published (NaN included), or ModelStoreError:
+    a version whose metadata does not read back is never pointed at by ``latest``."""
+    try:
+        back = ModelMetadata.model_validate_json(text).model_dump_json(indent=2)
+    except ValidationError as exc:
+        raise ModelStoreError(
+            f"model {meta.name!r} version {meta.version!r}: metadata does not read back {where}: {exc}"
+        ) from exc
+    if back != meta.model_dump_json(indent=2):
+        raise ModelStoreError(f"model {meta.name!r} version {meta.version!r}: metadata reads back different {where}")
+
+
 def _check_name(name: str) -> None:
     if not MODEL_NAME_RE.match(name):
         raise ModelStoreError(
@@ -163,10 +176,13 @@ class ModelStore(abc.ABC):
             raise ArtifactIntegrityError("metadata onnx.sha256 does not match the ONNX graph being published")
         if meta.version in self._list_versions(meta.name):
             raise ModelStoreError(f"model {meta.name!r} version {meta.version!r} already exists")
-        files = {meta.artifact_file: artifact, METADATA_FILE: meta.model_dump_json(indent=2).encode()}
+        text = meta.model_dump_json(indent=2)
+        _check_reads_back(meta, text, "as serialized")  # before anything is written
+        files = {meta.artifact_file: artifact, METADATA_FILE: text.encode()}
         if meta.onnx is not None and onnx_graph is not None:
             files[meta.onnx.file] = onnx_graph
         self._write_version(meta.name, meta.version, files)
+        _check_reads_back(meta, self.read_metadata(meta.name, meta.version).model_dump_json(indent=2), "from the store")
         if set_latest:
             self._write_latest(meta.name, meta.version)
 

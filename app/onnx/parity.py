@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from app.onnx.session import ONNX_INPUT, PROBABILITIES_OUTPUT, OnnxGraphError, make_session
+from app.onnx.session import ONNX_INPUT, PROBABILITIES_OUTPUT, OnnxGraphError, input_dtype, make_session
 
 # Two classes whose expected probabilities are this close are a tie: either label is right, and float32
 # rounding in the graph may pick the other one without anything being wrong.
@@ -54,13 +55,13 @@ def compare_probabilities(got: ArrayLike, expected: ArrayLike, *, atol: float = 
 
 
 def verify_onnx(onnx_bytes: bytes, x: ArrayLike, expected_proba: ArrayLike, *, atol: float = 1e-5) -> ParityReport:
-    """Run the graph on ``x`` (one tensor, float32 as the converter declares it) and compare with ``expected_proba``.
+    """Run the graph on ``x`` (one tensor, in the dtype the graph's input declares) and compare with ``expected_proba``.
 
     Raises OnnxGraphError when the bytes are not a loadable graph or lack the "input"/"probabilities" pair.
     The caller decides what a failed report means (the publisher stores no graph, the service falls back).
     """
     session = make_session(onnx_bytes, intra_op_threads=1, inter_op_threads=1)
-    rows: NDArray[np.float32] = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    rows: NDArray[np.floating[Any]] = np.ascontiguousarray(np.asarray(x, dtype=input_dtype(session)))
     if rows.ndim != 2:
         raise ValueError(f"verification inputs must be [rows, features], got shape {rows.shape}")
     try:

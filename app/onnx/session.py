@@ -8,8 +8,9 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-# The contract between the converter and every consumer (service, edge export): one float32 input
-# [rows, features]; a label output and a [rows, classes] probability output, no ZipMap.
+# The contract between the converter and every consumer (service, edge export): one input [rows, features],
+# float64 (float32 in graphs published before the converter kept scikit-learn's dtypes: each is fed its own
+# type); a label output and a [rows, classes] probability output, no ZipMap.
 ONNX_INPUT = "input"
 LABEL_OUTPUT = "label"
 PROBABILITIES_OUTPUT = "probabilities"
@@ -78,15 +79,23 @@ def graph_input_type(session: Any) -> str:
     return str(session.get_inputs()[0].type)
 
 
+INPUT_DTYPES: dict[str, type[np.floating[Any]]] = {"tensor(double)": np.float64, "tensor(float)": np.float32}
+
+
+def input_dtype(session: Any) -> type[np.floating[Any]]:
+    """The NumPy dtype the graph's input takes; OnnxGraphError for any other input type."""
+    kind = graph_input_type(session)
+    if kind not in INPUT_DTYPES:
+        raise OnnxGraphError(f"the graph's input is {kind}, expected tensor(double) or tensor(float)")
+    return INPUT_DTYPES[kind]
+
+
 class OnnxPredictor:
     """``predict_proba`` through an onnxruntime session: a [rows, features] float64 batch in, one tensor per call."""
 
     def __init__(self, onnx_bytes: bytes, n_features: int, *, intra_op_threads: int, inter_op_threads: int) -> None:
         self.session = make_session(onnx_bytes, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
-        if graph_input_type(self.session) != "tensor(float)":
-            raise OnnxGraphError(
-                f"the graph's input is {graph_input_type(self.session)}, expected tensor(float) (float32 features)"
-            )
+        self.input_dtype = input_dtype(self.session)
         width = graph_input_features(self.session)
         if width is not None and width != n_features:
             raise OnnxGraphError(f"the graph's input takes {width} features, the model has {n_features}")
@@ -95,5 +104,5 @@ class OnnxPredictor:
 
     def predict_proba(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         # The whole micro-batch is one tensor: one run() whatever the number of rows.
-        (proba,) = self.session.run(self._outputs, {ONNX_INPUT: x.astype(np.float32)})
+        (proba,) = self.session.run(self._outputs, {ONNX_INPUT: x.astype(self.input_dtype, copy=False)})
         return np.asarray(proba, dtype=np.float64)

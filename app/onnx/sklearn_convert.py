@@ -1,17 +1,21 @@
-"""scikit-learn estimator -> serialized ONNX graph, with the step that cannot be converted named.
+"""scikit-learn estimator -> serialized ONNX graph that computes what scikit-learn computes, step by step, in
+scikit-learn's dtypes; the step that cannot be converted is named.
 
 The graph keeps one contract (app.onnx.session): a single input "input" of shape [None, n_features],
+float64 (float32 in graphs published before dtype-faithful graphs; the service feeds each its own type);
 outputs "label" and "probabilities" ([None, n_classes], plain tensors, no ZipMap).
 
-Why float32 input, deliberately: scikit-learn's tree models (forests, gradient boosting, the
-histogram booster) cast every feature to float32 before comparing it with a split threshold, so a
-float32 input reproduces their split decisions exactly, where a float64 input would compare the
-unrounded value and can take the other branch for values that round across a threshold. onnxruntime's
-tree operator (ai.onnx.ml TreeEnsembleClassifier) also only accepts double input when the whole
-graph is double, which skl2onnx cannot build for gradient boosting. Linear models then compute in
-float32: measured here, |dp| about 2e-7 against scikit-learn, well inside the 1e-5 tolerance the
-service verifies; a model whose features are too large for float32 fails that verification and is
-served by scikit-learn instead of being served wrong.
+How each part computes, and why:
+
+- preprocessing (scalers, encoders, column transformers) in float64, as scikit-learn runs it on float64
+  input. In float32 a scaled value near a split threshold lands on the other side (issue 22);
+- tree ensembles that cast to float32 (trees, forests, extra trees, gradient boosting): a Cast to float32
+  right before the ensemble, then float64 thresholds (app/onnx/trees.py): ``f32(x) <= t64`` as in scikit-learn;
+- HistGradientBoosting: float64 input against float64 thresholds, missing values routed as the fitted trees
+  route them;
+- every other final estimator (linear models, SVC, MLP, kNN, calibrated classifiers): the whole pipeline in
+  float64. Where skl2onnx or onnxruntime has no float64 kernel for a step, the graph falls back to float32
+  throughout, and verification at publish decides whether it is served.
 """
 
 from __future__ import annotations
@@ -20,16 +24,19 @@ from collections.abc import Iterator
 from typing import Any
 
 import onnx
+from onnx import TensorProto, compose, helper
 from skl2onnx import convert_sklearn
 from skl2onnx._supported_operators import sklearn_operator_name_map
-from skl2onnx.common.data_types import FloatTensorType
+from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from app.onnx.float64_steps import CONVERTERS
 from app.onnx.parity import ParityReport, compare_probabilities, verify_onnx
 from app.onnx.session import LABEL_OUTPUT, ONNX_INPUT, PROBABILITIES_OUTPUT
+from app.onnx.trees import FLOAT32_TREES, FLOAT64_TREES, double_thresholds
 
 __all__ = [
     "ONNX_ML_OPSET",
@@ -69,21 +76,117 @@ def sklearn_to_onnx(estimator: Any, n_features: int, *, name: str = "model") -> 
     if fitted_width is not None and fitted_width != n_features:
         raise ValueError(f"the estimator was fitted on {fitted_width} features, n_features is {n_features}")
     _check_steps(estimator)
-    final = _final_estimator(estimator)
-    try:
-        proto = convert_sklearn(
-            estimator,
-            name=name,
-            initial_types=[(ONNX_INPUT, FloatTensorType([None, n_features]))],
-            # ZipMap turns probabilities into a list of dicts; the service wants one [rows, classes] tensor.
-            options={id(final): {"zipmap": False}},
-            target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
-        )
-    except Exception as exc:  # skl2onnx raises RuntimeError, NotImplementedError, KeyError, ... per converter
-        raise UnsupportedStepError(f"{_blame(estimator, str(exc))} cannot be converted to ONNX: {exc}") from exc
+    pre, final = _split(estimator)
+    if isinstance(final, FLOAT32_TREES + FLOAT64_TREES):
+        proto = _tree_graph(estimator, pre, final, n_features, name)
+    else:
+        proto = _whole_graph(estimator, final, n_features, name)
     _name_outputs(proto)
     onnx.checker.check_model(proto)
     return bytes(proto.SerializeToString())
+
+
+def _convert(estimator: Any, final: Any, input_type: Any, name: str) -> onnx.ModelProto:
+    try:
+        proto: onnx.ModelProto = convert_sklearn(
+            estimator,
+            name=name,
+            initial_types=[(ONNX_INPUT, input_type)],
+            # ZipMap turns probabilities into a list of dicts; the service wants one [rows, classes] tensor.
+            options={id(final): {"zipmap": False}} if final is not None else None,
+            target_opset={"": ONNX_OPSET, "ai.onnx.ml": ONNX_ML_OPSET},
+            custom_conversion_functions=CONVERTERS,
+        )
+    except Exception as exc:  # skl2onnx raises RuntimeError, NotImplementedError, KeyError, ... per converter
+        raise UnsupportedStepError(f"{_blame(estimator, str(exc))} cannot be converted to ONNX: {exc}") from exc
+    return proto
+
+
+def _runs(proto: onnx.ModelProto) -> bool:
+    """Whether onnxruntime has a kernel for every node (skl2onnx emits some float64 nodes it has none for)."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    except Exception:  # onnxruntime's NOT_IMPLEMENTED and type errors share no useful base class
+        return False
+    return True
+
+
+def _whole_graph(estimator: Any, final: Any, n_features: int, name: str) -> onnx.ModelProto:
+    """The pipeline in float64 end to end; float32 where skl2onnx or onnxruntime cannot do float64."""
+    try:
+        proto = _convert(estimator, final, DoubleTensorType([None, n_features]), name)
+        if _runs(proto):
+            return proto
+    except UnsupportedStepError:
+        pass
+    as_float32 = _convert(estimator, final, FloatTensorType([None, n_features]), name)
+    return _join(_identity(n_features, as_float32), as_float32)  # the input stays float64 for every graph
+
+
+def _tree_graph(estimator: Any, pre: list[tuple[str, Any]], final: Any, n_features: int, name: str) -> onnx.ModelProto:
+    """float64 preprocessing, then the cast scikit-learn makes, then the ensemble with float64 thresholds."""
+    width = int(getattr(final, "n_features_in_", n_features))
+    tree = _convert(final, final, FloatTensorType([None, width]), name)
+    try:
+        double_thresholds(tree, final)
+        # nodes_values_as_tensor is ai.onnx.ml 3's; skl2onnx imports the lowest version a graph needs
+        for imp in tree.opset_import:
+            if imp.domain == "ai.onnx.ml":
+                imp.version = ONNX_ML_OPSET
+    except ValueError as exc:
+        raise UnsupportedStepError(f"{_describe('the model', final)}: {exc}") from exc
+    # onnxruntime compares in float64 only when the ensemble's input is float64: retype it, and round through
+    # float32 first where scikit-learn does (``f32(x) <= t64``).
+    tree_in = tree.graph.input[0].name
+    consumers = [n.op_type for n in tree.graph.node if tree_in in n.input]
+    if any(not op.startswith("TreeEnsemble") for op in consumers):
+        raise UnsupportedStepError(f"{_describe('the model', final)}: its graph reads the input outside the trees")
+    tree.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
+    if pre:
+        front = _convert(Pipeline(pre), None, DoubleTensorType([None, n_features]), name)
+        if not _runs(front):  # no float64 kernel for a step (e.g. onnxruntime's Imputer): float32 throughout
+            front = _convert(Pipeline(pre), None, FloatTensorType([None, n_features]), name)
+    else:
+        front = _identity(n_features, tree)
+    return _join(front, tree, via_float32=isinstance(final, FLOAT32_TREES))
+
+
+def _identity(width: int, like: onnx.ModelProto) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Identity", [ONNX_INPUT], ["features"])],
+        "input",
+        [helper.make_tensor_value_info(ONNX_INPUT, TensorProto.DOUBLE, [None, width])],
+        [helper.make_tensor_value_info("features", TensorProto.DOUBLE, [None, width])],
+    )
+    return helper.make_model(graph, opset_imports=list(like.opset_import), ir_version=like.ir_version)
+
+
+def _join(front: onnx.ModelProto, tree: onnx.ModelProto, *, via_float32: bool = False) -> onnx.ModelProto:
+    """``front``'s one output into ``tree``'s input: cast to its type where they differ, and rounded to float32
+    on the way when ``via_float32``."""
+    (out,) = front.graph.output
+    casts = [TensorProto.FLOAT] if via_float32 else []
+    casts.append(tree.graph.input[0].type.tensor_type.elem_type)
+    shape = [d.dim_value or None for d in out.type.tensor_type.shape.dim]
+    current, current_type = out.name, out.type.tensor_type.elem_type
+    for i, to in enumerate(casts):
+        if to != current_type:
+            front.graph.node.append(helper.make_node("Cast", [current], [f"front_cast{i}"], to=to))
+            current, current_type = f"front_cast{i}", to
+    if current != out.name:
+        del front.graph.output[:]
+        front.graph.output.append(helper.make_tensor_value_info(current, current_type, shape))
+        out = front.graph.output[0]
+    tree.ir_version = front.ir_version = max(tree.ir_version, front.ir_version)
+    domains: dict[str, int] = {}
+    for o in [*front.opset_import, *tree.opset_import]:
+        domains[o.domain] = max(domains.get(o.domain, 0), o.version)
+    for m in (front, tree):
+        del m.opset_import[:]
+        m.opset_import.extend(helper.make_opsetid(d, v) for d, v in domains.items())
+    return compose.merge_models(front, tree, io_map=[(out.name, tree.graph.input[0].name)], prefix2="tree_")
 
 
 def opsets_of(onnx_bytes: bytes) -> dict[str, int]:
@@ -146,10 +249,13 @@ def _blame(estimator: Any, message: str) -> str:
     return blamed if blamed != "the model" else _describe("the model", estimator)
 
 
-def _final_estimator(estimator: Any) -> Any:
-    while isinstance(estimator, Pipeline):
-        estimator = estimator.steps[-1][1]
-    return estimator
+def _split(estimator: Any) -> tuple[list[tuple[str, Any]], Any]:
+    """(preprocessing steps, final estimator) of a pipeline, nested pipelines flattened."""
+    if not isinstance(estimator, Pipeline):
+        return [], estimator
+    pre = [(n, s) for n, s in estimator.steps[:-1] if s is not None and s != "passthrough"]
+    inner_pre, final = _split(estimator.steps[-1][1])
+    return pre + inner_pre, final
 
 
 def _name_outputs(proto: onnx.ModelProto) -> None:

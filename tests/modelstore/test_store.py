@@ -4,6 +4,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.modelstore import (
@@ -15,7 +16,7 @@ from app.modelstore import (
     S3ModelStore,
     open_store,
 )
-from app.modelstore.metadata import sha256_hex
+from app.modelstore.metadata import VerificationSample, sha256_hex
 from devharness import S3Server
 
 
@@ -186,3 +187,38 @@ def test_unreachable_s3_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> Non
         store.latest("m")
     with pytest.raises(ModelStoreError, match="cannot list"):
         store.list_models()
+
+
+def test_missing_values_in_metadata_read_back(store: ModelStore) -> None:
+    """Issue 22: held-out rows with NaN were written as null and could not be read back, yet latest moved."""
+    meta = _meta("churn", "v1", b"one").model_copy(
+        update={
+            "verification": VerificationSample(
+                inputs=[[float("nan"), 1.0], [float("inf"), -float("inf")]], probabilities=[[0.5, 0.5], [1.0, 0.0]]
+            ),
+            "reference_profile": {"features": {"a": {"missing": float("nan")}}},
+        }
+    )
+    store.publish(meta, b"one")
+    assert store.latest("churn") == "v1"
+    back = store.read_metadata("churn", "v1")
+    assert np.isnan(back.verification.inputs[0][0]) and back.verification.inputs[1] == [float("inf"), -float("inf")]
+    assert back.model_dump_json() == meta.model_dump_json()
+
+
+def test_metadata_that_does_not_read_back_is_refused_before_latest_moves(
+    store: ModelStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store.publish(_meta("churn", "v1", b"one"), b"one")
+    real = ModelMetadata.model_dump_json
+
+    def lossy(self: ModelMetadata, **kwargs: object) -> str:  # as NaN written as null was
+        return real(self, **kwargs).replace("0.25", "null")
+
+    monkeypatch.setattr(ModelMetadata, "model_dump_json", lossy)
+    meta = _meta("churn", "v2", b"two").model_copy(
+        update={"verification": VerificationSample(inputs=[[0.25, 1.0]], probabilities=[[0.5, 0.5]])}
+    )
+    with pytest.raises(ModelStoreError, match="metadata does not read back as serialized"):
+        store.publish(meta, b"two")
+    assert store.latest("churn") == "v1" and store.list_versions("churn") == ["v1"]  # nothing written

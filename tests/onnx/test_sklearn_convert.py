@@ -96,14 +96,14 @@ def test_graph_keeps_the_contract() -> None:
     assert [i.name for i in proto.graph.input] == ["input"]
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_value for d in dims] == [0, N_FEATURES] and not dims[0].dim_value  # [None, n_features]
-    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.DOUBLE  # scikit-learn's input
     assert [o.name for o in proto.graph.output] == ["label", "probabilities"]
     assert all(n.op_type != "ZipMap" for n in proto.graph.node)
     opsets = opsets_of(graph)
     assert opsets[""] <= ONNX_OPSET and opsets.get("ai.onnx.ml", 0) <= ONNX_ML_OPSET
 
     session = make_session(graph, intra_op_threads=1, inter_op_threads=1)
-    label, proba = session.run(None, {"input": x[:7].astype(np.float32)})
+    label, proba = session.run(None, {"input": x[:7]})
     assert proba.shape == (7, 2)
     np.testing.assert_array_equal(label, est.predict(x[:7]))
 
@@ -113,7 +113,7 @@ def test_string_classes_come_out_as_labels() -> None:
     names = np.array(["legit", "fraud"])[y]
     est = make_pipeline(SimpleImputer(), LogisticRegression()).fit(x, names)
     session = make_session(sklearn_to_onnx(est, N_FEATURES), intra_op_threads=1, inter_op_threads=1)
-    label, proba = session.run(None, {"input": x[:20].astype(np.float32)})
+    label, proba = session.run(None, {"input": x[:20]})
     assert list(label) == list(est.predict(x[:20]))
     assert proba.shape == (20, 2)
 

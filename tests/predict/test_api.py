@@ -18,8 +18,8 @@ from tests.predict.helpers import instances, reference
 
 pytestmark = pytest.mark.integration
 
-# The service runs the models' ONNX graphs in float32 (app/onnx/sklearn_convert.py), held to
-# scikit-learn at this tolerance at publish and at load (PREDICT_ONNX_TOLERANCE).
+# The service runs the models' ONNX graphs in scikit-learn's dtypes (app/onnx/sklearn_convert.py), held to
+# scikit-learn at 1e-6 at publish and at this tolerance at load (PREDICT_ONNX_TOLERANCE).
 SERVED_ATOL = 1e-5
 
 

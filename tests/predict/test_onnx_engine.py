@@ -127,7 +127,8 @@ def load(store: LocalModelStore, name: str, version: str = "v1", **kw: Any) -> S
 def test_family_is_served_by_onnxruntime_within_tolerance(families: LocalModelStore, name: str) -> None:
     meta = families.read_metadata(name, "v1")
     assert meta.onnx is not None and meta.onnx_unavailable is None
-    assert meta.onnx.rows_checked == 300 and meta.onnx.max_abs_diff < 1e-5
+    assert meta.onnx.rows_checked == 300 + meta.onnx.probe_rows_checked and meta.onnx.probe_rows_checked > 0
+    assert meta.onnx.max_abs_diff < 1e-6
     assert (families.root / name / "versions" / "v1" / "model.onnx").stat().st_size == meta.onnx.size_bytes
 
     model = load(families, name)
@@ -137,8 +138,8 @@ def test_family_is_served_by_onnxruntime_within_tolerance(families: LocalModelSt
     got = model.predict_proba(x)
     expected = model.estimator.predict_proba(x)
     assert got.dtype == np.float64 and got.shape == expected.shape
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
-    # A 20-tree forest has exact 0.5/0.5 rows, where float32 may pick either class: flips away from ties only.
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    # A 20-tree forest has exact 0.5/0.5 rows, where float32 output may pick either class: flips away from ties.
     assert compare_probabilities(got, expected).label_flips == 0
 
 

@@ -1,0 +1,128 @@
+"""Probe rows: the inputs where a graph and scikit-learn are most likely to disagree, built from the fitted
+model itself. Random held-out rows almost never land on a split threshold; these rows do, on purpose.
+
+- every split threshold of every tree (app/onnx/trees.py), at the threshold and its float64 and float32
+  neighbours, mapped back to the raw features through the preprocessing when it is invertible (scalers),
+  set into a few base rows taken from the reference rows;
+- large magnitudes (reference rows pushed 1e3 and 1e6 deviations out), where float32 arithmetic breaks;
+- missing values, one feature at a time, when the model accepts them.
+
+The publisher compares the graph with ``predict_proba`` on these rows (app/onnx/publishing.py), and the
+edge export does again. The set is deterministic for a given model and reference rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+
+from app.onnx.trees import FLOAT32_TREES, FLOAT64_TREES, split_values
+
+MAX_PROBE_ROWS = 20_000
+BASE_ROWS = 4  # reference rows each threshold is set into: different rows reach different trees' nodes
+LARGE = (1e3, 1e6)
+
+
+def _neighbours(t: float) -> list[float]:
+    f32 = np.float32(t)
+    return [
+        t,
+        float(np.nextafter(t, -np.inf)),
+        float(np.nextafter(t, np.inf)),
+        float(f32),
+        float(np.nextafter(f32, np.float32(-np.inf))),
+        float(np.nextafter(f32, np.float32(np.inf))),
+    ]
+
+
+def _split(estimator: Any) -> tuple[Any | None, Any]:
+    if isinstance(estimator, Pipeline) and len(estimator.steps) > 1:
+        return estimator[:-1], estimator.steps[-1][1]
+    return None, estimator
+
+
+def accepts_missing(estimator: Any, rows: NDArray[np.float64]) -> bool:
+    """Whether ``predict_proba`` answers a row with a missing value (what a NaN in a request would do)."""
+    if len(rows) == 0:
+        return False
+    row = np.array(rows[:1], dtype=np.float64)
+    row[0, 0] = np.nan
+    try:
+        out = np.asarray(estimator.predict_proba(row), dtype=np.float64)
+    except Exception:  # scikit-learn raises ValueError ("Input X contains NaN") or its subclasses
+        return False
+    return bool(np.all(np.isfinite(out)))
+
+
+def _inverse(pre: Any, z: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Preprocessed rows back to raw features, step by step; ValueError for a step without an exact inverse.
+    An imputer is the identity on the present values that probes carry."""
+    steps = pre.steps if isinstance(pre, Pipeline) else [("", pre)]
+    for _, step in reversed(steps):
+        if isinstance(step, SimpleImputer) and not step.add_indicator:
+            continue
+        if isinstance(step, Pipeline):
+            z = _inverse(step, z)
+        elif hasattr(step, "inverse_transform"):
+            z = np.asarray(step.inverse_transform(z), dtype=np.float64)
+        else:
+            raise ValueError(f"{type(step).__name__} has no inverse")
+    return z
+
+
+def _threshold_rows(pre: Any | None, final: Any, bases: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+    """Rows whose preprocessed feature sits at or next to each threshold of the final tree ensemble."""
+    z_bases = np.asarray(pre.transform(bases) if pre is not None else bases, dtype=np.float64)
+    out: list[NDArray[np.float64]] = []
+    for feature, thresholds in split_values(final).items():
+        values = np.array([v for t in thresholds for v in _neighbours(float(t))])
+        for z in z_bases:
+            block = np.repeat(z[None, :], len(values), axis=0)
+            block[:, feature] = values
+            if pre is None:
+                out.append(block)
+                continue
+            try:
+                raw = _inverse(pre, block)
+            except Exception:  # a step without an exact inverse (one-hot columns): no threshold probes through it
+                return []
+            out.append(raw)
+            # the inverse rounds: its float64 neighbours are the rows that land on either side after scaling
+            out.append(np.nextafter(raw, np.inf))
+            out.append(np.nextafter(raw, -np.inf))
+    return out
+
+
+def probe_rows(estimator: Any, reference: NDArray[Any], *, limit: int = MAX_PROBE_ROWS) -> NDArray[np.float64]:
+    """At most ``limit`` probe rows for ``estimator`` (fitted on rows like ``reference``), deterministic."""
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.ndim != 2 or len(ref) == 0:
+        return np.zeros((0, ref.shape[-1] if ref.ndim == 2 else 0))
+    finite = np.where(np.isfinite(ref), ref, np.nan)
+    median = np.nan_to_num(np.nanmedian(finite, axis=0)) if np.isfinite(finite).any() else np.zeros(ref.shape[1])
+    picks = np.linspace(0, len(ref) - 1, num=min(BASE_ROWS - 1, len(ref))).astype(int)
+    bases = np.vstack([median[None, :], np.nan_to_num(ref[picks])])
+    blocks: list[NDArray[np.float64]] = []
+    pre, final = _split(estimator)
+    if isinstance(final, FLOAT32_TREES + FLOAT64_TREES):
+        blocks += _threshold_rows(pre, final, bases)
+    std = np.nan_to_num(np.nanstd(finite, axis=0)) if np.isfinite(finite).any() else np.ones(ref.shape[1])
+    std = np.where(std > 0, std, 1.0)
+    for k in LARGE:
+        for sign in (1.0, -1.0):
+            block = np.repeat(median[None, :], ref.shape[1], axis=0)
+            block[np.arange(ref.shape[1]), np.arange(ref.shape[1])] += sign * k * std
+            blocks.append(block)
+    if accepts_missing(estimator, bases):
+        block = np.repeat(bases, ref.shape[1], axis=0)
+        block[np.arange(len(block)), np.tile(np.arange(ref.shape[1]), len(bases))] = np.nan
+        blocks.append(block)
+    rows = np.vstack(blocks) if blocks else np.zeros((0, ref.shape[1]))
+    rows = rows[np.all(np.isfinite(rows) | np.isnan(rows), axis=1)]
+    if len(rows) > limit:  # an even spread over every kind of probe, not the first thresholds only
+        rows = rows[np.linspace(0, len(rows) - 1, num=limit).astype(int)]
+    return rows
