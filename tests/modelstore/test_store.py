@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -212,7 +213,7 @@ def test_metadata_that_does_not_read_back_is_refused_before_latest_moves(
     store.publish(_meta("churn", "v1", b"one"), b"one")
     real = ModelMetadata.model_dump_json
 
-    def lossy(self: ModelMetadata, **kwargs: object) -> str:  # as NaN written as null was
+    def lossy(self: ModelMetadata, **kwargs: Any) -> str:  # as NaN written as null was
         return real(self, **kwargs).replace("0.25", "null")
 
     monkeypatch.setattr(ModelMetadata, "model_dump_json", lossy)
