@@ -22,7 +22,19 @@ from app.features.materialize import MaterializationLockedError
 from app.features.offline import OfflineStoreError
 from app.features.online import OnlineStoreUnavailableError
 from app.modelstore import ModelStoreError, model_store
-from jobs import batch_predict, export_edge, featurestore, monitoring, multimodal, rollout, stream, summary, train, wait
+from jobs import (
+    batch_predict,
+    export_edge,
+    featurestore,
+    monitoring,
+    multimodal,
+    publish,
+    rollout,
+    stream,
+    summary,
+    train,
+    wait,
+)
 from jobs.settings import Handler, JobSettings
 
 EXIT_LOCKED = 3
@@ -46,6 +58,7 @@ def build_parser(settings: JobSettings | None = None) -> argparse.ArgumentParser
         help="S3-compatible endpoint of the model store (env AWS_ENDPOINT_URL_S3); AWS when unset",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    publish.add_parser(sub)
     train.add_parser(sub)
     p = sub.add_parser("promote", help="point a model's latest at an existing version (rollout or rollback)")
     p.add_argument("name")

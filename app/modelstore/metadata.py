@@ -89,6 +89,17 @@ class OnnxArtifact(BaseModel):
     )
 
 
+class EngineChoice(BaseModel):
+    """The engine the publisher chose for the service, and the timings it chose on (app/onnx/engine_choice.py)."""
+
+    model_config = _CONFIG
+    engine: Literal["onnxruntime", "sklearn"]
+    reason: str
+    seconds: dict[str, dict[int, float]] = Field(
+        description="engine -> rows per call -> median seconds per predict_proba call at publish"
+    )
+
+
 class ModelMetadata(BaseModel):
     model_config = _CONFIG
     schema_version: Literal[1] = 1
@@ -118,6 +129,8 @@ class ModelMetadata(BaseModel):
     onnx_unavailable: str | None = Field(
         default=None, description="why the publisher stored no ONNX graph (the step that does not convert, ...)"
     )
+    # Absent: published before the publisher timed the engines; the graph, when there is one, serves.
+    engine_choice: EngineChoice | None = None
     reference_profile: dict[str, Any] | None = Field(
         default=None,
         description="training data and held-out score profile (app/monitoring/profile.py), checked at load; "

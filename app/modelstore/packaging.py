@@ -22,6 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.modelstore.metadata import (
+    EngineChoice,
     FeatureSpec,
     ModelMetadata,
     OnlineFeatures,
@@ -119,7 +120,9 @@ def package_onnx(
 ) -> tuple[ModelMetadata, bytes | None]:
     """The metadata with its ``onnx`` entry and the graph, verified on every held-out row (app/onnx/publishing.py);
     or, when the model does not convert or the graph disagrees, with ``onnx_unavailable`` saying why and no graph."""
+    from app.onnx.engine_choice import choose
     from app.onnx.publishing import export_verified
+    from app.onnx.session import OnnxPredictor
 
     export = export_verified(estimator, len(run.feature_names), run.x_test, run.test_probabilities, name=meta.name)
     if export.graph is None or export.report is None:
@@ -135,7 +138,11 @@ def package_onnx(
         rows_checked=export.report.rows,
         probe_rows_checked=export.probe_rows,
     )
-    return meta.model_copy(update={"onnx": entry}), export.graph
+    # One thread each, as the service's workers run them (PREDICT_ORT_INTRA_OP_THREADS defaults to 1).
+    graph = OnnxPredictor(export.graph, len(run.feature_names), intra_op_threads=1, inter_op_threads=1)
+    picked = choose(estimator, graph.predict_proba, np.asarray(run.x_test, dtype=np.float64))
+    choice = EngineChoice(engine=picked.engine, reason=picked.reason, seconds=picked.seconds)  # type: ignore[arg-type]
+    return meta.model_copy(update={"onnx": entry, "engine_choice": choice}), export.graph
 
 
 def publish_sklearn(

@@ -30,6 +30,12 @@ MODEL_INFO = Gauge(
     ["model", "version", "engine"],
     multiprocess_mode="livemax",
 )
+ENGINE_LATENCY = Gauge(
+    "model_engine_latency_seconds",
+    "Median seconds per predict call of each engine, timed by the publisher on 1 and 64 rows (why this engine)",
+    ["model", "version", "engine", "rows"],
+    multiprocess_mode="livemax",
+)
 MODELS_READY = Gauge(
     "models_ready", "1 when every configured model is loaded and verified", multiprocess_mode="livemin"
 )

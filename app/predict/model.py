@@ -103,7 +103,10 @@ class SklearnModel:
 
         predictor: Predictor = reference
         engine_name, reason = "sklearn", self._sklearn_reason(engine)
-        if engine == "onnxruntime" and self.meta.onnx is not None:
+        chosen = self.meta.engine_choice
+        if engine == "onnxruntime" and self.meta.onnx is not None and chosen is not None and chosen.engine == "sklearn":
+            reason = f"chosen at publish: {chosen.reason}"
+        elif engine == "onnxruntime" and self.meta.onnx is not None:
             if onnx_graph is None:
                 raise ModelLoadError(f"{self.name}:{self.version}: the metadata lists an ONNX graph but none was read")
             predictor = self._onnx_predictor(

@@ -223,6 +223,10 @@ class ModelRegistry:
         self.models[name] = chosen  # the swap: one reference assignment
         metrics.MODEL_LOADS.labels(name, chosen.version).inc()
         metrics.MODEL_INFO.labels(name, chosen.version, chosen.model.engine).set(1)
+        timed = chosen.model.meta.engine_choice
+        for engine, by_rows in (timed.seconds if timed is not None else {}).items():
+            for rows, seconds in by_rows.items():
+                metrics.ENGINE_LATENCY.labels(name, chosen.version, engine, str(rows)).set(seconds)
         if current is not None:
             metrics.MODEL_INFO.labels(name, current.version, current.model.engine).set(0)
             log.info("model swapped", extra={"model": name, "from": current.version, "to": chosen.version})
