@@ -116,6 +116,9 @@ class ModelRegistry:
         self._rejected: dict[tuple[str, str], float] = {}
         # model -> (latest, when) once a selection ended elsewhere than at latest.
         self._settled: dict[str, tuple[str, float]] = {}
+        # model -> why no version of it serves (the last refusal), while none does: /readyz names it.
+        self.failures: dict[str, str] = {}
+        self._refusals: dict[tuple[str, str], str] = {}  # (model, version) -> why it was rejected
         self._task: asyncio.Task[None] | None = None
         self._hmac_key = settings.hmac_key
         self.reader: AsyncOnlineReader | None = None
@@ -149,13 +152,38 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
-        return bool(self.expected) and all(n in self.models for n in self.expected)
+        """Readiness is decided per model. With an explicit PREDICT_MODELS list every listed model is required;
+        serving every model of the store, the pod is ready while any model serves: one broken model never takes
+        the pod out of service for the others (its own requests get 503, and /readyz names it)."""
+        if not self.expected:
+            return False
+        if self.settings.models:
+            return all(n in self.models for n in self.expected)
+        return any(n in self.models for n in self.expected)
+
+    def model_states(self) -> dict[str, dict[str, str]]:
+        """Each expected model's state: ready (version, engine), failed (reason) or loading."""
+        states: dict[str, dict[str, str]] = {}
+        for name in self.expected:
+            lm = self.models.get(name)
+            if lm is not None:
+                states[name] = {"state": "ready", "version": lm.version, "engine": lm.model.engine}
+            elif name in self.failures:
+                states[name] = {"state": "failed", "reason": self.failures[name]}
+            else:
+                states[name] = {"state": "loading"}
+        return states
 
     def not_ready_reason(self) -> str:
         if not self.expected:
             return f"no models found in {self.store.url}"
-        missing = [n for n in self.expected if n not in self.models]
-        return f"models not loaded yet: {', '.join(missing)}"
+        required = "required by PREDICT_MODELS" if self.settings.models else "no model is ready"
+        parts = [
+            f"{n}: {st['state']}" + (f" ({st['reason']})" if "reason" in st else "")
+            for n, st in self.model_states().items()
+            if st["state"] != "ready"
+        ]
+        return f"{required}: {'; '.join(parts)}"
 
     @property
     def default_model(self) -> str | None:
@@ -198,8 +226,12 @@ class ModelRegistry:
             latest = await asyncio.to_thread(self.store.latest, name)
         except ModelStoreError as exc:
             log.warning("cannot read latest pointer", extra={"model": name, "error": str(exc)})
+            if name not in self.models:
+                self.failures[name] = f"cannot read the latest pointer: {exc}"
             return
         if latest is None:
+            if name not in self.models:
+                self.failures[name] = f"no latest version in {self.store.url}"
             return
         current = self.models.get(name)
         if current is not None and current.version == latest:
@@ -210,7 +242,11 @@ class ModelRegistry:
         chosen = await asyncio.to_thread(self._select, name, latest, current.version if current else None)
         if chosen is None or chosen is _KEEP:
             self._settled[name] = (latest, time.monotonic())
+            if chosen is None and name not in self.models:
+                why = self._refusals.get((name, latest), "rejected earlier; retried later")
+                self.failures[name] = f"no version loads; latest {latest}: {why}"
             return
+        self.failures.pop(name, None)
         assert isinstance(chosen, LoadedModel)
         if chosen.version == latest:
             self._settled.pop(name, None)
@@ -251,6 +287,7 @@ class ModelRegistry:
                 self._reject(name, version, serving, exc)
                 continue
             self._rejected.pop((name, version), None)
+            self._refusals.pop((name, version), None)
             return loaded
         return None
 
@@ -281,6 +318,7 @@ class ModelRegistry:
 
     def _reject(self, name: str, version: str, serving: str | None, exc: Exception) -> None:
         self._rejected[(name, version)] = time.monotonic()
+        self._refusals[(name, version)] = str(exc)
         metrics.MODEL_LOAD_FAILURES.labels(name, version).inc()
         log.error(
             "model version rejected; keeping the version being served",

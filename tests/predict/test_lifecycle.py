@@ -266,3 +266,30 @@ def test_serves_from_s3(s3_server: S3Server, tmp_path: Path) -> None:
         assert r.status_code == 200 and r.json()["version"] == store.latest("iris")
     finally:
         srv.stop()
+
+
+def test_one_broken_model_never_takes_the_pod_out_of_service(store_copy: LocalModelStore, tmp_path: Path) -> None:
+    """Issue 22: readiness per model. A model none of whose versions loads is named as failed in /readyz with its
+    reason, its requests get 503, and the other models keep the pod ready; an explicit PREDICT_MODELS list makes
+    each listed model required."""
+    cancer = reference(store_copy, "breast-cancer")
+    x = instances(cancer, np.asarray(cancer.meta.verification.inputs[:2]))
+    for version in store_copy.list_versions("iris"):
+        path = store_copy.root / "iris" / "versions" / version / "metadata.json"
+        path.write_text(path.read_text().replace('"verification"', '"verification_"', 1))
+    srv = GunicornService(tmp_path / "svc", {"MODEL_STORE_URL": str(store_copy.root)}).wait_ready()
+    try:
+        body = httpx.get(srv.url + "/readyz").json()
+        assert body["models"]["breast-cancer"]["state"] == "ready"
+        assert body["models"]["iris"]["state"] == "failed" and "invalid metadata" in body["models"]["iris"]["reason"]
+        assert httpx.get(srv.url + "/v2/models/iris/ready").status_code == 503
+        assert httpx.post(srv.url + "/v1/models/breast-cancer/predict", json={"instances": x}).status_code == 200
+    finally:
+        srv.stop()
+    env = {"MODEL_STORE_URL": str(store_copy.root), "PREDICT_MODELS": "breast-cancer,iris"}
+    srv = GunicornService(tmp_path / "listed", env).wait_live()
+    try:
+        r = httpx.get(srv.url + "/readyz")
+        assert r.status_code == 503 and "required by PREDICT_MODELS: iris: failed" in r.json()["error"], r.text
+    finally:
+        srv.stop()

@@ -12,8 +12,9 @@ router = APIRouter(tags=["health"])
 
 
 def _ready(registry: RegistryDep) -> Response:
+    """200 with each model's state (ready: version and engine; failed: why; loading), or 503 naming them."""
     if registry.ready:
-        return json_response({"status": "ready", "models": {n: m.version for n, m in registry.models.items()}})
+        return json_response({"status": "ready", "models": registry.model_states()})
     return error_response(503, registry.not_ready_reason())
 
 
