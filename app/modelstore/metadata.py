@@ -131,6 +131,14 @@ class ModelMetadata(BaseModel):
     )
     # Absent: published before the publisher timed the engines; the graph, when there is one, serves.
     engine_choice: EngineChoice | None = None
+    # What requests may carry, derived from the estimator at publish (absent in older metadata: the service
+    # derives them at load).
+    accepts_missing: bool | None = Field(
+        default=None, description="the model answers rows with missing values (v1 null, V2 NaN)"
+    )
+    max_abs_input: float | None = Field(
+        default=None, description="largest |value| the model computes with (float32's where trees cast); None: any"
+    )
     reference_profile: dict[str, Any] | None = Field(
         default=None,
         description="training data and held-out score profile (app/monitoring/profile.py), checked at load; "

@@ -76,6 +76,8 @@ def package_sklearn(
     creation time and the digest's prefix; with ``hmac_key`` the metadata carries the signature."""
     import sklearn  # the trainer's scikit-learn, recorded so the service can refuse a mismatch
 
+    from app.onnx.probes import accepts_missing, max_abs_input
+
     buf = io.BytesIO()
     pickle.dump(estimator, buf, protocol=5)
     artifact = buf.getvalue()
@@ -107,6 +109,8 @@ def package_sklearn(
         params=run.params,
         online_features=run.online_features,
         reference_profile=run.reference_profile,
+        accepts_missing=accepts_missing(estimator, run.x_test),
+        max_abs_input=max_abs_input(estimator, run.x_test),
         verification=VerificationSample(
             inputs=run.x_test[:VERIFICATION_ROWS].tolist(),
             probabilities=run.test_probabilities[:VERIFICATION_ROWS].tolist(),

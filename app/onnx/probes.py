@@ -74,6 +74,22 @@ def _inverse(pre: Any, z: NDArray[np.float64]) -> NDArray[np.float64]:
     return z
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def max_abs_input(estimator: Any, rows: NDArray[np.float64]) -> float | None:
+    """FLOAT32_MAX when ``predict_proba`` fails (or answers non-finite) past float32's range, as trees that cast
+    to float32 do; None when it answers such rows."""
+    if len(rows) == 0:
+        return None
+    row = np.full((1, np.asarray(rows).shape[1]), 1e39)
+    try:
+        out = np.asarray(estimator.predict_proba(row), dtype=np.float64)
+    except Exception:  # scikit-learn's "Input X contains infinity or a value too large for dtype('float32')"
+        return FLOAT32_MAX
+    return None if bool(np.all(np.isfinite(out))) else FLOAT32_MAX
+
+
 def _threshold_rows(pre: Any | None, final: Any, bases: NDArray[np.float64]) -> list[NDArray[np.float64]]:
     """Rows whose preprocessed feature sits at or next to each threshold of the final tree ensemble."""
     z_bases = np.asarray(pre.transform(bases) if pre is not None else bases, dtype=np.float64)

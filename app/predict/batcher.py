@@ -81,9 +81,13 @@ class MicroBatcher:
         try:
             out = self._predict(xs[0] if len(xs) == 1 else np.concatenate(xs))
         except Exception as exc:
-            for _, fut in taken:
-                if not fut.done():
-                    fut.set_exception(exc)
+            if len(taken) == 1:
+                if not taken[0][1].done():
+                    taken[0][1].set_exception(exc)
+                return
+            # One request's rows failed the batch: each request again on its own, so that only the one that
+            # fails gets the error and its neighbours their answers (issue 23).
+            self._one_by_one(taken)
             return
         if self._observe is not None:
             self._observe(sum(len(x) for x in xs), time.perf_counter() - start)
@@ -93,3 +97,17 @@ class MicroBatcher:
             if not fut.done():
                 fut.set_result(out[pos : pos + n])
             pos += n
+
+    def _one_by_one(self, taken: list[tuple[NDArray[np.float64], asyncio.Future[NDArray[np.float64]]]]) -> None:
+        for x, fut in taken:
+            start = time.perf_counter()
+            try:
+                out = self._predict(x)
+            except Exception as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+                continue
+            if self._observe is not None:
+                self._observe(len(x), time.perf_counter() - start)
+            if not fut.done():
+                fut.set_result(out)

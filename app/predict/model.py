@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.modelstore.metadata import ModelMetadata, sign, signature_ok
+from app.predict.value_checks import STRICT, ValueRules
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class SklearnModel:
         self._predictor: Predictor | None = None
         self.engine = "unloaded"
         self.engine_reason = ""
+        self.value_rules: ValueRules = STRICT
 
     def load(
         self,
@@ -113,6 +115,7 @@ class SklearnModel:
                 onnx_graph, hmac_key, x, expected, onnx_tolerance, intra_op_threads, inter_op_threads
             )
             engine_name, reason = "onnxruntime", f"ONNX graph verified at load ({self.meta.onnx.converter})"
+        self.value_rules = self._value_rules(estimator, x)
         self.estimator = estimator
         self._predictor = predictor
         self.engine = engine_name
@@ -127,6 +130,15 @@ class SklearnModel:
                 "load_ms": round((time.perf_counter() - start) * 1000, 1),
             },
         )
+
+    def _value_rules(self, estimator: Any, x: NDArray[np.float64]) -> ValueRules:
+        """What requests may carry: the metadata's answer, or the estimator's own for older metadata."""
+        from app.onnx.probes import accepts_missing, max_abs_input
+
+        meta = self.meta
+        missing = meta.accepts_missing if meta.accepts_missing is not None else accepts_missing(estimator, x)
+        limit = meta.max_abs_input if meta.accepts_missing is not None else max_abs_input(estimator, x)
+        return ValueRules(accepts_missing=missing, max_abs=limit if limit is not None else float("inf"))
 
     def serve_with(self, predictor: Predictor, engine: str, reason: str) -> None:
         """Serve through another engine, already verified by its owner on this version's rows (the registry's

@@ -33,6 +33,7 @@ from app.predict.batcher import MicroBatcher
 from app.predict.core.config import Settings
 from app.predict.model import ModelLoadError, SklearnModel
 from app.predict.online_inputs import OnlineInputs, OnlineInputsError
+from app.predict.value_checks import STRICT, ValueRules
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,12 @@ class LoadedModel:
         self._class_counters = [metrics.PREDICTIONS.labels(m.name, m.version, str(c)) for c in m.classes]
         self._batch_size = metrics.BATCH_SIZE.labels(m.name)
         self._predict_latency = metrics.PREDICT_LATENCY.labels(m.name)
+
+    @property
+    def value_rules(self) -> ValueRules:
+        """The model's own rules for request values; requests of online-feature models carry request fields,
+        which the transform reads: those stay strict."""
+        return self.model.value_rules if self.online is None else STRICT
 
     @property
     def input_names(self) -> list[str]:

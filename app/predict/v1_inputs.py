@@ -8,6 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.common.errors import InvalidInputError, PayloadTooLargeError
+from app.predict.value_checks import STRICT, ValueRules, check_values
 
 
 def _type_name(value: Any) -> str:
@@ -16,7 +17,10 @@ def _type_name(value: Any) -> str:
     return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
 
 
-def parse_instances(payload: Any, feature_names: list[str], max_instances: int) -> NDArray[np.float64]:
+def parse_instances(
+    payload: Any, feature_names: list[str], max_instances: int, rules: ValueRules = STRICT
+) -> NDArray[np.float64]:
+    """The rows of a v1 body; ``null`` is a missing value (NaN) for models whose ``rules`` accept them."""
     if not isinstance(payload, dict):
         raise InvalidInputError("body must be a JSON object with an 'instances' list")
     extra = set(payload) - {"instances"}
@@ -42,16 +46,14 @@ def parse_instances(payload: Any, feature_names: list[str], max_instances: int) 
             _explain_keys(i, inst, feature_names)
         for name, value in zip(feature_names, row, strict=True):
             t = type(value)
-            if t is not float and t is not int:
+            if t is not float and t is not int and (value is not None or not rules.accepts_missing):
                 raise InvalidInputError(f"instances[{i}].{name}: expected a number, got {_type_name(value)}")
         rows.append(row)
     try:
         x = np.array(rows, dtype=np.float64)
     except OverflowError as exc:
         raise InvalidInputError(f"a feature value is too large for float64: {exc}") from exc
-    if not np.isfinite(x).all():
-        i, j = np.argwhere(~np.isfinite(x))[0]
-        raise InvalidInputError(f"instances[{i}].{feature_names[j]}: value must be finite, got {x[i, j]}")
+    check_values(x, feature_names, rules, "instances[{}].{}")
     return x
 
 

@@ -28,6 +28,7 @@ import orjson
 from numpy.typing import NDArray
 
 from app.common.errors import InvalidInputError, PayloadTooLargeError, load_json
+from app.predict.value_checks import STRICT, ValueRules, check_values
 
 NUMERIC_DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),
@@ -59,7 +60,7 @@ def _want_binary(params: Any, default: bool) -> bool:
 
 
 def parse_infer_request(
-    body: bytes, header_length: str | None, feature_names: list[str], max_rows: int
+    body: bytes, header_length: str | None, feature_names: list[str], max_rows: int, rules: ValueRules = STRICT
 ) -> InferRequest:
     binary = b""
     body_len = len(body)
@@ -92,9 +93,7 @@ def parse_infer_request(
         raise InvalidInputError("inputs have zero rows")
     if x.shape[0] > max_rows:
         raise PayloadTooLargeError(f"too many rows: {x.shape[0]} > limit {max_rows}")
-    if not np.isfinite(x).all():
-        i, j = np.argwhere(~np.isfinite(x))[0]
-        raise InvalidInputError(f"row {i}, feature {feature_names[j]!r}: value must be finite, got {x[i, j]}")
+    check_values(x, feature_names, rules, "row {}, feature {!r}")
 
     params = req.get("parameters")
     default_binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False

@@ -94,3 +94,21 @@ async def test_cancelled_caller_does_not_break_others() -> None:
     with pytest.raises(asyncio.CancelledError):
         await t1
     assert rec.calls == [1]
+
+
+async def test_one_poison_request_fails_alone() -> None:
+    """Issue 23: an error on the combined batch is retried request by request; only the poison one fails."""
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        if (np.abs(x) > 1e38).any():
+            raise ValueError("Input X contains a value too large for dtype('float32')")
+        return x * 2
+
+    b = MicroBatcher(predict, max_batch_size=64, max_wait_s=0.01)
+    rows = [_rows(i, 1) for i in range(10)]
+    rows[4] = np.full((1, rows[0].shape[1]), 1e300)
+    results = await asyncio.gather(*(b.submit(r) for r in rows), return_exceptions=True)
+    assert isinstance(results[4], ValueError)
+    for i, r in enumerate(results):
+        if i != 4:
+            np.testing.assert_array_equal(r, rows[i] * 2)

@@ -35,7 +35,7 @@ PREDICT_ERRORS = error_responses(400, 404, 413, 415, 503)
 
 
 async def _predict(lm: LoadedModel, request: Request, max_instances: int) -> Response:
-    raw = parse_instances(load_json(await request.body()), lm.input_names, max_instances)
+    raw = parse_instances(load_json(await request.body()), lm.input_names, max_instances, lm.value_rules)
     x, feature_status = await lm.prepare(raw)
     proba = await lm.predict_proba(x)
     if lm.monitor is not None:  # bins the model input and score; never raises

@@ -130,7 +130,8 @@ async def model_version_ready(lm: ModelDep, version: str) -> Response:
 
 async def _infer(lm: LoadedModel, request: Request, max_rows: int) -> Response:
     body = await request.body()
-    req = parse_infer_request(body, request.headers.get("inference-header-content-length"), lm.input_names, max_rows)
+    header_length = request.headers.get("inference-header-content-length")
+    req = parse_infer_request(body, header_length, lm.input_names, max_rows, lm.value_rules)
     x, _ = await lm.prepare(req.x)
     proba = await lm.predict_proba(x)
     if lm.monitor is not None:  # bins the model input and score; never raises
