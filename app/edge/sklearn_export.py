@@ -14,7 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.edge.bundle import ExportError, Variant, float_parity, run_onnx
-from app.modelstore.metadata import ModelMetadata, signature_ok
+from app.modelstore.metadata import ModelMetadata, metadata_signature_ok, signature_ok
 from app.onnx.publishing import ONNX_ATOL, checked_rows
 from app.onnx.session import ONNX_INPUT, PROBABILITIES_OUTPUT
 
@@ -29,7 +29,7 @@ def load_estimator(meta: ModelMetadata, artifact: bytes, *, hmac_key: bytes | No
     import pickle
 
     where = f"{meta.name}:{meta.version}"
-    if hmac_key is not None and not signature_ok(meta, hmac_key):
+    if hmac_key is not None and not (metadata_signature_ok(meta, hmac_key) and signature_ok(meta, hmac_key)):
         raise ExportError(f"{where}: signature missing or invalid for the configured artifact key")
     try:
         estimator = pickle.load(io.BytesIO(artifact))  # trusted as the store is (docs/design.md, "Artifact trust")

@@ -139,6 +139,11 @@ class ModelMetadata(BaseModel):
     max_abs_input: float | None = Field(
         default=None, description="largest |value| the model computes with (float32's where trees cast); None: any"
     )
+    metadata_signature: str | None = Field(
+        default=None,
+        description="HMAC-SHA256 of metadata_digest() under the publisher's key: covers everything the service "
+        "acts on (transform reference, features, verification rows, the artifacts' digests and signatures)",
+    )
     reference_profile: dict[str, Any] | None = Field(
         default=None,
         description="training data and held-out score profile (app/monitoring/profile.py), checked at load; "
@@ -166,3 +171,20 @@ def sign(sha256: str, key: bytes) -> str:
 
 def signature_ok(meta: ModelMetadata, key: bytes) -> bool:
     return meta.signature is not None and hmac.compare_digest(meta.signature, sign(meta.sha256, key))
+
+
+def metadata_digest(meta: ModelMetadata) -> str:
+    """sha256 of the metadata as published, all but its own signature: the bytes written are this JSON's
+    fields, and the store checks at publish that they read back identically."""
+    return sha256_hex(meta.model_dump_json(exclude={"metadata_signature"}).encode())
+
+
+def with_metadata_signature(meta: ModelMetadata, key: bytes) -> ModelMetadata:
+    return meta.model_copy(update={"metadata_signature": sign(metadata_digest(meta), key)})
+
+
+def metadata_signature_ok(meta: ModelMetadata, key: bytes) -> bool:
+    """Whether the metadata is the publisher's, unchanged: checked before anything it names is acted on."""
+    return meta.metadata_signature is not None and hmac.compare_digest(
+        meta.metadata_signature, sign(metadata_digest(meta), key)
+    )

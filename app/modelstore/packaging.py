@@ -31,6 +31,7 @@ from app.modelstore.metadata import (
     VerificationSample,
     sha256_hex,
     sign,
+    with_metadata_signature,
 )
 from app.modelstore.store import ModelStore
 
@@ -116,7 +117,7 @@ def package_sklearn(
             probabilities=run.test_probabilities[:VERIFICATION_ROWS].tolist(),
         ),
     )
-    return meta, artifact
+    return (with_metadata_signature(meta, hmac_key) if hmac_key else meta), artifact
 
 
 def package_onnx(
@@ -130,7 +131,8 @@ def package_onnx(
 
     export = export_verified(estimator, len(run.feature_names), run.x_test, run.test_probabilities, name=meta.name)
     if export.graph is None or export.report is None:
-        return meta.model_copy(update={"onnx_unavailable": export.reason}), None
+        meta = meta.model_copy(update={"onnx_unavailable": export.reason})
+        return (with_metadata_signature(meta, hmac_key) if hmac_key else meta), None
     digest = sha256_hex(export.graph)
     entry = OnnxArtifact(
         sha256=digest,
@@ -146,7 +148,9 @@ def package_onnx(
     graph = OnnxPredictor(export.graph, len(run.feature_names), intra_op_threads=1, inter_op_threads=1)
     picked = choose(estimator, graph.predict_proba, np.asarray(run.x_test, dtype=np.float64))
     choice = EngineChoice(engine=picked.engine, reason=picked.reason, seconds=picked.seconds)  # type: ignore[arg-type]
-    return meta.model_copy(update={"onnx": entry, "engine_choice": choice}), export.graph
+    meta = meta.model_copy(update={"onnx": entry, "engine_choice": choice})
+    # signed last: the metadata signature covers every field, the graph's entry included
+    return (with_metadata_signature(meta, hmac_key) if hmac_key else meta), export.graph
 
 
 def publish_sklearn(

@@ -27,7 +27,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from app.modelstore.metadata import ModelMetadata, sign, signature_ok
+from app.modelstore.metadata import ModelMetadata, metadata_signature_ok, sign, signature_ok
 from app.predict.value_checks import STRICT, ValueRules
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,10 @@ class SklearnModel:
         """Deserialize and verify; ``onnx_graph`` is the version's graph (metadata ``onnx``) when ``engine`` is
         onnxruntime. Raises ModelLoadError; never leaves a half-loaded model."""
         start = time.perf_counter()
+        if hmac_key is not None and not metadata_signature_ok(self.meta, hmac_key):
+            raise ModelLoadError(
+                f"{self.name}:{self.version}: metadata signature missing or invalid for the configured artifact key"
+            )
         if hmac_key is not None and not signature_ok(self.meta, hmac_key):
             raise ModelLoadError(
                 f"{self.name}:{self.version}: signature missing or invalid for the configured artifact key"

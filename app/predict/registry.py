@@ -26,6 +26,7 @@ from numpy.typing import NDArray
 from app.features.definitions import load_repo
 from app.features.online import AsyncOnlineReader, OnlineStoreUnavailableError
 from app.modelstore import ModelMetadata, ModelStore, ModelStoreError
+from app.modelstore.metadata import metadata_signature_ok
 from app.monitoring.capture import ModelMonitor, monitor_for
 from app.monitoring.profile import ProfileError
 from app.predict import metrics
@@ -354,6 +355,11 @@ class ModelRegistry:
 
     def _load(self, name: str, version: str) -> LoadedModel:
         meta, artifact = self.store.read_version(name, version)
+        # Before anything the metadata names is acted on (the transform imported, the graph run): issue 23.
+        if self._hmac_key is not None and not metadata_signature_ok(meta, self._hmac_key):
+            raise ModelLoadError(
+                f"{name}:{version}: metadata signature missing or invalid for the configured artifact key"
+            )
         online = None
         if meta.online_features is not None:
             try:

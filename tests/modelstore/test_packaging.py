@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from app.modelstore import LocalModelStore, TrainingRun, package_sklearn, publish_sklearn
-from app.modelstore.metadata import sha256_hex, signature_ok
+from app.modelstore.metadata import metadata_signature_ok, sha256_hex, signature_ok
 from app.modelstore.packaging import VERIFICATION_ROWS, fingerprint
 from app.predict.model import ModelLoadError, SklearnModel
 
@@ -67,3 +67,21 @@ def test_publish_writes_a_version_the_store_reads_back(fitted: tuple[Any, Traini
     assert store.latest("toy") is None and store.list_versions("toy") == ["v1"]
     read, artifact = store.read_version("toy", "v1")
     assert read == meta and sha256_hex(artifact) == meta.sha256
+
+
+def test_the_signature_covers_the_metadata(fitted: tuple[Any, TrainingRun]) -> None:
+    """Issue 23: with a key set, metadata changed after signing (a transform reference, the verification rows,
+    the features) is refused before anything it names is acted on."""
+    est, run = fitted
+    meta, artifact = package_sklearn(est, "toy", run, hmac_key=b"k3y")
+    assert metadata_signature_ok(meta, b"k3y") and not metadata_signature_ok(meta, b"other")
+    tampered = [
+        meta.model_copy(update={"params": {**meta.params, "x": 1}}),
+        meta.model_copy(update={"target_name": "other"}),
+        meta.model_copy(update={"metadata_signature": None}),
+    ]
+    for bad in tampered:
+        assert not metadata_signature_ok(bad, b"k3y")
+        with pytest.raises(ModelLoadError, match="metadata signature missing or invalid"):
+            SklearnModel(bad).load(artifact, hmac_key=b"k3y")
+    SklearnModel(meta).load(artifact, hmac_key=b"k3y")

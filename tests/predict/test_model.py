@@ -7,7 +7,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from app.modelstore import LocalModelStore
-from app.modelstore.metadata import sha256_hex, sign
+from app.modelstore.metadata import sha256_hex, sign, with_metadata_signature
 from app.predict.model import ModelLoadError, SklearnModel
 
 
@@ -51,14 +51,16 @@ def test_valid_signature_loads(store_copy: LocalModelStore) -> None:
     graph = store_copy.read_onnx(meta)
     assert meta.onnx is not None
     signed_onnx = meta.onnx.model_copy(update={"signature": sign(meta.onnx.sha256, b"secret")})
-    signed = meta.model_copy(update={"signature": sign(meta.sha256, b"secret"), "onnx": signed_onnx})
+    signed = with_metadata_signature(
+        meta.model_copy(update={"signature": sign(meta.sha256, b"secret"), "onnx": signed_onnx}), b"secret"
+    )
     m = SklearnModel(signed)
     m.load(data, hmac_key=b"secret", onnx_graph=graph)
     assert m.engine == "onnxruntime"
     with pytest.raises(ModelLoadError, match="signature"):
         SklearnModel(signed).load(data, hmac_key=b"other", onnx_graph=graph)
     # The pickle signed, the graph not: the graph is refused, not silently skipped.
-    half = meta.model_copy(update={"signature": sign(meta.sha256, b"secret")})
+    half = with_metadata_signature(meta.model_copy(update={"signature": sign(meta.sha256, b"secret")}), b"secret")
     with pytest.raises(ModelLoadError, match=r"ONNX graph model.onnx: signature missing"):
         SklearnModel(half).load(data, hmac_key=b"secret", onnx_graph=graph)
 
