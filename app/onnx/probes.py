@@ -4,7 +4,7 @@ model itself. Random held-out rows almost never land on a split threshold; these
 - every split threshold of every tree (app/onnx/trees.py), at the threshold and its float64 and float32
   neighbours, mapped back to the raw features through the preprocessing when it is invertible (scalers),
   set into a few base rows taken from the reference rows;
-- large magnitudes (reference rows pushed 1e3 and 1e6 deviations out), where float32 arithmetic breaks;
+- magnitudes just outside the training range and far beyond it (3, 10, 1e3 and 1e6 deviations out);
 - missing values, one feature at a time, when the model accepts them.
 
 The publisher compares the graph with ``predict_proba`` on these rows (app/onnx/publishing.py), and the
@@ -20,11 +20,14 @@ from numpy.typing import NDArray
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 
+from app.onnx.pipelines import preprocessing, split
 from app.onnx.trees import FLOAT32_TREES, FLOAT64_TREES, split_values
 
 MAX_PROBE_ROWS = 20_000
 BASE_ROWS = 4  # reference rows each threshold is set into: different rows reach different trees' nodes
-LARGE = (1e3, 1e6)
+# Deviations from the median: just outside the training range (where float32 arithmetic errs most while
+# probabilities are not yet saturated) and far out.
+LARGE = (3.0, 10.0, 1e3, 1e6)
 
 
 def _neighbours(t: float) -> list[float]:
@@ -37,12 +40,6 @@ def _neighbours(t: float) -> list[float]:
         float(np.nextafter(f32, np.float32(-np.inf))),
         float(np.nextafter(f32, np.float32(np.inf))),
     ]
-
-
-def _split(estimator: Any) -> tuple[Any | None, Any]:
-    if isinstance(estimator, Pipeline) and len(estimator.steps) > 1:
-        return estimator[:-1], estimator.steps[-1][1]
-    return None, estimator
 
 
 def accepts_missing(estimator: Any, rows: NDArray[np.float64]) -> bool:
@@ -64,6 +61,8 @@ def _inverse(pre: Any, z: NDArray[np.float64]) -> NDArray[np.float64]:
     steps = pre.steps if isinstance(pre, Pipeline) else [("", pre)]
     for _, step in reversed(steps):
         if isinstance(step, SimpleImputer) and not step.add_indicator:
+            if not np.all(np.isfinite(np.asarray(step.statistics_, dtype=np.float64))):
+                raise ValueError("the imputer drops all-missing columns")  # its output is narrower
             continue
         if isinstance(step, Pipeline):
             z = _inverse(step, z)
@@ -123,7 +122,7 @@ def probe_rows(estimator: Any, reference: NDArray[Any], *, limit: int = MAX_PROB
     picks = np.linspace(0, len(ref) - 1, num=min(BASE_ROWS - 1, len(ref))).astype(int)
     bases = np.vstack([median[None, :], np.nan_to_num(ref[picks])])
     blocks: list[NDArray[np.float64]] = []
-    pre, final = _split(estimator)
+    pre, final = preprocessing(estimator), split(estimator)[1]
     if isinstance(final, FLOAT32_TREES + FLOAT64_TREES):
         blocks += _threshold_rows(pre, final, bases)
     std = np.nan_to_num(np.nanstd(finite, axis=0)) if np.isfinite(finite).any() else np.ones(ref.shape[1])

@@ -17,7 +17,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from app.onnx.parity import ParityReport, verify_onnx
-from app.onnx.session import OnnxGraphError
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +78,14 @@ def export_verified(
     except (UnsupportedStepError, ValueError) as exc:
         log.warning("no ONNX graph: conversion failed", extra={"model": name, "reason": str(exc)})
         return OnnxExport(graph=None, reason=str(exc), converter=converter)
-    rows, expected, n_probes = checked_rows(estimator, x_check, expected_proba)
+    except Exception as exc:  # a converter or checker error not foreseen: no graph, never a failed publish
+        reason = f"conversion failed unexpectedly ({type(exc).__name__}): {exc}"
+        log.warning("no ONNX graph: conversion failed", extra={"model": name, "reason": reason})
+        return OnnxExport(graph=None, reason=reason, converter=converter)
     try:
+        rows, expected, n_probes = checked_rows(estimator, x_check, expected_proba)
         report = verify_onnx(graph, rows, expected, atol=ONNX_ATOL)
-    except (OnnxGraphError, ValueError) as exc:
+    except Exception as exc:  # OnnxGraphError, ValueError, onnxruntime's own errors on these rows
         reason = f"the converted graph does not run: {exc}"
         log.warning("no ONNX graph: verification failed", extra={"model": name, "reason": reason})
         return OnnxExport(graph=None, reason=reason, converter=converter)

@@ -14,8 +14,11 @@ How each part computes, and why:
 - HistGradientBoosting: float64 input against float64 thresholds, missing values routed as the fitted trees
   route them;
 - every other final estimator (linear models, SVC, MLP, kNN, calibrated classifiers): the whole pipeline in
-  float64. Where skl2onnx or onnxruntime has no float64 kernel for a step, the graph falls back to float32
-  throughout, and verification at publish decides whether it is served.
+  float64.
+
+Where skl2onnx or onnxruntime has no float64 kernel for a step (PowerTransformer, PolynomialFeatures), and where
+trees sit inside another estimator (stacking, voting, bagging, calibration), there is no graph: a float32 one
+does not compute what scikit-learn computes, and scikit-learn serves the model.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from sklearn.preprocessing import FunctionTransformer
 
 from app.onnx.float64_steps import CONVERTERS
 from app.onnx.parity import ParityReport, compare_probabilities, verify_onnx
+from app.onnx.pipelines import nested_trees, split
 from app.onnx.session import LABEL_OUTPUT, ONNX_INPUT, PROBABILITIES_OUTPUT
 from app.onnx.trees import FLOAT32_TREES, FLOAT64_TREES, double_thresholds
 
@@ -76,7 +80,13 @@ def sklearn_to_onnx(estimator: Any, n_features: int, *, name: str = "model") -> 
     if fitted_width is not None and fitted_width != n_features:
         raise ValueError(f"the estimator was fitted on {fitted_width} features, n_features is {n_features}")
     _check_steps(estimator)
-    pre, final = _split(estimator)
+    pre, final = split(estimator)
+    inside = nested_trees(final)
+    if inside:
+        raise UnsupportedStepError(
+            f"{_describe('the model', final)} holds {', '.join(inside)}: trees inside another estimator compare "
+            "in float32 where a float64 graph would not, and their thresholds cannot be probed"
+        )
     if isinstance(final, FLOAT32_TREES + FLOAT64_TREES):
         proto = _tree_graph(estimator, pre, final, n_features, name)
     else:
@@ -114,15 +124,12 @@ def _runs(proto: onnx.ModelProto) -> bool:
 
 
 def _whole_graph(estimator: Any, final: Any, n_features: int, name: str) -> onnx.ModelProto:
-    """The pipeline in float64 end to end; float32 where skl2onnx or onnxruntime cannot do float64."""
-    try:
-        proto = _convert(estimator, final, DoubleTensorType([None, n_features]), name)
-        if _runs(proto):
-            return proto
-    except UnsupportedStepError:
-        pass
-    as_float32 = _convert(estimator, final, FloatTensorType([None, n_features]), name)
-    return _join(_identity(n_features, as_float32), as_float32)  # the input stays float64 for every graph
+    """The pipeline in float64 end to end. Where skl2onnx or onnxruntime has no float64 kernel for a step, there
+    is no graph: a float32 one was measured 7e-6 off just outside the training range (issue 22)."""
+    proto = _convert(estimator, final, DoubleTensorType([None, n_features]), name)
+    if not _runs(proto):
+        raise UnsupportedStepError(f"{_no_float64(estimator)}: onnxruntime has no float64 kernel for it")
+    return proto
 
 
 def _tree_graph(estimator: Any, pre: list[tuple[str, Any]], final: Any, n_features: int, name: str) -> onnx.ModelProto:
@@ -146,11 +153,26 @@ def _tree_graph(estimator: Any, pre: list[tuple[str, Any]], final: Any, n_featur
     tree.graph.input[0].type.tensor_type.elem_type = TensorProto.DOUBLE
     if pre:
         front = _convert(Pipeline(pre), None, DoubleTensorType([None, n_features]), name)
-        if not _runs(front):  # no float64 kernel for a step (e.g. onnxruntime's Imputer): float32 throughout
-            front = _convert(Pipeline(pre), None, FloatTensorType([None, n_features]), name)
+        if not _runs(front):  # in float32 a preprocessed value near a split lands on the other side
+            raise UnsupportedStepError(f"{_no_float64(Pipeline(pre))}: onnxruntime has no float64 kernel for it")
     else:
         front = _identity(n_features, tree)
     return _join(front, tree, via_float32=isinstance(final, FLOAT32_TREES))
+
+
+def _no_float64(estimator: Any) -> str:
+    """The steps of ``estimator`` whose float64 graph onnxruntime cannot run, named (else the whole model)."""
+    failing = []
+    for path, step in _steps(estimator):
+        if isinstance(step, (Pipeline, ColumnTransformer, FeatureUnion)) or path == "the model":
+            continue
+        try:
+            width = int(getattr(step, "n_features_in_", 0))
+            if width and not _runs(_convert(step, None, DoubleTensorType([None, width]), "step")):
+                failing.append(_describe(path, step))
+        except Exception:
+            continue
+    return ", ".join(failing) if failing else _describe("the model", estimator)
 
 
 def _identity(width: int, like: onnx.ModelProto) -> onnx.ModelProto:
@@ -249,24 +271,18 @@ def _blame(estimator: Any, message: str) -> str:
     return blamed if blamed != "the model" else _describe("the model", estimator)
 
 
-def _split(estimator: Any) -> tuple[list[tuple[str, Any]], Any]:
-    """(preprocessing steps, final estimator) of a pipeline, nested pipelines flattened."""
-    if not isinstance(estimator, Pipeline):
-        return [], estimator
-    pre = [(n, s) for n, s in estimator.steps[:-1] if s is not None and s != "passthrough"]
-    inner_pre, final = _split(estimator.steps[-1][1])
-    return pre + inner_pre, final
-
-
 def _name_outputs(proto: onnx.ModelProto) -> None:
     """Give the two outputs the contract's names, whatever skl2onnx called them, and shape [None, classes]."""
     outputs = list(proto.graph.output)
     if len(outputs) != 2:
         raise UnsupportedStepError(f"the converted graph has {len(outputs)} outputs, expected label and probabilities")
     renames = {outputs[0].name: LABEL_OUTPUT, outputs[1].name: PROBABILITIES_OUTPUT}
-    for node in proto.graph.node:
+    for node in proto.graph.node:  # producers and any node that reads them (an ArgMax over probabilities)
         for i, out in enumerate(node.output):
             if out in renames:
                 node.output[i] = renames[out]
+        for i, inp in enumerate(node.input):
+            if inp in renames:
+                node.input[i] = renames[inp]
     for out in outputs:
         out.name = renames[out.name]

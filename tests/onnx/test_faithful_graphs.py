@@ -17,16 +17,25 @@ from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import (
+    BaggingClassifier,
     ExtraTreesClassifier,
     GradientBoostingClassifier,
     HistGradientBoostingClassifier,
     RandomForestClassifier,
+    StackingClassifier,
 )
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
+from sklearn.preprocessing import (
+    MaxAbsScaler,
+    MinMaxScaler,
+    PolynomialFeatures,
+    PowerTransformer,
+    RobustScaler,
+    StandardScaler,
+)
 from sklearn.tree import DecisionTreeClassifier
 
 from app.onnx.parity import compare_probabilities
@@ -161,3 +170,36 @@ def test_missing_values_are_routed_as_scikit_learn_routes_them(family: str) -> N
 def test_a_model_without_missing_value_support_is_said_to_refuse_them() -> None:
     x, y = generated(5, 300, 2, 0.0)
     assert not accepts_missing(make_pipeline(StandardScaler(), LogisticRegression()).fit(x, y), x[:3])
+
+
+REFUSED: dict[str, tuple[Callable[[], Any], str]] = {
+    # found by attacking the converter: accepted graphs that were wrong at split thresholds (|dp| 0.37, 0.56)
+    "polynomial+hist-gbm": (
+        lambda: make_pipeline(PolynomialFeatures(2), HistGradientBoostingClassifier(max_iter=10)),
+        "no float64 kernel",
+    ),
+    "stacking with a tree": (
+        lambda: StackingClassifier([("t", DecisionTreeClassifier(max_depth=4))], LogisticRegression()),
+        "holds DecisionTreeClassifier",
+    ),
+    # ... a linear model behind a float32-only step, 7e-6 off just outside the training range
+    "power+logistic": (lambda: make_pipeline(PowerTransformer(), LogisticRegression()), "cannot be converted"),
+    # ... and errors that escaped export_verified instead of becoming a reason
+    "bagging": (lambda: BaggingClassifier(n_estimators=3, random_state=0), "holds DecisionTreeClassifier"),
+    "imputer dropping an all-missing column": (
+        lambda: make_pipeline(SimpleImputer(), RandomForestClassifier(5, random_state=0)),
+        "SimpleImputer",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+def test_what_cannot_be_exact_gets_no_graph_and_a_reason(case: str) -> None:
+    make, reason = REFUSED[case]
+    x, y = generated(21, 600, 2, 0.0)
+    x = np.abs(x[:, [1, 2, 4]]) + 1.0
+    if case.startswith("imputer"):
+        x[:, 1] = np.nan
+    est = make().fit(x[:400], y[:400])
+    export = export_verified(est, x.shape[1], x[400:], est.predict_proba(x[400:]), name="m")
+    assert export.graph is None and export.reason is not None and reason in export.reason, export.reason
