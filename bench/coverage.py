@@ -173,9 +173,9 @@ def main() -> int:
         meta = published.meta
         graph = store.read_onnx(meta) if meta.onnx is not None and published.engine == "onnxruntime" else None
         # fresh rows, then the probes built from the model (less those scikit-learn itself refuses: past float32)
-        rows, expected, n_probes = checked_rows(est, fresh, est.predict_proba(fresh))
-        probe_dp, probe_flips = parity(est, graph, rows[len(fresh) :], expected[len(fresh) :])
-        fresh_dp, fresh_flips = parity(est, graph, rows[: len(fresh)], expected[: len(fresh)])
+        checked, expected, n_probes = checked_rows(est, fresh, est.predict_proba(fresh))
+        probe_dp, probe_flips = parity(est, graph, checked[len(fresh) :], expected[len(fresh) :])
+        fresh_dp, fresh_flips = parity(est, graph, checked[: len(fresh)], expected[: len(fresh)])
         timing = meta.engine_choice.seconds if meta.engine_choice else {}
         result = {
             "pipeline": name,
