@@ -91,7 +91,11 @@ def max_abs_input(estimator: Any, rows: NDArray[np.float64]) -> float | None:
 
 def _threshold_rows(pre: Any | None, final: Any, bases: NDArray[np.float64]) -> list[NDArray[np.float64]]:
     """Rows whose preprocessed feature sits at or next to each threshold of the final tree ensemble."""
-    z_bases = np.asarray(pre.transform(bases) if pre is not None else bases, dtype=np.float64)
+    try:
+        z = pre.transform(bases) if pre is not None else bases
+        z_bases = np.asarray(z.toarray() if hasattr(z, "toarray") else z, dtype=np.float64)  # sparse one-hot
+    except Exception:  # the preprocessing refuses the base rows: no threshold probes, the other probes remain
+        return []
     out: list[NDArray[np.float64]] = []
     for feature, thresholds in split_values(final).items():
         values = np.array([v for t in thresholds for v in _neighbours(float(t))])
@@ -122,9 +126,6 @@ def probe_rows(estimator: Any, reference: NDArray[Any], *, limit: int = MAX_PROB
     picks = np.linspace(0, len(ref) - 1, num=min(BASE_ROWS - 1, len(ref))).astype(int)
     bases = np.vstack([median[None, :], np.nan_to_num(ref[picks])])
     blocks: list[NDArray[np.float64]] = []
-    pre, final = preprocessing(estimator), split(estimator)[1]
-    if isinstance(final, FLOAT32_TREES + FLOAT64_TREES):
-        blocks += _threshold_rows(pre, final, bases)
     std = np.nan_to_num(np.nanstd(finite, axis=0)) if np.isfinite(finite).any() else np.ones(ref.shape[1])
     std = np.where(std > 0, std, 1.0)
     for k in LARGE:
@@ -136,8 +137,12 @@ def probe_rows(estimator: Any, reference: NDArray[Any], *, limit: int = MAX_PROB
         block = np.repeat(bases, ref.shape[1], axis=0)
         block[np.arange(len(block)), np.tile(np.arange(ref.shape[1]), len(bases))] = np.nan
         blocks.append(block)
-    rows = np.vstack(blocks) if blocks else np.zeros((0, ref.shape[1]))
-    rows = rows[np.all(np.isfinite(rows) | np.isnan(rows), axis=1)]
-    if len(rows) > limit:  # an even spread over every kind of probe, not the first thresholds only
-        rows = rows[np.linspace(0, len(rows) - 1, num=limit).astype(int)]
-    return rows
+    others = np.vstack(blocks) if blocks else np.zeros((0, ref.shape[1]))
+    pre, final = preprocessing(estimator), split(estimator)[1]
+    at = _threshold_rows(pre, final, bases) if isinstance(final, FLOAT32_TREES + FLOAT64_TREES) else []
+    thresholds = np.vstack(at) if at else np.zeros((0, ref.shape[1]))
+    room = max(limit - len(others), 0)
+    if len(thresholds) > room:  # an even spread over every tree's thresholds, not the first ones only
+        thresholds = thresholds[np.linspace(0, len(thresholds) - 1, num=room).astype(int)]
+    rows = np.vstack([thresholds, others])
+    return rows[np.all(np.isfinite(rows) | np.isnan(rows), axis=1)]
