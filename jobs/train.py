@@ -93,6 +93,37 @@ def _from_feature_store(training_set: str, offline: OfflineStore, repo: FeatureR
     )
 
 
+def _from_file(path: str, target: str, categorical: list[str] | None = None) -> Dataset:
+    """Rows of a Parquet or CSV file: every column but ``target`` is a feature, in the file's order."""
+    from app.modelstore.own_models import read_reference
+
+    table = read_reference(path)
+    if target not in table.column_names:
+        raise ValueError(f"--target {target!r} is not a column of {path} (columns: {table.column_names})")
+    names = [c for c in table.column_names if c != target]
+    unknown = sorted(set(categorical or ()) - set(names))
+    if unknown:
+        raise ValueError(f"--categorical {unknown} are not feature columns of {path}")
+    x = np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names])
+    return Dataset(x, table.column(target).to_numpy(zero_copy_only=False), names, target, path)
+
+
+def build_estimator(spec: str) -> Any:
+    """``module:function`` returning an unfitted scikit-learn classifier (or pipeline): the user's own."""
+    from app.features.request_transforms import TransformError, load_reference
+
+    try:
+        make = load_reference(spec, "estimator")
+    except TransformError as exc:  # the message names the spec and why: one summary line, not a traceback
+        raise ValueError(str(exc)) from exc
+    if not callable(make):
+        raise ValueError(f"estimator {spec!r} is not a function")
+    est = make()
+    if not hasattr(est, "fit") or not hasattr(est, "predict_proba"):
+        raise ValueError(f"estimator {spec!r} returned {type(est).__name__}, not a classifier with predict_proba")
+    return est
+
+
 def _sklearn_dataset(name: str) -> Dataset:
     from sklearn import datasets
 
@@ -138,6 +169,10 @@ def train_and_publish(
     repo: FeatureRepo | None = None,
     training_set: str | None = None,
     expect_entity_fingerprint: str | None = None,
+    estimator: str | None = None,
+    data_file: str | None = None,
+    target: str | None = None,
+    categorical: list[str] | None = None,
 ) -> ModelMetadata:
     """Train, then publish to ``store`` (``model_store(settings)``): packaging (metadata, signature,
     verification sample) is the store's (app.modelstore.packaging). ``training_set``: a ``module:function``
@@ -146,8 +181,12 @@ def train_and_publish(
     from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
     from sklearn.model_selection import train_test_split
 
-    reference = training_set or FEATURE_STORE_DATASETS.get(dataset)
-    if reference is not None:
+    reference = None if data_file else training_set or FEATURE_STORE_DATASETS.get(dataset)
+    if data_file is not None:
+        if target is None:
+            raise ValueError("--data needs --target: the label column")
+        data = _from_file(data_file, target, categorical)
+    elif reference is not None:
         if offline is None or repo is None:
             raise ValueError(f"training set {reference!r} needs the offline feature store and a feature repository")
         data = _from_feature_store(reference, offline, repo)
@@ -169,7 +208,7 @@ def train_and_publish(
         x_train, x_test, y_train, y_test = train_test_split(
             data.x, data.y, test_size=test_size, random_state=seed, stratify=data.y
         )
-    pipe = build_pipeline(dataset, n_estimators, max_depth)
+    pipe = build_estimator(estimator) if estimator else build_pipeline(dataset, n_estimators, max_depth)
     pipe.fit(x_train, y_train)
     proba = pipe.predict_proba(x_test)
     pred = pipe.classes_[proba.argmax(axis=1)]
@@ -185,7 +224,7 @@ def train_and_publish(
 
     # The reference the service bins served rows against (drift, schema skew): training features,
     # held-out scores.
-    profile = compute_profile(x_train, data.feature_names, score_of(proba))
+    profile = compute_profile(x_train, data.feature_names, score_of(proba), categorical=categorical)
     run = TrainingRun(
         feature_names=data.feature_names,
         target_name=data.target_name,
@@ -195,7 +234,11 @@ def train_and_publish(
         y_train=y_train,
         x_test=x_test,
         test_probabilities=proba,
-        params={"dataset": training_set or dataset, "n_estimators": n_estimators, "max_depth": max_depth, "seed": seed},
+        params={
+            "dataset": data_file or training_set or dataset,
+            **({"estimator": estimator} if estimator else {"n_estimators": n_estimators, "max_depth": max_depth}),
+            "seed": seed,
+        },
         online_features=data.online_features,
         reference_profile=profile.model_dump(),
         table_versions=data.table_versions,  # what the data was read from, for `train --as-of-version`
@@ -212,6 +255,18 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--max-depth", type=int, default=8, help="0 for unlimited")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-latest", action="store_true", help="publish without moving the latest pointer")
+    p.add_argument(
+        "--estimator",
+        metavar="MODULE:FUNCTION",
+        help="your own unfitted classifier or pipeline: function() -> estimator (default: the built-in forest)",
+    )
+    p.add_argument("--data", metavar="FILE", help="train on a Parquet or CSV file (needs --target and --name)")
+    p.add_argument("--target", help="the label column of --data")
+    p.add_argument(
+        "--categorical",
+        type=lambda v: [c.strip() for c in v.split(",") if c.strip()],
+        help="comma-separated categorical features of --data (drift bins them by category)",
+    )
     p.add_argument(
         "--training-set",
         metavar="MODULE:FUNCTION",
@@ -255,8 +310,8 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
         elif not args.training_set:
             args.training_set = recorded
         args.name = args.name or past.name
-    if args.training_set and not args.name:
-        raise ValueError("--training-set needs --name: the model's name in the store")
+    if (args.training_set or args.data) and not args.name:
+        raise ValueError("--training-set and --data need --name: the model's name in the store")
     if args.training_set or args.dataset in FEATURE_STORE_DATASETS:
         offline, repo = offline_store(settings.features), load_repo(settings.features.require_repo())
         if pinned is not None:
@@ -274,7 +329,13 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
         hmac_key=settings.hmac_key,
         set_latest=not args.no_latest,
         expect_entity_fingerprint=expect_fp,
+        estimator=args.estimator,
+        data_file=args.data,
+        target=args.target,
+        categorical=args.categorical,
     )
+    chosen = meta.engine_choice
+    engine = chosen.engine if chosen is not None else "sklearn" if meta.onnx is None else "onnxruntime"
     return {
         "model": meta.name,
         "version": meta.version,
@@ -283,6 +344,7 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
         "sha256": meta.sha256,
         # The graph the service runs (onnxruntime), or why the version will be served by scikit-learn.
         "onnx": meta.onnx.file if meta.onnx is not None else f"none: {meta.onnx_unavailable}",
+        "engine": engine,
         "latest": not args.no_latest,
         "table_versions": meta.training_data.table_versions,
         "fingerprint": meta.training_data.fingerprint,

@@ -21,6 +21,7 @@ from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from app.modelstore import LocalModelStore
 from app.predict.model import SklearnModel
+from devharness import ROOT
 from devharness.jobs import run_job
 
 FEATURES = ["amount", "count", "ts", "tiny"]
@@ -156,3 +157,30 @@ def test_bad_input_is_refused_with_a_clear_error_and_nothing_published(
         run = publish(tmp_path / "store", "--name", "bad", *args)
         assert run.code == 1 and error in run.summary["error"], (args, run.summary)
     assert not (tmp_path / "store" / "bad").exists()
+
+
+def test_the_train_job_fits_your_own_estimator_on_your_file(data: tuple[Path, pd.DataFrame], tmp_path: Path) -> None:
+    """`jobs train --estimator module:function --data FILE --target COL`: the CronJob trains the user's pipeline."""
+    root, _ = data
+    (tmp_path / "my_models.py").write_text(
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import MinMaxScaler\n"
+        "from sklearn.ensemble import GradientBoostingClassifier\n"
+        "def churn():\n"
+        "    return make_pipeline(MinMaxScaler(), GradientBoostingClassifier(n_estimators=20, random_state=0))\n"
+        "def not_a_classifier():\n"
+        "    return MinMaxScaler()\n"
+    )
+    env = {"PYTHONPATH": f"{tmp_path}:{ROOT}"}
+    args = ["--data", str(root / "train.parquet"), "--target", "label", "--name", "churn"]
+    store = ("--store", str(tmp_path / "store"), "train")
+    out = run_job(*store, "--estimator", "my_models:churn", *args, env=env).ok()
+    assert out["engine"] == "onnxruntime" and out["metrics"]["accuracy"] > 0.9
+    meta = LocalModelStore(tmp_path / "store").read_metadata("churn", out["version"])
+    assert meta.feature_names == FEATURES and meta.params["estimator"] == "my_models:churn"
+    bad = run_job(
+        "--store", str(tmp_path / "store"), "train", "--estimator", "my_models:not_a_classifier", *args, env=env
+    )
+    assert bad.code == 1 and "not a classifier with predict_proba" in bad.summary["error"]
+    missing = run_job(*store, "--estimator", "my_models:nope", *args, env=env)
+    assert missing.code == 1 and "has no attribute 'nope'" in missing.summary["error"]
