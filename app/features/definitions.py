@@ -115,17 +115,17 @@ class FeatureRepo:
             raise DefinitionError(f"unknown feature view {name!r}; known: {sorted(self.views)}") from None
 
     def resolve(self, refs: list[str]) -> dict[str, list[str]]:
-        """``["view:feature", ...]`` -> ``{view: [features]}`` in first-seen order, validated."""
+        """``["view:feature", "view:*", ...]`` -> ``{view: [features]}`` in first-seen order, validated;
+        ``view:*`` is every feature of the view, in its definition's order."""
         out: dict[str, list[str]] = {}
         for ref in refs:
             view_name, sep, feat = ref.partition(":")
             if not sep or not feat:
-                raise DefinitionError(f"feature reference {ref!r} must look like 'view:feature'")
+                raise DefinitionError(f"feature reference {ref!r} must look like 'view:feature' or 'view:*'")
             view = self.view(view_name)
-            view.feature(feat)
+            names = view.feature_names if feat == "*" else [view.feature(feat).name]
             lst = out.setdefault(view_name, [])
-            if feat not in lst:
-                lst.append(feat)
+            lst.extend(n for n in names if n not in lst)
         if not out:
             raise DefinitionError("no features requested")
         return out

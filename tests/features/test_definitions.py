@@ -18,6 +18,17 @@ def test_reference_repo_is_valid() -> None:
     }
 
 
+def test_a_view_wildcard_is_every_feature_of_the_view_in_order() -> None:
+    """Issue 23: the feature server's schema offers 'view:*'; it resolves, after and before named features."""
+    repo = reference_repo()
+    every = repo.view("user_stats").feature_names
+    assert repo.resolve(["user_stats:*"]) == {"user_stats": every}
+    named = ["user_stats:amount_mean_30d", "user_stats:*"]
+    assert repo.resolve(named) == {"user_stats": ["amount_mean_30d", *[f for f in every if f != "amount_mean_30d"]]}
+    with pytest.raises(DefinitionError, match="unknown feature view 'nope'"):
+        repo.resolve(["nope:*"])
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -70,6 +70,11 @@ def test_values_statuses_and_timestamps(feature_server: tuple[GunicornService, R
     assert out["event_timestamps"]["user_stats"][0] == T0.isoformat()
     metrics = httpx.get(srv.url + "/metrics").text
     assert 'feature_values_total{status="MISSING",view="user_stats"} 1.0' in metrics
+    # the documented wildcard (issue 23): every feature of the view, the same values
+    every = httpx.post(srv.url + "/v1/features", json={**body, "features": ["user_stats:*"]})
+    assert every.status_code == 200, every.text
+    got = every.json()["features"]
+    assert got["user_stats:txn_count_7d"] == [1, 2, None, None] and len(got) > 2
 
 
 @pytest.mark.parametrize(
