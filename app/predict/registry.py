@@ -127,6 +127,9 @@ class ModelRegistry:
         # model -> why no version of it serves (the last refusal), while none does: /readyz names it.
         self.failures: dict[str, str] = {}
         self._refusals: dict[tuple[str, str], str] = {}  # (model, version) -> why it was rejected
+        # Why the online store cannot serve reads (unreachable, a refused password), checked every poll while a
+        # served model reads features: those models are not ready meanwhile (issue 23).
+        self.online_error: str | None = None
         self._task: asyncio.Task[None] | None = None
         self._hmac_key = settings.hmac_key
         self.reader: AsyncOnlineReader | None = None
@@ -158,6 +161,11 @@ class ModelRegistry:
         if self.reader is not None:
             await self.reader.close()
 
+    def usable(self, name: str) -> bool:
+        """Loaded, and its dependencies answer: a model that reads features needs the online store."""
+        lm = self.models.get(name)
+        return lm is not None and (lm.online is None or self.online_error is None)
+
     @property
     def ready(self) -> bool:
         """Readiness is decided per model. With an explicit PREDICT_MODELS list every listed model is required;
@@ -166,15 +174,18 @@ class ModelRegistry:
         if not self.expected:
             return False
         if self.settings.models:
-            return all(n in self.models for n in self.expected)
-        return any(n in self.models for n in self.expected)
+            return all(self.usable(n) for n in self.expected)
+        return any(self.usable(n) for n in self.expected)
 
     def model_states(self) -> dict[str, dict[str, str]]:
-        """Each expected model's state: ready (version, engine), failed (reason) or loading."""
+        """Each expected model's state: ready (version, engine), unavailable (a dependency's error), failed
+        (reason) or loading."""
         states: dict[str, dict[str, str]] = {}
         for name in self.expected:
             lm = self.models.get(name)
-            if lm is not None:
+            if lm is not None and not self.usable(name):
+                states[name] = {"state": "unavailable", "version": lm.version, "reason": str(self.online_error)}
+            elif lm is not None:
                 states[name] = {"state": "ready", "version": lm.version, "engine": lm.model.engine}
             elif name in self.failures:
                 states[name] = {"state": "failed", "reason": self.failures[name]}
@@ -227,7 +238,23 @@ class ModelRegistry:
             self.expected = sorted(set(self.expected) | set(found))
         for name in self.expected:
             await self._refresh_one(name)
+        await self._check_online_store()
         metrics.MODELS_READY.set(1 if self.ready else 0)
+
+    async def _check_online_store(self) -> None:
+        if self.reader is None or not any(lm.online is not None for lm in self.models.values()):
+            self.online_error = None
+            return
+        try:
+            await self.reader.ping()
+        except OnlineStoreUnavailableError as exc:
+            if self.online_error is None:
+                log.warning(
+                    "online store unavailable: models that read features are not ready", extra={"error": str(exc)}
+                )
+            self.online_error = f"online store: {exc}"
+            return
+        self.online_error = None
 
     async def _refresh_one(self, name: str) -> None:
         try:

@@ -18,7 +18,7 @@ import pytest
 from app.features.historical import get_historical_features
 from app.features.offline import OfflineStore
 from app.modelstore import LocalModelStore
-from devharness import ROOT, GunicornService, RedisServer, free_port
+from devharness import ROOT, GunicornService, RedisServer, free_port, wait_until
 from devharness.jobs import run_job
 from examples.fraud import transforms
 from examples.fraud.repo import reference_repo, user_stats
@@ -161,7 +161,7 @@ def test_missing_policy_zeros_and_redis_down(platform: dict[str, Any], tmp_path:
             "FEATURES_REPO": REFERENCE_REPO,
             "PREDICT_FEATURES_TIMEOUT_MS": "100",
         },
-    ).wait_ready()
+    ).wait_live()
     try:
         r = httpx.post(
             down.url + "/v1/models/fraud/predict",
@@ -169,6 +169,9 @@ def test_missing_policy_zeros_and_redis_down(platform: dict[str, Any], tmp_path:
         )
         assert r.status_code == 503 and "online store" in r.json()["error"]
         assert r.elapsed.total_seconds() < 1.0
+        # readiness says what a request would find (issue 23): the model that reads features is not ready
+        ready = httpx.get(down.url + "/readyz")
+        assert ready.status_code == 503 and "fraud: unavailable (online store" in ready.json()["error"], ready.text
     finally:
         down.stop()
 
@@ -182,6 +185,29 @@ def test_model_needing_features_is_not_served_without_an_online_store(platform: 
     finally:
         srv.stop()
     assert user_stats.name == "user_stats"
+
+
+def test_a_refused_password_makes_the_feature_reading_model_unready(platform: dict[str, Any], tmp_path: Path) -> None:
+    """Issue 23: /readyz stayed 200 with a wrong Redis password while every request needing features got 503."""
+    rs = platform["redis"]
+    wrong = rs.url.replace("redis://", "redis://:wrong-password@", 1)
+    env = {
+        "MODEL_STORE_URL": str(platform["work"] / "models"),
+        "FEATURES_REDIS_URL": wrong,
+        "FEATURES_REPO": REFERENCE_REPO,
+    }
+    srv = GunicornService(tmp_path / "wrongpass", env).wait_live()
+    try:
+        wait_until(lambda: httpx.get(srv.url + "/readyz").status_code == 503, 20, "unready on a refused password")
+        ready = httpx.get(srv.url + "/readyz").json()["error"]
+        assert "fraud: unavailable (online store" in ready, ready
+        r = httpx.post(
+            srv.url + "/v1/models/fraud/predict",
+            json={"instances": [{"user_id": 1, "amount": 5.0, "merchant_category": 1}]},
+        )
+        assert r.status_code == 503, r.text
+    finally:
+        srv.stop()
 
 
 def test_model_needing_features_is_refused_without_a_feature_repository(
