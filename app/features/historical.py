@@ -20,7 +20,7 @@ beside the table versions it read: a model's metadata keeps both.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 import numpy as np
@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 from numpy.typing import NDArray
 
+from app.common.epoch import from_epoch_us
 from app.features.definitions import DefinitionError, FeatureRepo, FeatureView
 from app.features.offline import OfflineStore
 from app.features.pit_duckdb import DuckDBConfig
@@ -154,8 +155,8 @@ def get_historical_features(
         clash = seen & set(feats)
         if clash:
             raise DefinitionError(f"feature name(s) {sorted(clash)} of {view_name!r} collide with other columns")
-        start = datetime.fromtimestamp(lo / 1e6, UTC) - view.ttl if view.ttl > timedelta(0) else None
-        end = datetime.fromtimestamp(hi / 1e6, UTC) + timedelta(microseconds=1)
+        start = from_epoch_us(lo) - view.ttl if view.ttl > timedelta(0) else None
+        end = from_epoch_us(hi) + timedelta(microseconds=1)
         cols = [view.entity.join_key, view.event_timestamp_column, view.created_timestamp_column, *feats]
         if engine == "numpy":
             rows = offline.read_window(view.source, view.event_timestamp_column, start, end, cols)

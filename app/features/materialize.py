@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from app.common.epoch import from_epoch_us
 from app.features.definitions import FeatureView
 from app.features.offline import OfflineStore
 from app.features.online import MaterializationLockedError, OnlineStore
@@ -159,7 +160,7 @@ def materialize(
         newest = None
         if latest.num_rows:
             ev = latest.column(view.event_timestamp_column).cast(pa.int64()).to_numpy()
-            newest = datetime.fromtimestamp(int(ev.max()) / 1e6, UTC)
+            newest = from_epoch_us(int(ev.max()))
         wm_after = max([w for w in (wm_before, newest) if w is not None], default=None)
         if wm_after is not None and wm_after != wm_before:
             # Written last: a run killed before this line is simply redone by the next run.

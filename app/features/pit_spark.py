@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from app.common.epoch import epoch_us
 from app.features.definitions import FeatureView
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ def _reader(
 
 
 def _us(t: datetime | None) -> int | None:
-    return None if t is None else int(t.timestamp() * 1_000_000)
+    return None if t is None else epoch_us(t)  # exact: a float timestamp can land 1 µs low
 
 
 def scan_frame(

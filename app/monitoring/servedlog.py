@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
+from app.common.epoch import from_epoch_us
 from app.monitoring import metrics
 
 log = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class ServedLog:
             columns[name] = pa.array(x[:, j])
         columns["score"] = pa.array(np.concatenate(batch.scores))
         table = pa.table(columns)
-        day = datetime.fromtimestamp(batch.ts[0] / 1e6, UTC).strftime("%Y-%m-%d")
+        day = from_epoch_us(batch.ts[0]).strftime("%Y-%m-%d")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
         parent = f"{self.store.path(served_dataset(model))}/date={day}"
         self.store.fs.create_dir(parent, recursive=True)

@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 
+from app.common.epoch import epoch_us
 from app.features.pit_duckdb import DuckDBConfig, run_sql
 from examples.fraud import transforms
 from examples.fraud.repo import user_stats
@@ -57,7 +58,7 @@ class FeatureJobInputError(ValueError):
 
 
 def _us(t: datetime) -> int:
-    return int(t.timestamp() * 1_000_000)
+    return epoch_us(t)  # exact: a float timestamp can land 1 µs low
 
 
 def _check_args(start: datetime, days: int, n_users: int) -> None:

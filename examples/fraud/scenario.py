@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from app.common.epoch import epoch_us
 from examples.fraud import transforms
 from examples.fraud.repo import user_stats
 
@@ -23,7 +24,7 @@ CREATED_DELAY = timedelta(minutes=10)  # the feature job lands 10 minutes after 
 
 
 def _us(t: datetime) -> int:
-    return int(t.timestamp() * 1_000_000)
+    return epoch_us(t)  # exact: a float timestamp can land 1 µs low
 
 
 def generate_transactions(n_users: int, days: int, start: datetime, seed: int = 0) -> pa.Table:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from app.common.epoch import epoch_us, from_epoch_us
 from app.features.definitions import FeatureRepo
 from app.features.historical import get_historical_features
 from app.features.offline import OfflineStore
@@ -21,6 +22,8 @@ from tests.features.conftest import ENTITY, T0, TS, VIEW, random_rows
 
 REFS = ["item_stats:clicks", "item_stats:price", "item_stats:score"]
 UNBOUNDED = replace(VIEW, ttl=timedelta(0))
+# Eras where float microseconds land 1 µs low for some times (issue 26), and one where they do not.
+ERAS = [datetime(1987, 5, 4, tzinfo=UTC), datetime(2005, 3, 7, tzinfo=UTC), datetime(2036, 9, 1, tzinfo=UTC)]
 
 
 def _entity_rows(n: int, keys: int, seed: int) -> pa.Table:
@@ -96,3 +99,42 @@ def test_spark_equals_the_embedded_engines(s3_server: S3Server) -> None:
     assert spark.schema == duck.schema
     assert spark.equals(duck)
     assert 0 < spark.column("clicks").null_count < ent.num_rows
+
+
+def _era_rows(t0: datetime, n: int, seed: int) -> tuple[pa.Table, pa.Table]:
+    """Feature rows at random microseconds after ``t0``, and entity rows at exactly those times (the inclusive
+    edge: the row at the entity's time is the answer), the latest among them."""
+    rng = np.random.default_rng(seed)
+    us = epoch_us(t0) + np.sort(rng.integers(0, 86_400_000_000, n))
+    # The latest entity time bounds the scan (end = latest + 1 µs, exclusive): make it one where the float idiom
+    # computes that end 1 µs low, which excluded the latest row itself.
+    last = int(us[-1])
+    while int(from_epoch_us(last + 1).timestamp() * 1_000_000) == last + 1:
+        last += 1
+    us[-1] = last
+    feats = pa.table(
+        {
+            "item_id": pa.array(np.arange(n) % 20, pa.int64()),
+            "event_timestamp": pa.array(us, TS),
+            "created_timestamp": pa.array(us, TS),
+            "clicks": pa.array(np.arange(n), pa.int64()),
+            "price": pa.array(rng.random(n).astype(np.float32), pa.float32()),
+            "score": pa.array(rng.normal(size=n), pa.float64()),
+        }
+    )
+    ent = pa.table({"item_id": feats.column("item_id"), "event_timestamp": feats.column("event_timestamp")})
+    return feats, ent
+
+
+@pytest.mark.usefixtures("spark_local")
+@pytest.mark.parametrize("t0", ERAS, ids=[str(t.year) for t in ERAS])
+def test_rows_at_exactly_the_entity_time_on_every_engine_in_any_era(t0: datetime, s3_server: S3Server) -> None:
+    """Issue 26: the Spark engine's float microseconds dropped the row at exactly the entity time for 10% of
+    times in 2004-2008. Every engine must answer each entity row with the feature row at its own time."""
+    feats, ent = _era_rows(t0, 50, seed=t0.year)
+    offline = OfflineStore(f"s3://{s3_server.create_bucket(f'era-{t0.year}')}/fs", s3_endpoint_url=s3_server.endpoint)
+    offline.write_partitioned(UNBOUNDED.source, feats, "event_timestamp")
+    repo = FeatureRepo([ENTITY], [UNBOUNDED])
+    for engine in ("numpy", "duckdb", "spark"):
+        got = get_historical_features(ent, REFS, repo, offline, engine=engine)  # type: ignore[arg-type]
+        assert got.column("clicks").to_pylist() == list(range(50)), engine

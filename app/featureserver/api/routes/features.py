@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from app.common.epoch import from_epoch_us
 from app.common.errors import ApiError, bad_request, error_responses, json_body, json_response, load_json
 from app.features.definitions import DefinitionError, FeatureRepo, FeatureView
 from app.features.online import AsyncOnlineReader, OnlineStoreUnavailableError
@@ -91,9 +91,7 @@ async def get_online_features(request: Request) -> Response:
         for f in vec.features:
             features[f"{vec.view}:{f}"] = vec.values[f]
         statuses[vec.view] = [s.value for s in vec.statuses]
-        stamps[vec.view] = [
-            datetime.fromtimestamp(t / 1e6, UTC).isoformat() if t is not None else None for t in vec.event_timestamps_us
-        ]
+        stamps[vec.view] = [from_epoch_us(t).isoformat() if t is not None else None for t in vec.event_timestamps_us]
         for status, n in Tally(vec.statuses).items():
             metrics.STATUSES.labels(vec.view, status.value).inc(n)
     return json_response(
