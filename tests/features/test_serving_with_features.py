@@ -201,6 +201,7 @@ def test_a_refused_password_makes_the_feature_reading_model_unready(platform: di
         wait_until(lambda: httpx.get(srv.url + "/readyz").status_code == 503, 20, "unready on a refused password")
         ready = httpx.get(srv.url + "/readyz").json()["error"]
         assert "fraud: unavailable (online store" in ready, ready
+        assert httpx.get(srv.url + "/v2/models/fraud/ready").status_code == 503
         r = httpx.post(
             srv.url + "/v1/models/fraud/predict",
             json={"instances": [{"user_id": 1, "amount": 5.0, "merchant_category": 1}]},

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from app.common.errors import ApiError, error_responses, json_body, json_response
+from app.common.errors import ApiError, error_response, error_responses, json_body, json_response
 from app.common.fast_routes import add_fast_route
 from app.common.settings import package_version
 from app.predict.api.deps import ModelDep, RegistryDep, lookup_model
@@ -119,6 +119,8 @@ async def model_version_metadata(lm: ModelDep, version: str) -> Response:
 @router.get("/models/{name}/ready", responses=error_responses(404, 503))
 async def model_ready(name: str, registry: RegistryDep) -> Response:
     lookup_model(registry, name)  # 404 unknown, 503 not loaded yet
+    if not registry.usable(name):  # loaded, but a dependency (the online store) does not answer
+        return error_response(503, f"model {name!r} is not ready: {registry.online_error}")
     return json_response({"name": name, "ready": True})
 
 
