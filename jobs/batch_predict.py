@@ -81,8 +81,8 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
         raise ValueError(f"model {args.model!r} was not trained on feature views; batch-predict needs one that was")
     request = _request_values(args.request, spec.request_fields)
     model = SklearnModel(meta)
-    try:
-        model.load(artifact)
+    try:  # as the service loads it: the graph, verified, where the version has one
+        model.load(artifact, onnx_graph=store.read_onnx(meta) if meta.onnx is not None else None)
     except ModelLoadError as exc:
         raise ValueError(str(exc)) from None
     repo = load_repo(s.require_repo())
