@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 BATCH_SIZES = (1, 64)
-BUDGET_S = 0.25  # per engine and batch size: enough repetitions for a stable median, cheap at publish
+BUDGET_S = 0.1  # per engine and batch size: enough repetitions for a stable median, cheap at publish
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ served as the service serves it. Bad input gets a clear error and nothing is pub
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from app.modelstore import LocalModelStore
 from app.predict.model import SklearnModel
 from devharness import ROOT
 from devharness.jobs import run_job
+from jobs.__main__ import main as jobs_main
 
 FEATURES = ["amount", "count", "ts", "tiny"]
 
@@ -123,7 +125,7 @@ def _saved_by_another_version(est: Any, path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_bad_input_is_refused_with_a_clear_error_and_nothing_published(
-    data: tuple[Path, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    data: tuple[Path, pd.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root, df = data
     ref = str(root / "train.parquet")
@@ -153,9 +155,12 @@ def test_bad_input_is_refused_with_a_clear_error_and_nothing_published(
         (["--model", str(tmp_path / "nope.skops"), "--reference", ref], "no such file"),
         (["--model", str(tmp_path / "good.pkl"), "--reference", str(tmp_path / "none.csv")], "no such file"),
     ]
+    # In this process (the command's code path, without a Python start per case), leaving pytest's logging be.
+    monkeypatch.setattr("jobs.__main__.configure_logging", lambda *a, **k: None)
     for args, error in cases:
-        run = publish(tmp_path / "store", "--name", "bad", *args)
-        assert run.code == 1 and error in run.summary["error"], (args, run.summary)
+        code = jobs_main(["--store", str(tmp_path / "store"), "publish", "--name", "bad", *args])
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert code == 1 and error in summary["error"], (args, summary)
     assert not (tmp_path / "store" / "bad").exists()
 
 
