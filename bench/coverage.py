@@ -88,45 +88,45 @@ def pipelines() -> dict[str, tuple[Callable[[], Any], int, float]]:
         "hist-gbm-4-classes": (lambda: HistGradientBoostingClassifier(max_iter=50, random_state=0), 4, 0.0),
         "hist-gbm-missing": (lambda: HistGradientBoostingClassifier(random_state=0), 2, 0.1),
         "forest-missing": (lambda: RandomForestClassifier(50, max_depth=10, random_state=0), 2, 0.1),
-        "standard+forest": (
+        "standard-forest": (
             lambda: make_pipeline(StandardScaler(), RandomForestClassifier(50, max_depth=10, random_state=0)),
             2,
             0.0,
         ),
-        "standard+extra-trees": (
+        "standard-extra-trees": (
             lambda: make_pipeline(StandardScaler(), ExtraTreesClassifier(50, random_state=0)),
             2,
             0.0,
         ),
-        "minmax+gbm": (lambda: make_pipeline(MinMaxScaler(), GradientBoostingClassifier(random_state=0)), 2, 0.0),
-        "robust+tree": (lambda: make_pipeline(RobustScaler(), DecisionTreeClassifier(random_state=0)), 2, 0.0),
-        "impute+standard+forest": (
+        "minmax-gbm": (lambda: make_pipeline(MinMaxScaler(), GradientBoostingClassifier(random_state=0)), 2, 0.0),
+        "robust-tree": (lambda: make_pipeline(RobustScaler(), DecisionTreeClassifier(random_state=0)), 2, 0.0),
+        "impute-standard-forest": (
             lambda: make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), RandomForestClassifier(50)),
             2,
             0.1,
         ),
-        "columns+forest": (lambda: columns(RandomForestClassifier(50, max_depth=10, random_state=0)), 2, 0.0),
-        "columns+logistic": (lambda: columns(LogisticRegression(max_iter=1000)), 2, 0.0),
+        "columns-forest": (lambda: columns(RandomForestClassifier(50, max_depth=10, random_state=0)), 2, 0.0),
+        "columns-logistic": (lambda: columns(LogisticRegression(max_iter=1000)), 2, 0.0),
         "logistic": (lambda: LogisticRegression(max_iter=1000), 2, 0.0),
-        "standard+logistic": (lambda: make_pipeline(StandardScaler(), LogisticRegression()), 2, 0.0),
+        "standard-logistic": (lambda: make_pipeline(StandardScaler(), LogisticRegression()), 2, 0.0),
         "multinomial-4-classes": (lambda: make_pipeline(StandardScaler(), LogisticRegression()), 4, 0.0),
-        "impute+standard+logistic": (
+        "impute-standard-logistic": (
             lambda: make_pipeline(SimpleImputer(), StandardScaler(), LogisticRegression()),
             2,
             0.1,
         ),
-        "standard+svc": (lambda: make_pipeline(StandardScaler(), SVC(probability=True, random_state=0)), 2, 0.0),
-        "standard+mlp": (
+        "standard-svc": (lambda: make_pipeline(StandardScaler(), SVC(probability=True, random_state=0)), 2, 0.0),
+        "standard-mlp": (
             lambda: make_pipeline(StandardScaler(), MLPClassifier((16,), max_iter=300, random_state=0)),
             2,
             0.0,
         ),
-        "standard+calibrated": (
+        "standard-calibrated": (
             lambda: make_pipeline(StandardScaler(), CalibratedClassifierCV(LogisticRegression(), cv=3)),
             2,
             0.0,
         ),
-        "standard+knn": (lambda: make_pipeline(StandardScaler(), KNeighborsClassifier()), 2, 0.0),
+        "standard-knn": (lambda: make_pipeline(StandardScaler(), KNeighborsClassifier()), 2, 0.0),
         "gaussian-nb": (GaussianNB, 2, 0.0),
     }
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from app.modelstore.metadata import ModelMetadata
+from app.modelstore.metadata import MODEL_NAME_RE, ModelMetadata
 from app.modelstore.packaging import TrainingRun, publish_sklearn
 from app.modelstore.store import ModelStore
 
@@ -159,6 +159,8 @@ def publish_model(
 
     from app.monitoring.profile import compute_profile, score_of
 
+    if not MODEL_NAME_RE.match(name):  # before the conversion's work, not after it
+        raise PublishError(f"invalid model name {name!r}: use lowercase letters, digits and '-', at most 63 characters")
     if not hasattr(estimator, "predict_proba"):
         raise PublishError(f"{type(estimator).__name__} has no predict_proba: the platform serves probabilities")
     table = read_reference(reference)
