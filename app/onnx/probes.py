@@ -43,11 +43,13 @@ def _neighbours(t: float) -> list[float]:
 
 
 def accepts_missing(estimator: Any, rows: NDArray[np.float64]) -> bool:
-    """Whether ``predict_proba`` answers a row with a missing value (what a NaN in a request would do)."""
+    """Whether ``predict_proba`` answers a missing value in any feature (what a NaN in a request would do): one
+    row per feature, that feature missing. A model that takes NaN in some columns only does not accept them."""
     if len(rows) == 0:
         return False
-    row = np.array(rows[:1], dtype=np.float64)
-    row[0, 0] = np.nan
+    width = np.asarray(rows).shape[1]
+    row = np.repeat(np.nan_to_num(np.array(rows[:1], dtype=np.float64)), width, axis=0)
+    row[np.arange(width), np.arange(width)] = np.nan
     try:
         out = np.asarray(estimator.predict_proba(row), dtype=np.float64)
     except Exception:  # scikit-learn raises ValueError ("Input X contains NaN") or its subclasses
