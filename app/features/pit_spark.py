@@ -111,10 +111,6 @@ def _reader(
     return read
 
 
-def _us(t: datetime | None) -> int | None:
-    return None if t is None else epoch_us(t)  # exact: a float timestamp can land 1 µs low
-
-
 def scan_frame(
     spark: SparkSession,
     scan: TableScan,
@@ -141,8 +137,8 @@ def scan_frame(
         offline.s3_region,
         scan.schema,
         cols,
-        _us(start),
-        _us(end),
+        None if start is None else epoch_us(start),
+        None if end is None else epoch_us(end),
         timestamp_column,
     )
     return paths.mapInArrow(reader, _spark_schema(read_schema))

@@ -76,38 +76,28 @@ class MicroBatcher:
             self._scheduled = asyncio.get_running_loop().call_soon(self._flush)
         if not taken:
             return
+        if not self._answer(taken) and len(taken) > 1:
+            # One request's rows failed the batch: each request again on its own, so that only the one that
+            # fails gets the error and its neighbours their answers (issue 23).
+            for item in taken:
+                self._answer([item])
+
+    def _answer(self, taken: list[tuple[NDArray[np.float64], asyncio.Future[NDArray[np.float64]]]]) -> bool:
+        """Predict the requests' rows as one batch and route each its slice; False when the batch raised
+        (a lone request then gets the error)."""
         xs = [x for x, _ in taken]
         start = time.perf_counter()
         try:
             out = self._predict(xs[0] if len(xs) == 1 else np.concatenate(xs))
         except Exception as exc:
-            if len(taken) == 1:
-                if not taken[0][1].done():
-                    taken[0][1].set_exception(exc)
-                return
-            # One request's rows failed the batch: each request again on its own, so that only the one that
-            # fails gets the error and its neighbours their answers (issue 23).
-            self._one_by_one(taken)
-            return
+            if len(taken) == 1 and not taken[0][1].done():
+                taken[0][1].set_exception(exc)
+            return False
         if self._observe is not None:
             self._observe(sum(len(x) for x in xs), time.perf_counter() - start)
         pos = 0
         for x, fut in taken:
-            n = len(x)
             if not fut.done():
-                fut.set_result(out[pos : pos + n])
-            pos += n
-
-    def _one_by_one(self, taken: list[tuple[NDArray[np.float64], asyncio.Future[NDArray[np.float64]]]]) -> None:
-        for x, fut in taken:
-            start = time.perf_counter()
-            try:
-                out = self._predict(x)
-            except Exception as exc:
-                if not fut.done():
-                    fut.set_exception(exc)
-                continue
-            if self._observe is not None:
-                self._observe(len(x), time.perf_counter() - start)
-            if not fut.done():
-                fut.set_result(out)
+                fut.set_result(out[pos : pos + len(x)])
+            pos += len(x)
+        return True

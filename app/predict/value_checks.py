@@ -17,13 +17,11 @@ from numpy.typing import NDArray
 
 from app.common.errors import InvalidInputError
 
-FLOAT32_MAX = float(np.finfo(np.float32).max)
-
 
 @dataclass(frozen=True)
 class ValueRules:
     accepts_missing: bool = False
-    max_abs: float = float("inf")  # FLOAT32_MAX where the model computes in float32
+    max_abs: float = float("inf")  # float32's largest where the model computes in float32 (metadata max_abs_input)
 
 
 STRICT = ValueRules()

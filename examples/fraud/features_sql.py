@@ -57,10 +57,6 @@ class FeatureJobInputError(ValueError):
     """The transactions cannot be aggregated as asked (a bad id, category or null)."""
 
 
-def _us(t: datetime) -> int:
-    return epoch_us(t)  # exact: a float timestamp can land 1 µs low
-
-
 def _check_args(start: datetime, days: int, n_users: int) -> None:
     if start.tzinfo is None:
         raise FeatureJobInputError(f"start must be timezone-aware (UTC), got {start.isoformat()}")
@@ -107,7 +103,7 @@ def _validation(n_users: int) -> str:
 def _to_table(out: pa.Table, start: datetime) -> pa.Table:
     """The engines' rows (user_id, day, int and float64 columns) as compute_user_stats's table."""
     day = np.asarray(out.column("d").to_numpy(), dtype=np.int64)
-    event = _us(start) + (day + 1) * DAY_US
+    event = epoch_us(start) + (day + 1) * DAY_US
     ts = pa.timestamp("us", tz="UTC")
     cols: dict[str, pa.Array] = {
         "user_id": out.column("u").combine_chunks().cast(pa.int64()),
@@ -196,9 +192,9 @@ def duckdb_sql(
     expression a day's amounts are summed in the order of; ``users`` the user ids ``[first, end)`` it
     computes (a user's rows depend on its transactions only)."""
     return _DUCKDB_SQL.format(
-        start_us=_us(start),
-        start_s=_us(start) // 1_000_000,
-        end_s=_us(start) // 1_000_000 + days * 86_400,
+        start_us=epoch_us(start),
+        start_s=epoch_us(start) // 1_000_000,
+        end_s=epoch_us(start) // 1_000_000 + days * 86_400,
         day_us=DAY_US,
         days=days,
         order=order,
@@ -313,12 +309,12 @@ def plan_user_stats_duckdb(
         order = "__r"
     else:
         src, order = transactions, '"timestamp"'
-    start_s = _us(start) // 1_000_000
+    start_s = epoch_us(start) // 1_000_000
     window = f'"timestamp" >= to_timestamp({start_s}) AND "timestamp" < to_timestamp({start_s + days * 86_400})'
     width = max(1, -(-(n_users + 1) // _BUCKETS))
     survey = run_sql(
         f"""SELECT user_id // {width} AS k, count(*) AS n_rows, {_validation(n_users)},
-                   list(DISTINCT (epoch_us("timestamp") - {_us(start)}) // {DAY_US}) AS tx_days
+                   list(DISTINCT (epoch_us("timestamp") - {epoch_us(start)}) // {DAY_US}) AS tx_days
             FROM src WHERE {window} GROUP BY k ORDER BY k""",
         {"src": src},
         config,
@@ -409,8 +405,8 @@ ORDER BY u, d
 def spark_sql(start: datetime, days: int, *, order: str = "unix_micros(`timestamp`)") -> str:
     """The Spark SQL query over a temporary view ``src`` with the transactions' COLUMNS."""
     return _SPARK_SQL.format(
-        start_us=_us(start),
-        end_us=_us(start) + days * DAY_US,
+        start_us=epoch_us(start),
+        end_us=epoch_us(start) + days * DAY_US,
         day_us=DAY_US,
         last_day=days - 1,
         order=order,
@@ -449,7 +445,8 @@ def compute_user_stats_spark(
         frame, order = transactions, "unix_micros(`timestamp`)"
     view = "src"
     frame.createOrReplaceTempView(view)
-    window = f"unix_micros(`timestamp`) >= {_us(start)} AND unix_micros(`timestamp`) < {_us(start) + days * DAY_US}"
+    start_us = epoch_us(start)
+    window = f"unix_micros(`timestamp`) >= {start_us} AND unix_micros(`timestamp`) < {start_us + days * DAY_US}"
     check = spark.sql(f"SELECT {_validation(n_users)} FROM {view} WHERE {window}").collect()[0].asDict()
     _check_counts(check)
     out = spark.sql(spark_sql(start, days, order=order)).toArrow()

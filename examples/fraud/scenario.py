@@ -23,10 +23,6 @@ DAY_US = 86_400_000_000
 CREATED_DELAY = timedelta(minutes=10)  # the feature job lands 10 minutes after the day closes
 
 
-def _us(t: datetime) -> int:
-    return epoch_us(t)  # exact: a float timestamp can land 1 µs low
-
-
 def generate_transactions(n_users: int, days: int, start: datetime, seed: int = 0) -> pa.Table:
     """Transactions of ``n_users`` users over ``days`` days from ``start`` (UTC midnight), unlabeled."""
     if n_users < 1 or days < 1:
@@ -48,7 +44,7 @@ def generate_transactions(n_users: int, days: int, start: datetime, seed: int = 
         rng.integers(0, transforms.N_CATEGORIES, total),
     )
     offset = rng.integers(0, DAY_US, total)
-    ts = _us(start) + day_idx.astype(np.int64) * DAY_US + offset
+    ts = epoch_us(start) + day_idx.astype(np.int64) * DAY_US + offset
     order = np.argsort(ts, kind="stable")
     return pa.table(
         {
@@ -72,7 +68,7 @@ def compute_user_stats(transactions: pa.Table, start: datetime, days: int, n_use
     ts = transactions.column("timestamp").cast(pa.int64()).to_numpy()
     amount = transactions.column("amount").to_numpy()
     cat = transactions.column("merchant_category").to_numpy()
-    day = (ts - _us(start)) // DAY_US
+    day = (ts - epoch_us(start)) // DAY_US
     shape = (n_users, days)
     flat = uid * days + day
 
@@ -118,7 +114,7 @@ def compute_user_stats(transactions: pa.Table, start: datetime, days: int, n_use
     age = (np.arange(days)[None, :] + 1 - first[:, None]).astype(np.float64)
 
     users, ds_ = np.nonzero(c30 > 0)
-    event = _us(start) + (ds_.astype(np.int64) + 1) * DAY_US
+    event = epoch_us(start) + (ds_.astype(np.int64) + 1) * DAY_US
     cols: dict[str, pa.Array] = {
         "user_id": pa.array(users.astype(np.int64) + 1),
         user_stats.event_timestamp_column: pa.array(event, type=pa.timestamp("us", tz="UTC")),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,12 @@ from app.features.online import OnlineStore
 from devharness import GunicornService, RedisServer, free_port
 from examples.fraud.repo import user_stats
 from jobs.settings import REFERENCE_REPO
-from tests.features.conftest import T0, TS
+from tests.features.conftest import TS
+
+# The view's TTL (2 days) is measured against the wall clock when the test runs, so the fresh rows are an
+# hour old, not "yesterday's midnight": a module imported before 00:00 UTC and run after it would
+# otherwise read them as EXPIRED.
+FRESH = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 
 pytestmark = pytest.mark.integration
 F7 = ["user_stats:txn_count_7d"]
@@ -27,8 +32,8 @@ def _user_rows() -> object:
     n = 3
     cols = {
         "user_id": pa.array([1, 2, 3], pa.int64()),
-        "event_timestamp": pa.array([T0, T0, T0 - timedelta(days=10)], TS),
-        "created_timestamp": pa.array([T0, T0, T0 - timedelta(days=10)], TS),
+        "event_timestamp": pa.array([FRESH, FRESH, FRESH - timedelta(days=10)], TS),
+        "created_timestamp": pa.array([FRESH, FRESH, FRESH - timedelta(days=10)], TS),
     }
     for f in user_stats.features:
         cols[f.name] = pa.array([1, 2, 3][:n], pa.int64()).cast(f.dtype)
@@ -67,7 +72,7 @@ def test_values_statuses_and_timestamps(feature_server: tuple[GunicornService, R
     assert out["statuses"]["user_stats"] == ["PRESENT", "PRESENT", "EXPIRED", "MISSING"]
     assert out["features"]["user_stats:txn_count_7d"] == [1, 2, None, None]
     assert out["features"]["user_stats:amount_std_30d"] == [None, 1.5, None, None]
-    assert out["event_timestamps"]["user_stats"][0] == T0.isoformat()
+    assert out["event_timestamps"]["user_stats"][0] == FRESH.isoformat()
     metrics = httpx.get(srv.url + "/metrics").text
     assert 'feature_values_total{status="MISSING",view="user_stats"} 1.0' in metrics
     # the documented wildcard (issue 23): every feature of the view, the same values

@@ -68,7 +68,9 @@ def test_duckdb_completes_on_a_table_larger_than_its_memory_limit(local_offline:
     assert feats.nbytes > 1.5 * limit_mb * 2**20  # 44 MB of feature rows in Arrow
     ent = _entity_rows(100_000, 100_000, seed=7)
     repo = FeatureRepo([ENTITY], [VIEW])
-    small = DuckDBConfig(memory_limit=f"{limit_mb}MB", threads=2)
+    # one thread: with two, how much each holds at once depends on scheduling, and under CPU load the pair
+    # can pin more than the limit (seen at 24 MB); the claim is about spilling, not parallelism
+    small = DuckDBConfig(memory_limit=f"{limit_mb}MB", threads=1)
     got = get_historical_features(ent, REFS, repo, local_offline, engine="duckdb", duckdb_config=small)
     assert got.equals(get_historical_features(ent, REFS, repo, local_offline, engine="numpy"))
 
