@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from pathlib import Path
 
 from devharness.processes import ROOT, Server
 
@@ -31,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = ROOT / "var" / "repeat"
     out.mkdir(parents=True, exist_ok=True)
-    results = []
+    results: list[dict[str, object]] = []
+    summary: dict[str, object] = {}
     with ExitStack() as stack:
         for i in range(args.load):
             stack.enter_context(Server([sys.executable, "-c", BUSY], out / f"load{i}.log"))
@@ -50,11 +52,19 @@ def main(argv: list[str] | None = None) -> int:
             if p.returncode != 0:
                 (out / f"run{run}.log").write_text(p.stdout + p.stderr)
             print(f"run {run}/{args.runs}: exit {p.returncode} in {seconds:.0f} s: {tail[0]}", flush=True)
-    failed = [r for r in results if r["exit"] != 0]
-    summary = {"runs": args.runs, "passed": args.runs - len(failed), "load": args.load, "pytest": args.pytest_args}
-    (out / "summary.json").write_text(json.dumps({**summary, "results": results}, indent=1))
+            summary = _write_summary(out, args, results)  # after every run: an interrupted series still counts
     print(json.dumps(summary))
-    return 1 if failed else 0
+    return 1 if summary["passed"] < args.runs else 0
+
+
+def _write_summary(out: Path, args: argparse.Namespace, results: list[dict[str, object]]) -> dict[str, object]:
+    passed = sum(1 for r in results if r["exit"] == 0)
+    summary = {"runs": len(results), "passed": passed, "load": args.load, "pytest": args.pytest_args}
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    (out / "summary.json").write_text(
+        json.dumps({**summary, "commit": commit.stdout.strip(), "results": results}, indent=1)
+    )
+    return summary
 
 
 if __name__ == "__main__":
