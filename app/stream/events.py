@@ -1,7 +1,8 @@
 """Events as they arrive on the stream: flat string fields, parsed into the model's input rows.
 
-An event is malformed when a required field is missing, is not a finite number, or an id is not an
-integer: it goes to the dead-letter stream at once with that reason (it would fail on every delivery).
+An event is malformed when a required field is missing, is not a finite number, an id is not an
+integer, or the event id is not UTF-8 text: it goes to the dead-letter stream at once with that reason (it
+would fail on every delivery).
 
 A micro-batch is parsed in one step: every event's numeric fields into one float64 matrix (NumPy parses
 the strings in C), checked at once. Only the events that fail a check go through the per-event parser,
@@ -57,9 +58,12 @@ class EventSchema:
         """One event and its model input row; MalformedEventError names the first bad field."""
         # Only the fields the model and the windows read are looked at: an event may carry many more.
         f = _Fields(fields)
-        event_id = f.text(self.event_id_field)
-        if not event_id:
+        raw_id = f.raw(self.event_id_field)
+        if raw_id is None or raw_id in (b"", ""):
             raise MalformedEventError(f"missing field {self.event_id_field!r}")
+        event_id = _event_id(raw_id)
+        if event_id is None:
+            raise MalformedEventError(f"{self.event_id_field}: not UTF-8 text: {raw_id!r:.60}")
         if len(event_id) > MAX_EVENT_ID:
             raise MalformedEventError(f"{self.event_id_field}: longer than {MAX_EVENT_ID} characters")
         ts = f.integer(self.event_time_field, low=0)
@@ -81,14 +85,17 @@ class EventSchema:
         for i, (_, fields) in enumerate(entries):
             str_keys = bool(fields) and isinstance(next(iter(fields)), str)
             try:
-                rows.append([fields[n] for n in names] if str_keys else [fields[k] for k in bkeys])
+                # One row per entry whatever is missing: a second append here once shifted every later
+                # event of the batch onto its predecessor's row (issue 24).
+                row = [fields[n] for n in names] if str_keys else [fields[k] for k in bkeys]
                 eid = fields[id_s] if str_keys else fields[id_b]
             except KeyError:
-                rows.append(["0"] * len(names))
+                row = ["0"] * len(names)
                 slow.add(i)
-                eid = ""
-            event_id = text(eid)
-            ids.append(event_id)
+                eid = b""
+            rows.append(row)
+            event_id = _event_id(eid)
+            ids.append(event_id or "")
             if not event_id or len(event_id) > MAX_EVENT_ID:
                 slow.add(i)
         n_inputs = len(self.input_names)
@@ -118,6 +125,18 @@ class EventSchema:
             x_rows.append(inputs)
         out.x = np.array(x_rows, dtype=np.float64).reshape(len(x_rows), n_inputs)
         return out
+
+
+def _event_id(raw: bytes | str) -> str | None:
+    """The id as text, or None when its bytes are not UTF-8. Decoding with replacement would map distinct
+    ids onto one text (b"\\xff" and b"\\xfe" both become "\\ufffd"), and the second event would then be
+    taken for a redelivery of the first: no decision, no dead letter (issue 24)."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 class _Fields:

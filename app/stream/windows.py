@@ -11,8 +11,9 @@ at time ``t`` are always recomputed from the set, over ``(t - w, t]``. Two prope
 - no regression on late or out-of-order events: a late event joins the set and every later read sees it;
   nothing is an incremental counter that an out-of-order update could corrupt.
 
-An event older than the horizon behind its entity's newest event is *too late*: it is still scored, with
-status ``LATE``, but not kept (its window is already gone).
+An event more than the allowed lateness behind its entity's newest event is *too late*: it is still scored,
+with status ``LATE``, but not kept (its windows may reach past what is kept: the longest window plus the
+allowed lateness behind the newest event).
 """
 
 from __future__ import annotations
@@ -67,22 +68,24 @@ end
 """
 
 # One call per micro-batch of a shard. KEYS: per event its entity's events zset, values hash and served hash
-# (3 keys each, all under the shard's hash tag). ARGV: horizon ms, ttl ms, number of windows, window lengths
-# ms..., then one JSON array of [event id, event time ms, value as text] per event (one argument: the client
-# packs arguments one by one, which cost more than the script). Returns per event {status, count_1, sum_1, ...}; sums
-# as strings (Lua numbers reply as integers). A redelivered event gets the values it was first served with
-# (the served hash): with events out of order, recomputing them could count an earlier-timed event that
-# arrived after it.
+# (3 keys each, all under the shard's hash tag). ARGV: horizon ms, ttl ms, allowed lateness ms, number of
+# windows, window lengths ms..., then one JSON array of [event id, event time ms, value as text] per event
+# (one argument: the client packs arguments one by one, which cost more than the script). Returns per event
+# {status, count_1, sum_1, ...}; sums as strings (Lua numbers reply as integers).
+# A redelivered event gets the values it was first served with (the served hash): with events out of order,
+# recomputing them could count an earlier-timed event that arrived after it. The served hash keeps the
+# status with the values ("NEW,3,12.5,..."), so a batch retried after a crash between this script and its
+# decision decides with the status it was first served, not "DUPLICATE" (issue 24).
 _UPDATE = (
     _WINDOWS
     + """
-local horizon, ttl, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local horizon, ttl, lateness, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local wins, longest = {}, 0
 for w = 1, nwin do
-  wins[w] = tonumber(ARGV[3 + w])
+  wins[w] = tonumber(ARGV[4 + w])
   longest = math.max(longest, wins[w])
 end
-local events = cjson.decode(ARGV[4 + nwin])
+local events = cjson.decode(ARGV[5 + nwin])
 local result = {}
 for j = 1, #KEYS / 3 do
   local kev, kval, kserved = KEYS[3 * j - 2], KEYS[3 * j - 1], KEYS[3 * j]
@@ -91,7 +94,9 @@ for j = 1, #KEYS / 3 do
   local served = nil
   local top = redis.call('ZRANGE', kev, -1, -1, 'WITHSCORES')
   local newest = top[2] and tonumber(top[2])
-  if newest and ts < newest - horizon then
+  if newest and ts < newest - lateness then
+    -- Later than allowed: its windows may reach past what is kept (the horizon is the longest window plus
+    -- the lateness), so it is scored as LATE and not kept.
     status = 'LATE'
   elseif redis.call('ZADD', kev, 'NX', ts, eid) == 1 then
     redis.call('HSET', kval, eid, value)
@@ -113,10 +118,15 @@ for j = 1, #KEYS / 3 do
   local out = {status}
   if served then
     for v in string.gmatch(served, '[^,]+') do out[#out + 1] = v end
+    if tonumber(out[2]) ~= nil then
+      out[1] = 'NEW'  -- written before the status was kept: only NEW events are kept
+    else
+      table.remove(out, 1)  -- leaves the status it was first served with, then its values
+    end
   else
     for _, v in ipairs(windows_at(kev, kval, ts, wins, longest)) do out[#out + 1] = v end
     if status == 'NEW' then
-      redis.call('HSET', kserved, eid, table.concat(out, ',', 2))
+      redis.call('HSET', kserved, eid, table.concat(out, ','))
       redis.call('PEXPIRE', kev, ttl)
       redis.call('PEXPIRE', kval, ttl)
       redis.call('PEXPIRE', kserved, ttl)
@@ -170,7 +180,7 @@ def parse_windows(spec: str) -> tuple[Window, ...]:
 
 @dataclass(frozen=True)
 class WindowValues:
-    status: str  # NEW, DUPLICATE (redelivered: nothing changed) or LATE (beyond the horizon: not kept)
+    status: str  # NEW, or LATE (past the allowed lateness: scored, not kept); a redelivery gets its first status
     values: dict[str, float]
 
 
@@ -191,6 +201,8 @@ class StreamingFeatures:
         self.shards = shards
         self.windows = tuple(windows)
         self.value_field = value_field
+        self.allowed_lateness_ms = allowed_lateness_ms
+        # Kept: the longest window behind the latest event an entity may still accept (allowed lateness).
         self.horizon_ms = max(w.length_ms for w in self.windows) + allowed_lateness_ms
         self.ttl_ms = self.horizon_ms + 86_400_000  # a quiet entity's keys go a day after its window
         self.prefix = prefix
@@ -207,7 +219,13 @@ class StreamingFeatures:
     async def update(self, events: Sequence[tuple[str, int, int, float]]) -> list[WindowValues]:
         """Add ``(event id, entity, event time ms, value)`` events (one script call per shard among them, one
         round trip) and return each one's features at its own event time, itself included."""
-        head = [self.horizon_ms, self.ttl_ms, len(self.windows), *(w.length_ms for w in self.windows)]
+        head = [
+            self.horizon_ms,
+            self.ttl_ms,
+            self.allowed_lateness_ms,
+            len(self.windows),
+            *(w.length_ms for w in self.windows),
+        ]
         by_shard: dict[int, list[int]] = {}
         for i, (_, entity, _, _) in enumerate(events):
             by_shard.setdefault(entity % self.shards, []).append(i)

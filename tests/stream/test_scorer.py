@@ -249,6 +249,39 @@ async def test_a_redelivered_event_gets_the_windows_it_was_first_served(make_sco
     await scorer.features.update([b])
     (again,) = await scorer.features.update([a])
     assert first.values == again.values == {"count_10m": 1, "amount_sum_10m": 10, "count_1h": 1, "amount_sum_1h": 10}
-    assert (first.status, again.status) == ("NEW", "DUPLICATE")
+    assert (first.status, again.status) == ("NEW", "NEW")  # the status it was first served with (issue 24)
     # ... while the window itself, read afterwards, has both
     assert (await scorer.features.read(7, 1_000_000))["count_10m"] == 2
+
+
+async def test_lateness_is_the_allowed_lateness_and_a_late_enough_event_is_counted_right(make_scorer: Any) -> None:
+    """Issue 24: the code allowed the longest window plus the lateness (65 minutes), the docs 5 minutes;
+    events 5 to 30 minutes late came back NEW with their 1-hour windows undercounted."""
+    scorer: StreamScorer = make_scorer(allowed_lateness_ms=300_000)
+    await scorer.setup()
+    t = 10_000_000_000
+    history = [(f"h{i}", 3, t - 3_600_000 + i * 60_000, 1.0) for i in range(61)]  # one a minute up to t
+    await scorer.features.update(history)
+    edge, past, far = ("edge", 3, t - 300_000, 2.0), ("past", 3, t - 300_001, 2.0), ("far", 3, t - 1_800_000, 2.0)
+    got = await scorer.features.update([edge, past, far])
+    assert [g.status for g in got] == ["NEW", "LATE", "LATE"]
+    # the event exactly at the lateness bound: both windows equal a recount over everything kept
+    times = [h[2] for h in history] + [edge[2]]
+    for name, w in (("10m", 600_000), ("1h", 3_600_000)):
+        assert got[0].values[f"count_{name}"] == sum(edge[2] - w < x <= edge[2] for x in times)
+
+
+async def test_a_crash_between_the_windows_and_the_decision_decides_with_the_first_status(
+    make_scorer: Any, client: aioredis.Redis
+) -> None:
+    """Issue 24: the only decision of such an event said DUPLICATE."""
+    events = iris_events(3, seed=4)
+    await produce(client, events)
+    scorer: StreamScorer = make_scorer()
+    await scorer.setup()
+    e = events[1]
+    (served,) = await scorer.features.update([(e["event_id"], e["user_id"], e["event_time_ms"], e["amount"])])
+    await drain(scorer)  # the "restarted" scorer
+    got = {d["event_id"]: d for d in await decisions(client)}
+    assert [got[x["event_id"]]["streaming_status"] for x in events] == ["NEW", "NEW", "NEW"]
+    assert got[e["event_id"]]["streaming_features"] == served.values
