@@ -53,7 +53,7 @@ SHIFTED = "f3"
 OURS = """
 import json, resource, sys, time
 import numpy as np, pyarrow.parquet as pq
-from app.monitoring.drift import compare
+from app.monitoring.drift import Histograms, compare
 from app.monitoring.profile import ReferenceProfile, bin_rows, numeric_profile
 ref_path, cur_path = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
@@ -71,7 +71,7 @@ for i in range(served.metadata.num_row_groups):
     del group
     got = bin_rows(profile, x, None)
     counts = got if counts is None else {k: counts[k] + v for k, v in got.items()}
-result = compare(profile, counts)
+result = compare(profile, Histograms(counts))
 seconds = time.perf_counter() - t
 print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "drifted": [d.feature for d in result if d.drifted]}))
@@ -150,7 +150,7 @@ def run_child(python: Path, code: str, *args: str) -> dict[str, Any]:
 
 def agreement(work: Path, ref_path: Path, cur_path: Path, evidently_py: Path | None) -> dict[str, Any]:
     """Evidently's JS and Wasserstein on data quantized to our bins, against ours; PSI against the textbook."""
-    from app.monitoring.drift import compare
+    from app.monitoring.drift import Histograms, compare
     from app.monitoring.profile import NumericProfile, bin_rows, compute_profile
 
     ref = pq.read_table(ref_path)
@@ -158,7 +158,7 @@ def agreement(work: Path, ref_path: Path, cur_path: Path, evidently_py: Path | N
     x_ref = np.column_stack([c.to_numpy() for c in ref.columns])
     x_cur = np.column_stack([c.to_numpy() for c in pq.ParquetFile(cur_path).read_row_group(0).columns])
     profile = compute_profile(x_ref, names, np.zeros(1))
-    ours = {d.feature: d.statistics for d in compare(profile, bin_rows(profile, x_cur, None))}
+    ours = {d.feature: d.statistics for d in compare(profile, Histograms(bin_rows(profile, x_cur, None)))}
 
     textbook = 0.0
     for name in names:  # PSI written out bin by bin, floors as in drift.py
@@ -193,7 +193,7 @@ def agreement(work: Path, ref_path: Path, cur_path: Path, evidently_py: Path | N
 
 
 def detection(features: int, ref_rows: int, window: int = 5000, windows: int = 100, seed: int = 1) -> dict[str, Any]:
-    from app.monitoring.drift import compare
+    from app.monitoring.drift import Histograms, compare
     from app.monitoring.profile import bin_rows, compute_profile
 
     rng = np.random.default_rng(seed)
@@ -201,10 +201,10 @@ def detection(features: int, ref_rows: int, window: int = 5000, windows: int = 1
     profile = compute_profile(rng.normal(size=(ref_rows, features)), names, np.zeros(1))
     shifted = rng.normal(size=(window, features))
     shifted[:, names.index(SHIFTED)] += 0.5
-    flagged = [d.feature for d in compare(profile, bin_rows(profile, shifted, None)) if d.drifted]
+    flagged = [d.feature for d in compare(profile, Histograms(bin_rows(profile, shifted, None))) if d.drifted]
     alarms = 0
     for _ in range(windows):
-        result = compare(profile, bin_rows(profile, rng.normal(size=(window, features)), None))
+        result = compare(profile, Histograms(bin_rows(profile, rng.normal(size=(window, features)), None)))
         alarms += any(d.drifted for d in result)
     return {
         "shift_window_rows": window,

@@ -1,11 +1,14 @@
 """Monitoring jobs: ``drift-report``, ``feature-skew`` and ``outcomes``.
 
-``python -m jobs drift-report``: drift and schema skew of a served model version against its training
-profile (the chart's drift CronJob runs it). The served counts come from Prometheus (``--prometheus-url``,
-one result per ``--window``), from services' ``/metrics`` pages (``--metrics-url``, counts since the pods
-started: window ``total``) or from the sampled served-data log (``--served-log``). It prints a readable
-table on stderr (stdout holds the summary line), writes JSON, Parquet and a self-contained HTML report
-with ``--out``, and pushes ``model_feature_drift`` to a Pushgateway with ``--pushgateway``.
+``python -m jobs drift-report``: drift and schema skew of a served model version against a reference (the
+chart's drift CronJob runs it). The served counts come from Prometheus (``--prometheus-url``, one result per
+``--window``), from services' ``/metrics`` pages (``--metrics-url``, counts since the pods started: window
+``total``) or from the sampled served-data log (``--served-log``). The reference is the version's training
+profile, or with ``--reference-window START END`` the traffic served then (from the same source), binned on
+the profile's bins: a production baseline, for features whose served distribution differs from training by
+construction (docs/operations.md, "Choosing the reference"). It prints a readable table on stderr (stdout
+holds the summary line), writes JSON, Parquet and a self-contained HTML report with ``--out``, and pushes
+``model_feature_drift`` to a Pushgateway with ``--pushgateway``.
 
 ``python -m jobs feature-skew``: the sampled served rows of a model against the point-in-time training
 path for the same entities and times (app/monitoring/skew.py); the share of mismatches per feature.
@@ -25,10 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from app.modelstore import model_store
-from app.monitoring.drift import DEFAULT_THRESHOLDS, compare
-from app.monitoring.profile import parse_profile
+from app.monitoring.drift import DEFAULT_THRESHOLDS, Histograms, compare, training_histograms
+from app.monitoring.profile import SCORE_FEATURE, ReferenceProfile, parse_profile
 from app.monitoring.report import DriftReport, WindowReport
 from app.monitoring.sources import Served, fetch_text, from_metrics_text, from_prometheus, from_served_log
+from jobs.featurestore import _when  # the feature jobs' date parser: one format for every job
 from jobs.settings import JobSettings
 
 
@@ -72,8 +76,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--between",
         nargs=2,
         metavar=("START", "END"),
-        type=datetime.fromisoformat,
-        help="--served-log only: rows served between two ISO times instead of the last --window",
+        type=_when,
+        help="--served-log only: rows served between two times (ISO, UTC if naive, or today-Nd) instead of "
+        "the last --window",
+    )
+    p.add_argument(
+        "--reference-window",
+        nargs=2,
+        metavar=("START", "END"),
+        type=_when,
+        help="compare with the traffic served between two times (ISO or today-Nd; --served-log or "
+        "--prometheus-url) instead of the training profile: a production baseline",
     )
     p.add_argument("--thresholds", help='JSON (or @file): {"psi": 0.3} or {"<model>": {...}, "*": {...}}')
     p.add_argument("--out", type=Path, help="directory for the JSON, Parquet and HTML reports")
@@ -111,14 +124,26 @@ def drift_report(args: argparse.Namespace, settings: JobSettings) -> dict[str, A
     thresholds = thresholds_for(args.model, args.thresholds)
     if args.between and not args.served_log:
         raise ValueError("--between needs --served-log: Prometheus and /metrics give the last window or the total")
+    if args.reference_window and args.metrics_url:
+        raise ValueError("--reference-window needs --served-log or --prometheus-url: /metrics has no past windows")
     windows: list[str] = args.window or (["total"] if args.metrics_url else ["between"] if args.between else ["1h"])
+    reference, reference_name = _reference(args, settings, version, profile)
     reports = []
     for window in windows:
         served = _served(args, settings, version, window, profile)
-        arrays = served.arrays(profile) if profile is not None else {}
-        drift = compare(profile, arrays, thresholds) if profile is not None else []
-        reports.append(WindowReport(window, served.rows, drift, arrays, dict(served.schema)))
-    report = DriftReport(args.model, version, thresholds, reports, profile, datetime.now(UTC).isoformat())
+        hist = served.histograms(profile) if profile is not None else Histograms({})
+        drift = compare(profile, hist, thresholds, reference) if profile is not None else []
+        reports.append(WindowReport(window, served.rows, drift, hist, dict(served.schema)))
+    report = DriftReport(
+        args.model,
+        version,
+        thresholds,
+        reports,
+        profile,
+        datetime.now(UTC).isoformat(),
+        reference=reference,
+        reference_name=reference_name,
+    )
     sys.stderr.write(report.table())
     result = report.summary()
     if args.out:
@@ -130,7 +155,35 @@ def drift_report(args: argparse.Namespace, settings: JobSettings) -> dict[str, A
     return result
 
 
-def _served(args: argparse.Namespace, settings: JobSettings, version: str, window: str, profile: Any) -> Served:
+def _reference(
+    args: argparse.Namespace, settings: JobSettings, version: str, profile: ReferenceProfile | None
+) -> tuple[Histograms | None, str]:
+    """The histograms drift is measured against and what they are: the training profile, or the traffic of
+    ``--reference-window`` binned on its bins."""
+    if profile is None:
+        return None, "no reference profile"
+    if not args.reference_window:
+        return training_histograms(profile), "training profile"
+    start, end = args.reference_window
+    if end <= start:
+        raise ValueError(f"--reference-window: {end.isoformat()} is not after {start.isoformat()}")
+    if args.served_log:
+        base = from_served_log(args.served_log, args.model, version, profile, end, start, settings.s3_endpoint_url)
+    else:
+        seconds = max(1, round((end - start).total_seconds()))
+        base = from_prometheus(args.prometheus_url, args.model, version, f"{seconds}s", end.timestamp())
+    hist = base.histograms(profile)
+    if base.rows == 0 or not hist.bins:
+        raise ValueError(
+            f"--reference-window: no rows of {args.model} {version} served between {start.isoformat()} and "
+            f"{end.isoformat()}"
+        )
+    return hist, f"served traffic {start.isoformat()} to {end.isoformat()} ({base.rows} rows)"
+
+
+def _served(
+    args: argparse.Namespace, settings: JobSettings, version: str, window: str, profile: ReferenceProfile | None
+) -> Served:
     if args.metrics_url:
         if window != "total":
             raise ValueError("--metrics-url gives counts since the pods started: its only window is 'total'")
@@ -140,7 +193,7 @@ def _served(args: argparse.Namespace, settings: JobSettings, version: str, windo
     if profile is None:
         return Served()
     if args.between:
-        start, end = (t if t.tzinfo else t.replace(tzinfo=UTC) for t in args.between)
+        start, end = args.between
         return from_served_log(args.served_log, args.model, version, profile, end, start, settings.s3_endpoint_url)
     return from_served_log(
         args.served_log, args.model, version, profile, datetime.now(UTC), window, settings.s3_endpoint_url
@@ -160,6 +213,13 @@ def drift_families(report: DriftReport) -> Iterator[Any]:
         "1 when a statistic passed its threshold",
         labels=["model", "version", "feature", "window"],
     )
+    # The missing-value rule on its own (the test on proportions against the reference's missing rate), for
+    # the ModelFeatureMissing alert: relative to the reference, not an absolute share.
+    missing = GaugeMetricFamily(
+        "model_feature_missing_drifted",
+        "1 when the served missing share differs from the reference's (missing_pvalue under its threshold)",
+        labels=["model", "version", "feature", "window"],
+    )
     rows = GaugeMetricFamily(
         "model_drift_window_rows", "Served rows in the window", labels=["model", "version", "window"]
     )
@@ -173,12 +233,15 @@ def drift_families(report: DriftReport) -> Iterator[Any]:
         rows.add_metric([report.model, report.version, w.window], w.rows)
         for d in w.drift:
             drifted.add_metric([report.model, report.version, d.feature, w.window], 1 if d.drifted else 0)
+            if d.feature != SCORE_FEATURE:
+                flagged = "missing_pvalue" in d.over
+                missing.add_metric([report.model, report.version, d.feature, w.window], 1 if flagged else 0)
             for stat, value in d.statistics.items():
                 drift.add_metric([report.model, report.version, d.feature, stat, w.window], value)
     for stat, value in report.thresholds.items():
         limits.add_metric([report.model, stat], value)
     ref.add_metric([report.model, report.version], 1 if report.profile is not None else 0)
-    yield from (drift, drifted, rows, limits, ref)
+    yield from (drift, drifted, missing, rows, limits, ref)
 
 
 def push(gateway: str, report: DriftReport) -> None:

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from app.monitoring import metrics
 from app.monitoring.profile import (
+    SCHEMA_KINDS,
     SCORE_FEATURE,
     CategoricalProfile,
     NumericProfile,
@@ -36,7 +37,6 @@ from app.monitoring.settings import MonitoringSettings
 
 log = logging.getLogger(__name__)
 
-SCHEMA_KINDS = ("below_min", "above_max", "missing", "unknown_category")
 BUFFER_ROWS = 4096  # rows a worker buffers per model before binning them in one go
 
 

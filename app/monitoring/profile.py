@@ -6,8 +6,10 @@ what serving bins its inputs against and what every drift statistic compares wit
 * numeric features: fixed bins from training quantiles (the inner edges; the first and last bins are
   open-ended, so a served value always lands in a bin), counts per bin, row count, missing count, min,
   max, mean and standard deviation;
-* categorical features (a feature whose training values are a few integers): the categories and their
-  counts; a served value outside them is an unknown category;
+* categorical features: the categories and their counts; a served value outside them is an unknown
+  category. A feature's type is the one declared (``--categorical`` / ``--numeric`` of the train and
+  publish jobs); an undeclared feature is guessed: categorical when its training values are at most 20
+  distinct integers. Each feature profile records which (``typed_by``: ``declared`` or ``guessed``);
 * the prediction score (binary: probability of the second class; multiclass: the top probability),
   binned on the held-out split's quantiles.
 
@@ -26,8 +28,12 @@ from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 DEFAULT_BINS = 10  # deciles: PSI's usual resolution; 5,000 served rows put ~500 in each bin
-MAX_CATEGORIES = 20  # integer-valued features with at most this many values are profiled as categories
+MAX_CATEGORIES = 20  # undeclared integer-valued features with at most this many values are profiled as categories
 SCORE_FEATURE = "__score__"  # the prediction's series name in the bin metrics
+# What serving counts besides the bins (app/monitoring/capture.py) and the served-log source counts alike:
+# numeric values outside the training range, missing values, values outside a categorical's categories.
+SCHEMA_KINDS = ("below_min", "above_max", "missing", "unknown_category")
+TypedBy = Literal["declared", "guessed"]
 
 
 class ProfileError(ValueError):
@@ -45,6 +51,7 @@ class NumericProfile(BaseModel):
     max: float
     mean: float
     std: float
+    typed_by: TypedBy = "guessed"  # profiles written before declared types: guessed
 
     @model_validator(mode="after")
     def _consistent(self) -> NumericProfile:
@@ -76,6 +83,7 @@ class CategoricalProfile(BaseModel):
     counts: list[int]
     rows: int
     missing: int
+    typed_by: TypedBy = "guessed"
 
     @model_validator(mode="after")
     def _consistent(self) -> CategoricalProfile:
@@ -128,6 +136,26 @@ def score_of(proba: NDArray[np.float64]) -> NDArray[np.float64]:
     return proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
 
 
+def schema_counts(profile: ReferenceProfile, x: NDArray[np.float64]) -> dict[str, dict[str, int]]:
+    """Schema skew of rows (rows x features), counted as serving counts it (app/monitoring/capture.py):
+    feature -> kind -> count, every kind of SCHEMA_KINDS for every feature (0 where it cannot happen, as
+    serving's counters are)."""
+    out: dict[str, dict[str, int]] = {}
+    for j, (name, fp) in enumerate(profile.features.items()):
+        col = x[:, j]
+        missing = np.isnan(col)
+        present = col[~missing]
+        counts = dict.fromkeys(SCHEMA_KINDS, 0)
+        counts["missing"] = int(missing.sum())
+        if isinstance(fp, NumericProfile):
+            counts["below_min"] = int((present < fp.min).sum())
+            counts["above_max"] = int((present > fp.max).sum())
+        else:
+            counts["unknown_category"] = int((~np.isin(present, np.asarray(fp.categories))).sum())
+        out[name] = counts
+    return out
+
+
 def bin_rows(
     profile: ReferenceProfile, x: NDArray[np.float64], scores: NDArray[np.float64] | None
 ) -> dict[str, NDArray[np.int64]]:
@@ -154,7 +182,9 @@ def bin_rows(
     return out
 
 
-def numeric_profile(values: NDArray[np.float64], bins: int = DEFAULT_BINS) -> NumericProfile:
+def numeric_profile(
+    values: NDArray[np.float64], bins: int = DEFAULT_BINS, typed_by: TypedBy = "guessed"
+) -> NumericProfile:
     present = np.sort(values[~np.isnan(values)])  # one sort gives the quantiles, the counts and the range
     if present.size == 0:
         raise ProfileError("cannot profile a feature with no values")
@@ -172,17 +202,21 @@ def numeric_profile(values: NDArray[np.float64], bins: int = DEFAULT_BINS) -> Nu
         max=float(present[-1]),
         mean=float(present.mean()),
         std=float(present.std()),
+        typed_by=typed_by,
     )
 
 
-def categorical_profile(values: NDArray[np.float64]) -> CategoricalProfile:
+def categorical_profile(values: NDArray[np.float64], typed_by: TypedBy = "guessed") -> CategoricalProfile:
     present = values[~np.isnan(values)]
     cats, counts = np.unique(present, return_counts=True)
+    if cats.size == 0:
+        raise ProfileError("cannot profile a feature with no values")
     return CategoricalProfile(
         categories=cats.tolist(),
         counts=counts.tolist(),
         rows=int(values.size),
         missing=int(values.size - present.size),
+        typed_by=typed_by,
     )
 
 
@@ -195,6 +229,21 @@ def is_categorical(values: NDArray[np.float64], max_categories: int = MAX_CATEGO
     return len(np.unique(present)) <= max_categories
 
 
+def check_declared(
+    feature_names: Sequence[str], categorical: Sequence[str] | None, numeric: Sequence[str] | None
+) -> None:
+    """ProfileError when a declared feature is not among the features, or is declared both ways: what the
+    train and publish jobs check before training or converting anything."""
+    cat, num = set(categorical or ()), set(numeric or ())
+    for flag, names in (("categorical", cat), ("numeric", num)):
+        unknown = sorted(names - set(feature_names))
+        if unknown:
+            raise ProfileError(f"{flag} features {unknown} are not among the features {list(feature_names)}")
+    both = sorted(cat & num)
+    if both:
+        raise ProfileError(f"features {both} are declared both categorical and numeric")
+
+
 def compute_profile(
     x: NDArray[np.float64],
     feature_names: Sequence[str],
@@ -202,15 +251,22 @@ def compute_profile(
     *,
     bins: int = DEFAULT_BINS,
     categorical: Sequence[str] | None = None,
+    numeric: Sequence[str] | None = None,
 ) -> ReferenceProfile:
-    """The profile of a training matrix (rows x features) and held-out scores. ``categorical`` names
-    the categorical features; by default, integer-valued features with few values are."""
+    """The profile of a training matrix (rows x features) and held-out scores. ``categorical`` and
+    ``numeric`` declare features' types; any other feature's type is guessed (is_categorical)."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(feature_names):
         raise ProfileError(f"training matrix of shape {x.shape} for {len(feature_names)} features")
+    check_declared(feature_names, categorical, numeric)
+    cat, num = set(categorical or ()), set(numeric or ())
     features: dict[str, NumericProfile | CategoricalProfile] = {}
     for j, name in enumerate(feature_names):
         col = x[:, j]
-        cat = name in categorical if categorical is not None else is_categorical(col)
-        features[name] = categorical_profile(col) if cat else numeric_profile(col, bins)
+        if name in cat or name in num:
+            typed_by: TypedBy = "declared"
+            is_cat = name in cat
+        else:
+            typed_by, is_cat = "guessed", is_categorical(col)
+        features[name] = categorical_profile(col, typed_by) if is_cat else numeric_profile(col, bins, typed_by)
     return ReferenceProfile(features=features, score=numeric_profile(np.asarray(scores, dtype=np.float64), bins))

@@ -1,6 +1,8 @@
 """A drift report in three forms: a readable table, records for a notebook (JSON and Parquet) and a
-self-contained HTML page (inline SVG bar charts of reference against served shares; no script, no
-stylesheet or font from anywhere else, so it opens offline and from an object store)."""
+self-contained HTML page (no script, no stylesheet or font from anywhere else, so it opens offline and from
+an object store): per window the statistics, a section on missing values (reference and served shares, the
+test's p-value), one on schema skew (counts per kind), and a chart per feature of reference against served
+shares per bin (app/monitoring/charts.py)."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from app.monitoring.drift import FeatureDrift, reference_counts
-from app.monitoring.profile import SCORE_FEATURE, ReferenceProfile
+from app.monitoring.charts import bar_chart, bin_labels
+from app.monitoring.drift import FeatureDrift, Histograms
+from app.monitoring.profile import SCHEMA_KINDS, SCORE_FEATURE, ReferenceProfile
 
-STAT_COLUMNS = ("psi", "js", "wasserstein", "ks", "chi2", "chi2_pvalue")
+STAT_COLUMNS = ("psi", "js", "wasserstein", "ks", "chi2", "chi2_pvalue", "missing_share", "missing_pvalue")
 
 
 @dataclass
@@ -25,8 +28,8 @@ class WindowReport:
     window: str
     rows: int
     drift: list[FeatureDrift]
-    served: Mapping[str, NDArray[np.float64]]
-    schema: dict[str, dict[str, float]] = field(default_factory=dict)  # feature -> kind -> count
+    served: Histograms
+    schema: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # feature -> kind -> count
 
 
 @dataclass
@@ -37,6 +40,8 @@ class DriftReport:
     windows: list[WindowReport]
     profile: ReferenceProfile | None
     generated_at: str
+    reference: Histograms | None = None  # what drift was measured against (None: no profile)
+    reference_name: str = "training profile"
 
     def records(self) -> list[dict[str, Any]]:
         out = []
@@ -63,6 +68,7 @@ class DriftReport:
             "model": self.model,
             "version": self.version,
             "reference": self.profile is not None,
+            "reference_name": self.reference_name,
             "windows": {
                 w.window: {"rows": w.rows, "drifted": [d.feature for d in w.drift if d.drifted]} for w in self.windows
             },
@@ -71,9 +77,10 @@ class DriftReport:
     def table(self) -> str:
         if self.profile is None:
             return f"{self.model} {self.version}: no reference profile (published before profiles); no drift computed\n"
-        lines = [f"drift of {self.model} {self.version} against its training profile ({self.generated_at})"]
+        lines = [f"drift of {self.model} {self.version} against the {self.reference_name} ({self.generated_at})"]
         head = (
-            f"{'window':<8} {'feature':<24} {'rows':>9} {'psi':>8} {'js':>7} {'wass':>7} {'ks':>7} {'chi2 p':>8}  flag"
+            f"{'window':<8} {'feature':<24} {'rows':>9} {'psi':>8} {'js':>7} {'wass':>7} {'ks':>7} {'chi2 p':>8} "
+            f"{'miss':>6} {'miss p':>8}  flag"
         )
         for w in self.windows:
             lines += ["", head, "-" * len(head)]
@@ -86,7 +93,8 @@ class DriftReport:
                 flag = "DRIFT (" + ",".join(d.over) + ")" if d.drifted else ""
                 lines.append(
                     f"{w.window:<8} {d.feature[:24]:<24} {d.rows:>9} {fmt('psi', 8)} {fmt('js', 7)} "
-                    f"{fmt('wasserstein', 7)} {fmt('ks', 7)} {fmt('chi2_pvalue', 8)}  {flag}"
+                    f"{fmt('wasserstein', 7)} {fmt('ks', 7)} {fmt('chi2_pvalue', 8)} {fmt('missing_share', 6)} "
+                    f"{fmt('missing_pvalue', 8)}  {flag}"
                 )
             skew = [f"{f}: {k} {int(c)}" for f, kinds in w.schema.items() for k, c in kinds.items() if c and w.rows]
             if skew:
@@ -117,17 +125,20 @@ class DriftReport:
         parts = [
             "<!doctype html><html><head><meta charset='utf-8'>",
             f"<title>drift {esc(self.model)} {esc(self.version)}</title>",
-            "<style>body{font:14px sans-serif;margin:2em}table{border-collapse:collapse}"
+            "<style>body{font:14px sans-serif;margin:2em}table{border-collapse:collapse;margin:6px 0}"
             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}.d{background:#fdd}"
             ".card{display:inline-block;margin:6px;vertical-align:top}</style></head><body>",
             f"<h1>Drift of {esc(self.model)} <small>{esc(self.version)}</small></h1>",
-            f"<p>Generated {esc(self.generated_at)}. Thresholds: {esc(json.dumps(self.thresholds))}.</p>",
+            f"<p>Generated {esc(self.generated_at)}. Reference: <b>{esc(self.reference_name)}</b>. "
+            f"Thresholds: {esc(json.dumps(self.thresholds))}.</p>",
         ]
         if self.profile is None:
             parts.append("<p><b>No reference profile</b>: this version was published without one.</p>")
         for w in self.windows:
-            parts.append(f"<h2>Window {esc(w.window)}: {w.rows} rows</h2><table><tr><th>feature</th><th>rows</th>")
-            parts += [f"<th>{k}</th>" for k in STAT_COLUMNS] + ["<th>drift</th></tr>"]
+            parts.append(f"<h2>Window {esc(w.window)}: {w.rows} rows</h2><h3>Statistics</h3><table><tr>")
+            parts += (
+                ["<th>feature</th><th>rows</th>"] + [f"<th>{k}</th>" for k in STAT_COLUMNS] + ["<th>drift</th></tr>"]
+            )
             for d in w.drift:
                 cls = " class='d'" if d.drifted else ""
                 cells = "".join(
@@ -138,35 +149,70 @@ class DriftReport:
                     f"<td>{esc(','.join(d.over))}</td></tr>"
                 )
             parts.append("</table>")
-            if self.profile is not None:
-                parts += [self._chart(name, w.served[name]) for name in self._profiled(w)]
+            if self.profile is not None and self.reference is not None:
+                parts.append(self._missing_section(w))
+            parts.append(self._schema_section(w))
+            if self.profile is not None and self.reference is not None:
+                parts.append("<h3>Distributions</h3>")
+                parts += [self._chart(name, w) for name in self._profiled(w)]
         parts.append("</body></html>")
         return "".join(parts)
 
+    def _missing_section(self, w: WindowReport) -> str:
+        """Missing values per feature: the reference's share, the window's, the test's p-value."""
+        assert self.reference is not None
+        rows = []
+        for d in w.drift:
+            if d.feature == SCORE_FEATURE:
+                continue
+            ref_rows = self.reference.rows(d.feature)
+            ref_share = self.reference.missing.get(d.feature, 0.0) / ref_rows if ref_rows else 0.0
+            flagged = "missing_pvalue" in d.over
+            rows.append(
+                f"<tr{' class=d' if flagged else ''}><td style='text-align:left'>{html.escape(d.feature)}</td>"
+                f"<td>{ref_share:.2%}</td><td>{d.statistics['missing_share']:.2%}</td>"
+                f"<td>{d.statistics['missing_pvalue']:.3g}</td><td>{'DRIFT' if flagged else ''}</td></tr>"
+            )
+        return (
+            "<h3>Missing values</h3><table class='missing'><tr><th>feature</th><th>reference share</th>"
+            "<th>served share</th><th>p-value (two-proportion z-test)</th><th>flag</th></tr>"
+            + "".join(rows)
+            + "</table>"
+        )
+
+    def _schema_section(self, w: WindowReport) -> str:
+        """Schema skew: served values outside the training range, unknown categories, missing values."""
+        head = "".join(f"<th>{k}</th>" for k in SCHEMA_KINDS)
+        rows = []
+        for feature, kinds in w.schema.items():
+            cells = "".join(
+                f"<td>{int(kinds.get(k, 0))}"
+                + (f" ({kinds.get(k, 0) / w.rows:.2%})" if w.rows and kinds.get(k, 0) else "")
+                + "</td>"
+                for k in SCHEMA_KINDS
+            )
+            rows.append(f"<tr><td style='text-align:left'>{html.escape(feature)}</td>{cells}</tr>")
+        if not rows:
+            return "<h3>Schema skew</h3><p>No schema counts in this window.</p>"
+        return f"<h3>Schema skew</h3><table class='schema'><tr><th>feature</th>{head}</tr>" + "".join(rows) + "</table>"
+
     def _profiled(self, w: WindowReport) -> list[str]:
         assert self.profile is not None
-        return [n for n in [*self.profile.features, SCORE_FEATURE] if n in w.served]
+        return [n for n in [*self.profile.features, SCORE_FEATURE] if n in w.served.bins]
 
-    def _chart(self, name: str, served: NDArray[np.float64]) -> str:
-        """Reference (grey) and served (blue) shares per bin, as an inline SVG."""
-        assert self.profile is not None
+    def _chart(self, name: str, w: WindowReport) -> str:
+        """Reference and served shares of every bin and of the missing bin."""
+        assert self.profile is not None and self.reference is not None
         fp = self.profile.score if name == SCORE_FEATURE else self.profile.features[name]
-        ref = reference_counts(fp)
-        p = ref / max(ref.sum(), 1)
-        q = np.asarray(served, dtype=np.float64) / max(float(np.sum(served)), 1.0)
-        top = max(float(p.max()), float(q.max()), 1e-9)
-        bw, h = 14, 80
-        bars = []
-        for i, (a, b) in enumerate(zip(p, q, strict=True)):
-            x = 4 + i * (2 * bw + 4)
-            bars.append(
-                f"<rect x='{x}' y='{h - a / top * h:.1f}' width='{bw}' height='{a / top * h:.1f}' fill='#999'/>"
+
+        def shares(h: Histograms) -> list[float]:
+            counts: NDArray[np.float64] = np.append(
+                np.asarray(h.bins[name], dtype=np.float64), h.missing.get(name, 0.0)
             )
-            bars.append(
-                f"<rect x='{x + bw}' y='{h - b / top * h:.1f}' width='{bw}' height='{b / top * h:.1f}' fill='#36c'/>"
-            )
-        width = 8 + len(p) * (2 * bw + 4)
-        return (
-            f"<div class='card'><div>{html.escape(name)}</div><svg xmlns='http://www.w3.org/2000/svg' "
-            f"width='{width}' height='{h + 2}'>{''.join(bars)}</svg></div>"
+            total = max(float(counts.sum()), 1.0)
+            return [float(c) / total for c in counts]
+
+        chart = bar_chart(
+            name, bin_labels(fp), shares(self.reference), shares(w.served), (self.reference_name, f"window {w.window}")
         )
+        return f"<div class='card'>{chart}</div>"

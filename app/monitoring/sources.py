@@ -18,8 +18,8 @@ import numpy as np
 from numpy.typing import NDArray
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.monitoring.drift import n_bins
-from app.monitoring.profile import SCORE_FEATURE, ReferenceProfile, bin_rows
+from app.monitoring.drift import Histograms, n_bins
+from app.monitoring.profile import SCORE_FEATURE, ReferenceProfile, bin_rows, schema_counts
 
 WINDOW_RE = re.compile(r"^(\d+)([smhdw])$")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -40,15 +40,22 @@ class Served:
     bins: dict[str, dict[int, float]] = field(default_factory=lambda: defaultdict(dict))
     schema: dict[str, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
 
+    def histograms(self, profile: ReferenceProfile) -> Histograms:
+        """The bin counts in the reference layout (features never served left out) and the missing counts
+        (schema kind ``missing``)."""
+        missing = {name: kinds.get("missing", 0.0) for name, kinds in self.schema.items()}
+        return Histograms(self.arrays(profile), missing)
+
     def arrays(self, profile: ReferenceProfile) -> dict[str, NDArray[np.float64]]:
-        """feature -> counts in the reference layout; features never served are left out."""
+        """feature -> counts in the reference layout; features never served (no bin count and no missing
+        value) are left out."""
         out = {}
         for name, fp in [*profile.features.items(), (SCORE_FEATURE, profile.score)]:
-            got = self.bins.get(name)
-            if not got:
+            got = self.bins.get(name, {})
+            if not got and not self.schema.get(name, {}).get("missing"):
                 continue
             size = n_bins(fp)
-            if max(got) >= size:
+            if got and max(got) >= size:
                 raise ValueError(
                     f"feature {name!r}: served bin {max(got)} but the reference has {size} bins; "
                     "do the counts belong to another version?"
@@ -180,8 +187,8 @@ def from_served_log(
     window: str | datetime,
     s3_endpoint_url: str | None = None,
 ) -> Served:
-    """Rows of the sampled log in [end - window, end) (``window`` a duration, or the start time),
-    binned against the profile."""
+    """Rows of the sampled log in [end - window, end) (``window`` a duration, or the start time), binned
+    against the profile, with the schema counts serving keeps (out of range, missing, unknown category)."""
     import pyarrow.compute as pc
 
     from app.monitoring.servedlog import read_served
@@ -192,7 +199,15 @@ def from_served_log(
     table = table.filter(pc.equal(table.column("version"), version))
     x = np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in names]) if names else np.zeros((0, 0))
     scores = table.column("score").to_numpy(zero_copy_only=False)
-    served = Served(rows=table.num_rows)
-    for name, counts in bin_rows(profile, x.astype(np.float64), scores).items():
+    return from_rows(profile, x.astype(np.float64).reshape(table.num_rows, len(names)), scores)
+
+
+def from_rows(profile: ReferenceProfile, x: NDArray[np.float64], scores: NDArray[np.float64] | None) -> Served:
+    """Served rows (rows x the profile's features; ``scores``: the prediction score per row, or None) counted
+    as serving counts them: bins, schema counts and rows."""
+    served = Served(rows=len(x))
+    for name, counts in bin_rows(profile, x, scores).items():
         served.bins[name] = {i: float(c) for i, c in enumerate(counts) if c}
+    for name, kinds in schema_counts(profile, x).items():
+        served.schema[name] = {k: float(c) for k, c in kinds.items()}
     return served

@@ -3,19 +3,23 @@ flushes to the shared counters, and a served-data log that drops and counts inst
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 
 from app.monitoring.capture import ModelMonitor, monitor_for
-from app.monitoring.profile import SCORE_FEATURE, ProfileError, bin_rows, compute_profile
+from app.monitoring.profile import SCHEMA_KINDS, SCORE_FEATURE, ProfileError, bin_rows, compute_profile, schema_counts
 from app.monitoring.servedlog import ServedLog
 from app.monitoring.settings import MonitoringSettings
 
 RNG = np.random.default_rng(11)
+RUNS = itertools.count()
 NAMES = ["num_a", "cat_b", "num_c"]
 
 
@@ -131,3 +135,23 @@ def test_served_log_drops_and_counts_when_full_or_the_store_is_down(tmp_path: Pa
     assert sample("model_served_log_dropped_rows_total", model="cap-f", reason="buffer_full") == 5
     assert log.flush() == 0
     assert sample("model_served_log_dropped_rows_total", model="cap-f", reason="write_error") == 5
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 300), missing=st.floats(0.0, 1.0))
+def test_the_served_logs_schema_counts_are_serving_counters(seed: int, rows: int, missing: float) -> None:
+    """A report over the served-data log counts schema skew (app/monitoring/profile.py:schema_counts) as serving
+    counts it into its counters: the same numbers for the same rows."""
+    rng = np.random.default_rng(seed)
+    profile = compute_profile(_training(), NAMES, RNG.uniform(size=100))
+    served = np.column_stack([rng.normal(size=rows) * 3, rng.integers(-1, 5, rows), rng.uniform(5, 25, rows)])
+    served[rng.uniform(size=served.shape) < missing] = np.nan
+    name = f"cap-h-{next(RUNS)}"  # a fresh series per example: hypothesis replays examples
+    monitor = ModelMonitor(name, "v1", NAMES, profile, flush_seconds=3600)
+    monitor.observe(served, _proba(rows))
+    monitor.flush()
+    for feature, kinds in schema_counts(profile, served).items():
+        assert set(kinds) == set(SCHEMA_KINDS)
+        for kind, count in kinds.items():
+            labels = {"model": name, "version": "v1", "feature": feature, "kind": kind}
+            assert sample("model_feature_schema_violations_total", **labels) == count, (feature, kind)
