@@ -9,6 +9,7 @@ key fails `helm template` instead of being silently ignored. Constraints the def
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import sys
 from pathlib import Path
@@ -22,6 +23,17 @@ FREE_OBJECT = {"type": "object"}  # Kubernetes structures (affinity, resources) 
 OBJECT_LIST = {"type": "array", "items": {"type": "object"}}
 S3_URL = {"type": "string", "pattern": "^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
+ENGINE = {"enum": ["duckdb", "numpy", "spark"]}  # jobs/featurestore.py's engines (historical, features)
+# `jobs features --start`: an ISO date or date-time, or today / today-Nd (jobs/featurestore.py:_when).
+START = {
+    "type": "string",
+    "pattern": "^(today(-[0-9]+d)?|([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8})"
+    "([T ][0-9]{2}(:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?)$",
+}
+# A CronJob's timeZone is an IANA name the API server knows: those of the tz database the lock pins (tzdata),
+# referenced from one definition per schema.
+TIME_ZONES = sorted(importlib.resources.files("tzdata").joinpath("zones").read_text().split())
+TIME_ZONE = {"$ref": "#/definitions/timeZone"}
 
 # Keys by their last path element (anywhere) or by their dotted path from the chart's root.
 BY_NAME: dict[str, dict[str, Any]] = {
@@ -62,9 +74,21 @@ BY_NAME: dict[str, dict[str, Any]] = {
     "terminationGracePeriodSeconds": {"type": "integer", "minimum": 1},
     "size": {"type": "string", "pattern": "^[0-9]+(Ki|Mi|Gi|Ti)$"},
     "storageClass": {"type": "string"},
+    "timeZone": TIME_ZONE,
+    "concurrencyPolicy": {"enum": ["Allow", "Forbid", "Replace"]},
+    "kedaNamespace": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
 }
 BY_PATH: dict[str, dict[str, Any]] = {
     "stream.shards": {"type": "integer", "minimum": 1, "maximum": 1024},
+    "model": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"},  # the stream's model name
+    "historical.engine": ENGINE,
+    "featureJob.engine": ENGINE,
+    "featureJob.start": START,
+    "featureJob.users": {"type": "integer", "minimum": 1},
+    "featureJob.days": {"type": "integer", "minimum": 1},
+    # The generated Secret's password, also in the redis:// URL: characters a URL's user info takes as is.
+    "redis.password": {"type": "string", "pattern": "^([A-Za-z0-9._~-]{16,})?$"},
+    "autoscaling.keda.addressKey": {"type": "string", "minLength": 1},
     "streamDecisions.shards": {"type": "integer", "minimum": 1, "maximum": 1024},
     "driftMonitoring.servedLog.url": {"type": "string", "pattern": "^(|s3://.+|/.+)$"},
     "driftMonitoring.servedLog.sampleRate": {"type": "number", "minimum": 0, "maximum": 1},
@@ -163,7 +187,12 @@ def build(chart: Path, umbrella_global: dict[str, Any]) -> dict[str, Any]:
     title = f"{chart.name} values"
     if chart == CHARTS:
         schema = schema_for(values, "")
-        schema["properties"]["common"] = {"type": "object"}  # Helm's section for the library chart
+        # Helm's section for the library chart, which has no values: only the globals Helm copies into it.
+        schema["properties"]["common"] = {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"global": {"type": "object"}},
+        }
         for sub in SUBCHARTS:
             # enabled only: the rest of the section is the subchart's, checked by its own schema
             schema["properties"][sub] = {
@@ -176,7 +205,10 @@ def build(chart: Path, umbrella_global: dict[str, Any]) -> dict[str, Any]:
         values["global"] = umbrella_global
         schema = schema_for(values, "")
         schema["properties"]["enabled"] = {"type": "boolean"}  # the umbrella's condition, passed down
-    return {"$schema": "https://json-schema.org/draft-07/schema#", "title": title, **schema}
+    out = {"$schema": "https://json-schema.org/draft-07/schema#", "title": title, **schema}
+    if '"$ref": "#/definitions/timeZone"' in json.dumps(schema):
+        out["definitions"] = {"timeZone": {"type": "string", "enum": TIME_ZONES}}
+    return out
 
 
 def main() -> int:

@@ -264,9 +264,10 @@ def test_profiles_differ_where_they_should() -> None:
 
 
 def test_disabling_a_subchart_removes_it() -> None:
+    # everything that reads Redis off too (the stream scorer, the service's decisions: issue 25 finding 3)
+    off = ("featurestore.enabled=false", "predict.onlineFeatures.enabled=false", "stream.enabled=false")
     kinds = [
-        d["kind"]
-        for d in render("--set", "featurestore.enabled=false", "--set", "predict.onlineFeatures.enabled=false")
+        d["kind"] for d in render(*(a for s in (*off, "predict.streamDecisions.enabled=false") for a in ("--set", s)))
     ]
     assert "CronJob" not in kinds and "StatefulSet" not in kinds and "Deployment" in kinds
     # predict without an online store would install and never serve feature models: refused, naming the fix

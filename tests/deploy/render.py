@@ -38,7 +38,16 @@ EXTERNAL_SECRET_KEYS = {
 EXTERNAL_SERVICES = {
     ("s3", "ml-platform"): {8333},  # k8s/s3.yaml
     ("prometheus-pushgateway", "monitoring"): {9091},  # make kind-up (prometheus-community chart)
+    ("kube-prometheus-stack-prometheus", "monitoring"): {9090},  # make kind-up: the drift CronJob's Prometheus
 }
+# Optional parts switched on over a profile (charts/ml-platform/ci/optional/*.yaml), by name.
+OVERLAYS: dict[str, Path] = {p.stem: p for p in sorted((CHART / "ci" / "optional").glob("*.yaml"))}
+# The APIs of the operators the chart renders for where they exist.
+KEDA_API = "keda.sh/v1alpha1"
+SPARK_APIS = (
+    "sparkoperator.k8s.io/v1beta2/SparkApplication",
+    "sparkoperator.k8s.io/v1beta2/ScheduledSparkApplication",
+)
 
 POD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob", "Pod"}
 
@@ -139,6 +148,37 @@ class Render:
                     )
         return out
 
+    def spark_pods(self) -> list[Container]:
+        """The driver and executor of every SparkApplication (a ScheduledSparkApplication's template), as the
+        Spark operator builds their pods: the application's image, the part's env, contexts, mounts and
+        service account. The driver's process is `python -m jobs <arguments>` (the image's jobs_main.py runs
+        exactly that: tests/images/test_spark_image.py); an executor's is the JVM, with no command here."""
+        out = []
+        for d in self.docs:
+            if d["kind"] not in {"SparkApplication", "ScheduledSparkApplication"}:
+                continue
+            app = d["spec"]["template"] if d["kind"] == "ScheduledSparkApplication" else d["spec"]
+            for part in ("driver", "executor"):
+                p = app[part]
+                pod = {
+                    "serviceAccountName": p.get("serviceAccount", "default"),
+                    "securityContext": p.get("podSecurityContext", {}),
+                    "volumes": app.get("volumes", []),
+                }
+                spec: dict[str, Any] = {
+                    "image": app["image"],
+                    "env": p.get("env", []),
+                    "envFrom": p.get("envFrom", []),
+                    "securityContext": p.get("securityContext", {}),
+                    "volumeMounts": p.get("volumeMounts", []),
+                }
+                if part == "driver":
+                    spec["command"] = ["python", "-m", "jobs", *app.get("arguments", [])]
+                image = our_image(app["image"])
+                env, sources = self._resolve_env(spec, image)
+                out.append(Container(d["kind"], d["metadata"]["name"], part, False, spec, pod, image, env, sources))
+        return out
+
     def _resolve_env(self, c: dict[str, Any], image: Image | None) -> tuple[dict[str, str], dict[str, str]]:
         secrets = self.secrets
         env: dict[str, str] = dict(image.env) if image else {}
@@ -147,7 +187,7 @@ class Render:
         def secret(name: str) -> dict[str, str]:
             if name in secrets:
                 return secrets[name]
-            assert name in EXTERNAL_SECRET_KEYS, f"{c['name']}: Secret {name!r} is neither rendered nor documented"
+            assert name in EXTERNAL_SECRET_KEYS, f"{c.get('name')}: Secret {name!r} is neither rendered nor documented"
             return {k: external_secret_value(name, k) for k in EXTERNAL_SECRET_KEYS[name]}
 
         for src in c.get("envFrom") or []:
@@ -162,7 +202,7 @@ class Render:
             elif "secretKeyRef" in e.get("valueFrom", {}):
                 ref = e["valueFrom"]["secretKeyRef"]
                 data = secret(ref["name"])
-                assert ref["key"] in data or ref.get("optional"), f"{c['name']}: {name} wants missing key {ref}"
+                assert ref["key"] in data or ref.get("optional"), f"{c.get('name')}: {name} wants missing key {ref}"
                 if ref["key"] in data:
                     env[name], sources[name] = data[ref["key"]], f"secret:{ref['name']}"
             elif "fieldRef" in e.get("valueFrom", {}):
@@ -196,9 +236,13 @@ def pod_spec(d: dict[str, Any]) -> dict[str, Any]:
 
 
 @cache
-def _helm_template(profile: str, api_versions: tuple[str, ...], sets: tuple[str, ...]) -> str:
+def _helm_template(
+    profile: str, api_versions: tuple[str, ...], sets: tuple[str, ...], overlays: tuple[str, ...] = ()
+) -> str:
     f = PROFILES[profile]
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *(["-f", str(f)] if f else [])]
+    for overlay in overlays:
+        args += ["-f", str(OVERLAYS[overlay])]
     for api in api_versions:
         args += ["--api-versions", api]
     for s in sets:
@@ -209,9 +253,15 @@ def _helm_template(profile: str, api_versions: tuple[str, ...], sets: tuple[str,
     return p.stdout
 
 
-def render(profile: str, api_versions: tuple[str, ...] = (MONITORING_API,), sets: tuple[str, ...] = ()) -> Render:
-    text = _helm_template(profile, api_versions, sets)
-    return Render(profile, [d for d in yaml.safe_load_all(text) if d])
+def render(
+    profile: str,
+    api_versions: tuple[str, ...] = (MONITORING_API,),
+    sets: tuple[str, ...] = (),
+    overlays: tuple[str, ...] = (),
+) -> Render:
+    text = _helm_template(profile, api_versions, sets, overlays)
+    name = "+".join((profile, *overlays))
+    return Render(name, [d for d in yaml.safe_load_all(text) if d])
 
 
 def k8s_manifests(name: str) -> list[dict[str, Any]]:

@@ -85,34 +85,73 @@ pythonVersion: "3"
 mode: cluster
 image: {{ include "common.image" (dict "root" $root "image" $s.image) | quote }}
 imagePullPolicy: {{ $root.Values.global.image.pullPolicy }}
-mainApplicationFile: local:///app/jobs/__main__.py
+# In the image (images/jobs-spark/jobs_main.py): runs `python -m jobs` with the arguments below; the
+# image's entrypoint turns the operator's `driver` and `executor` arguments into spark-submit and the JVM.
+mainApplicationFile: local:///opt/spark/jobs_main.py
 arguments:
   {{- toYaml .args | nindent 2 }}
 sparkVersion: {{ $s.sparkVersion | quote }}
 restartPolicy:
   type: Never
+# /tmp: the JVM's and pyspark's scratch under the read-only root (Spark's local dirs are the operator's own
+# emptyDirs).
+volumes:
+  - name: tmp
+    emptyDir: {}
 driver:
   cores: {{ $s.driver.cores }}
   memory: {{ $s.driver.memory | quote }}
-  serviceAccount: {{ $s.serviceAccount | quote }}
-  labels:
-    {{- include "common.labels" $ctx | nindent 4 }}
+  # Creates and watches the executor pods (its Role: templates/spark-rbac.yaml); its annotations carry the
+  # cloud identity for S3 (EKS: IRSA).
+  serviceAccount: {{ include "ml-platform.spark.serviceAccountName" $root | quote }}
+  {{- include "ml-platform.spark.podSettings" $ctx | nindent 2 }}
   env:
     {{- .env | nindent 4 }}
-    - name: PYTHONPATH
-      value: /app
   {{- include "common.s3.envFrom" $root | nindent 2 }}
 executor:
   instances: {{ $s.executor.instances }}
   cores: {{ $s.executor.cores }}
   memory: {{ $s.executor.memory | quote }}
-  labels:
-    {{- include "common.labels" $ctx | nindent 4 }}
+  serviceAccount: {{ include "ml-platform.spark.serviceAccountName" $root | quote }}
+  {{- include "ml-platform.spark.podSettings" $ctx | nindent 2 }}
   env:
     {{- .env | nindent 4 }}
-    - name: PYTHONPATH
-      value: /app
   {{- include "common.s3.envFrom" $root | nindent 2 }}
+{{- end }}
+
+{{/*
+What the driver's and the executors' pods share: labels, Pod Security "restricted" (the namespace's level:
+the same contexts as every other pod of the platform), /tmp mounted. dict "root" . "component" "historical"
+*/}}
+{{- define "ml-platform.spark.podSettings" -}}
+labels:
+  {{- include "common.labels" . | nindent 2 }}
+podSecurityContext:
+  {{- include "common.podSecurityContext" .root | nindent 2 }}
+securityContext:
+  {{- include "common.containerSecurityContext" .root | nindent 2 }}
+  runAsNonRoot: true
+volumeMounts:
+  - name: tmp
+    mountPath: /tmp
+{{- end }}
+
+{{/* The service account of the Spark operator's driver and executors */}}
+{{- define "ml-platform.spark.serviceAccountName" -}}
+{{- $sa := .Values.sparkOperator.serviceAccount -}}
+{{- if $sa.create }}
+{{- default (printf "%s-spark" (include "ml-platform.fullname" .) | trunc 63 | trimSuffix "-") $sa.name }}
+{{- else }}
+{{- default "default" $sa.name }}
+{{- end }}
+{{- end }}
+
+{{/* Does a job of this render run through the Spark operator? ("true" or empty) */}}
+{{- define "ml-platform.spark.operatorUsed" -}}
+{{- $api := .Capabilities.APIVersions -}}
+{{- $h := and .Values.historical.enabled (eq .Values.historical.engine "spark") ($api.Has "sparkoperator.k8s.io/v1beta2/SparkApplication") -}}
+{{- $f := and .Values.featureJob.enabled (eq .Values.featureJob.engine "spark") ($api.Has "sparkoperator.k8s.io/v1beta2/ScheduledSparkApplication") -}}
+{{- if or $h $f }}true{{ end }}
 {{- end }}
 
 {{/*
