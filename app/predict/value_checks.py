@@ -29,23 +29,40 @@ STRICT = ValueRules()
 
 def check_values(x: NDArray[np.float64], names: list[str], rules: ValueRules, where: str) -> None:
     """Raises InvalidInputError naming the first offending value; ``where`` formats (row, name) -> location."""
+    problems = row_problems(x, names, rules, where, first_only=True)
+    if problems:
+        raise InvalidInputError(next(iter(problems.values())))
+
+
+def row_problems(
+    x: NDArray[np.float64], names: list[str], rules: ValueRules, where: str = "{1}", *, first_only: bool = False
+) -> dict[int, str]:
+    """Row index -> why the model cannot take that row (its first offending value), for every row with one:
+    the stream dead-letters exactly those events and scores their neighbours."""
     finite = np.isfinite(x)
     if finite.all() and (rules.max_abs == float("inf") or not (np.abs(x) > rules.max_abs).any()):
-        return  # the common case: one pass over the batch
+        return {}  # the common case: one pass over the batch
     nan = np.isnan(x)
-    if nan.any() and not rules.accepts_missing:
-        i, j = np.argwhere(nan)[0]
-        raise InvalidInputError(
-            f"{where.format(i, names[j])}: value must be finite, got nan (this model takes no missing values)"
-        )
     inf = np.isinf(x)
-    if inf.any():
-        i, j = np.argwhere(inf)[0]
-        raise InvalidInputError(f"{where.format(i, names[j])}: value must be finite, got {x[i, j]}")
-    big = np.abs(np.where(nan, 0.0, x)) > rules.max_abs
-    if big.any():
-        i, j = np.argwhere(big)[0]
-        raise InvalidInputError(
-            f"{where.format(i, names[j])}: {x[i, j]:g} is too large for this model, which computes in float32 "
-            f"(|value| <= {rules.max_abs:.4g})"
-        )
+    big = np.abs(np.where(finite, x, 0.0)) > rules.max_abs
+    kinds = [(inf, "inf"), (big, "big")]
+    if not rules.accepts_missing:
+        kinds.insert(0, (nan, "nan"))
+    out: dict[int, str] = {}
+    for mask, kind in kinds:  # in this order, as one value at a time would be checked
+        for i, j in np.argwhere(mask):
+            if int(i) in out:
+                continue
+            at = where.format(i, names[j])
+            if kind == "nan":
+                out[int(i)] = f"{at}: value must be finite, got nan (this model takes no missing values)"
+            elif kind == "inf":
+                out[int(i)] = f"{at}: value must be finite, got {x[i, j]}"
+            else:
+                out[int(i)] = (
+                    f"{at}: {x[i, j]:g} is too large for this model, which computes in float32 "
+                    f"(|value| <= {rules.max_abs:.4g})"
+                )
+            if first_only:
+                return out
+    return out

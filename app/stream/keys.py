@@ -29,6 +29,10 @@ class StreamKeys:
     def decision(self, shard: int, event_id: str) -> str:
         return f"{self.output_stream}:{{{shard}}}:{event_id}"
 
+    def failures(self, shard: int) -> str:
+        """Hash: entry id -> why its last delivery failed (kept until it is decided or dead-lettered)."""
+        return f"{self.dead_letter_stream}:{{{shard}}}:failures"
+
     def dead_marker(self, shard: int, entry_id: str) -> str:
         return f"{self.dead_letter_stream}:{{{shard}}}:{entry_id}"
 

@@ -14,7 +14,7 @@ EVENTS = Counter(
 )
 DEAD_LETTERS = Counter(
     "stream_dead_letters_total",
-    "Events sent to the dead-letter stream, by reason: malformed, max_deliveries, trimmed",
+    "Events sent to the dead-letter stream, by reason: malformed, invalid_input, model_error, max_deliveries, trimmed",
     ["stream", "reason"],
 )
 BATCH_SIZE = Histogram("stream_batch_size_events", "Events per micro-batch", ["stream"], buckets=BATCH_BUCKETS)

@@ -28,12 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
+from numpy.typing import NDArray
 from redis.exceptions import RedisError, ResponseError
 
-from app.common.errors import ApiError
+from app.common.errors import ApiError, UnavailableError
 from app.features.offline import OfflineStore, OfflineStoreError
-from app.predict.registry import ModelNotReadyError, ModelRegistry, UnknownModelError
+from app.predict.registry import LoadedModel, ModelNotReadyError, ModelRegistry, UnknownModelError
+from app.predict.value_checks import row_problems
 from app.stream import metrics
 from app.stream.core.config import Settings as StreamSettings
 from app.stream.events import EventSchema
@@ -78,6 +81,25 @@ return out
 """
 
 Entry = tuple[str, Mapping[bytes | str, bytes | str]]
+Dead = tuple[str, Mapping[bytes | str, bytes | str], str]  # entry id, its fields, the reason
+
+# Not the events' fault: the batch stays pending and is read again (dead-lettered after max_deliveries).
+UNAVAILABLE: tuple[type[Exception], ...] = (ApiError, UnavailableError, ModelNotReadyError, UnknownModelError)
+
+
+class BatchFailedError(Exception):
+    """Every event of the batch failed in the model on its own: more likely the model than the events, so
+    the batch is left pending like an unavailable dependency."""
+
+
+@dataclass
+class Scored:
+    """The events a batch could score, by position in the batch, with their model inputs and answers."""
+
+    positions: NDArray[np.intp]
+    xm: NDArray[np.float64]
+    status: list[str] | None
+    proba: NDArray[np.float64]
 
 
 @dataclass
@@ -110,7 +132,6 @@ class StreamScorer:
         self._recovering = dict.fromkeys(range(settings.shards), True)  # read our own pending entries first
         self._next_claim = 0.0
         self._next_gauges = 0.0
-        self._failures: dict[str, str] = {}  # entry id -> why its last delivery failed (this process only)
 
     # -- setup ---------------------------------------------------------------------------------
     async def setup(self) -> None:
@@ -243,14 +264,20 @@ class StreamScorer:
             return 0
         try:
             result = await self.process(shard, entries, counts)
-        except (ApiError, ModelNotReadyError, UnknownModelError) as exc:
-            # Not the events' fault: leave them pending, read them again, dead-letter after max_deliveries.
-            for entry_id, _ in entries:
-                self._failures[entry_id] = f"{type(exc).__name__}: {exc}"
-            metrics.FAILED_BATCHES.labels(self.s.stream, type(exc).__name__).inc()
-            log.warning(
-                "batch left pending for retry", extra={"shard": shard, "events": len(entries), "error": str(exc)}
-            )
+        except (RedisError, OSError):
+            raise  # the broker: run() waits for it and reads again from the pending entries
+        except Exception as exc:
+            # An unavailable dependency (online store, model), or an error nobody foresaw: never the end of
+            # the process. The events stay pending, are read again, and go to the dead-letter stream with
+            # this reason after max_deliveries.
+            error = type(exc).__name__
+            if not isinstance(exc, (*UNAVAILABLE, BatchFailedError)):
+                log.exception("unexpected error in a batch; left pending", extra={"shard": shard})
+            # (entries past max_deliveries were dead-lettered before the failure: nothing to remember)
+            live = [entry_id for entry_id, _ in entries if counts.get(entry_id, 1) <= self.s.max_deliveries]
+            await self._remember_failure(shard, live, f"{error}: {exc}")
+            metrics.FAILED_BATCHES.labels(self.s.stream, error).inc()
+            log.warning("batch left pending", extra={"shard": shard, "events": len(entries), "error": str(exc)})
             self._recovering[shard] = True
             await asyncio.sleep(0.2)
             return len(entries)  # handled: read and left for retry (a pass that read nothing is idle)
@@ -260,14 +287,27 @@ class StreamScorer:
         metrics.BATCH_SIZE.labels(self.s.stream).observe(len(entries))
         return len(entries)
 
+    async def _remember_failure(self, shard: int, entry_ids: Sequence[str], why: str) -> None:
+        """Why these entries' last delivery failed, in Redis: the consumer that dead-letters them after
+        max_deliveries may be another process (after a crash or a takeover) and still names the reason."""
+        if not entry_ids:
+            return
+        key = self.keys.failures(shard)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(key, mapping=dict.fromkeys(entry_ids, why[:500]))
+        pipe.pexpire(key, self.ttl_ms)
+        await pipe.execute()
+
     async def process(self, shard: int, entries: Sequence[Entry], counts: Mapping[str, int]) -> BatchResult:
         """Score one shard's entries and acknowledge them (see the module's docstring for the steps)."""
-        dead: list[tuple[str, Mapping[bytes | str, bytes | str], str]] = []
+        dead: list[Dead] = []
         fresh: list[Entry] = []
+        redelivered = [entry_id for entry_id, _ in entries if counts.get(entry_id, 1) > 1]
+        reasons = await self._failure_reasons(shard, redelivered)
         for entry_id, fields in entries:
             delivered = counts.get(entry_id, 1)
             if delivered > self.s.max_deliveries:
-                why = self._failures.get(entry_id, "unknown (the failing consumer's reason died with it)")
+                why = reasons.get(entry_id, "unknown")
                 dead.append((entry_id, fields, f"delivered {delivered} times without success; last error: {why}"))
                 metrics.DEAD_LETTERS.labels(self.s.stream, "max_deliveries").inc()
             else:
@@ -275,7 +315,7 @@ class StreamScorer:
         try:
             lm = self.registry.get(self.s.model)
         except (ModelNotReadyError, UnknownModelError):
-            await self._settle(shard, dead)  # those are done with, whatever the model does
+            await self._settle(shard, dead, redelivered)  # those are done with, whatever the model does
             raise
         schema = EventSchema(
             self.s.event_id_field, self.s.event_time_field, self.s.entity_field, self.s.value_field, lm.input_names
@@ -284,15 +324,24 @@ class StreamScorer:
         for entry_id, fields, why in parsed.malformed:
             dead.append((entry_id, fields, why))
             metrics.DEAD_LETTERS.labels(self.s.stream, "malformed").inc()
-        events, x = parsed.events, parsed.x
-        result = BatchResult(dead=len(dead))
+        events = parsed.events
+        result = BatchResult()
         ids = [entry_id for entry_id, _ in entries]
         if events:
+            scored, failed = await self._score(lm, parsed.x)
+            if failed:  # each such event alone: its neighbours are decided (issue 24)
+                fields_of = dict(fresh)
+                for i, (reason, why) in failed.items():
+                    dead.append((events[i].entry_id, fields_of[events[i].entry_id], why))
+                    metrics.DEAD_LETTERS.labels(self.s.stream, reason).inc()
+                events = [events[i] for i in scored.positions.tolist()]
+        result.dead = len(dead)
+        if events:
+            # Only events that were scored join the windows: a dead letter is not something the user did.
             windows = await self.features.update([(e.event_id, e.entity, e.event_time_ms, e.value) for e in events])
-            xm, status = await lm.prepare(x)
-            proba = await lm.predict_proba(xm)
+            xm, status, proba = scored.xm, scored.status, scored.proba
             if lm.monitor is not None:  # drift and schema-skew counts, recorded as the HTTP routes record them
-                lm.monitor.observe(xm, proba, x if lm.online is not None else None)
+                lm.monitor.observe(xm, proba, parsed.x[scored.positions] if lm.online is not None else None)
             idx = proba.argmax(axis=1)
             lm.count_predictions(idx)
             decided_ms = int(time.time() * 1000)
@@ -327,19 +376,85 @@ class StreamScorer:
         else:
             await self._dead(shard, dead)
             await self.client.xack(self.keys.events(shard), self.s.group, *ids)
-        for entry_id in ids:
-            self._failures.pop(entry_id, None)
+        if redelivered:
+            await self.client.hdel(self.keys.failures(shard), *redelivered)
         return result
 
-    async def _settle(self, shard: int, dead: Sequence[tuple[str, Mapping[bytes | str, bytes | str], str]]) -> None:
+    async def _score(self, lm: LoadedModel, x: NDArray[np.float64]) -> tuple[Scored, dict[int, tuple[str, str]]]:
+        """The batch's model inputs and probabilities, with each event that cannot be scored set apart:
+        position -> (metric reason, dead-letter reason). A value the model cannot take (past float32 where it
+        computes in float32) is named; any other error in the transform or the model is found by bisecting
+        the batch, so one poison event costs O(log n) extra calls and fails alone. An unavailable dependency
+        raises: not the events' fault."""
+        failed: dict[int, tuple[str, str]] = {}
+        parts: list[Scored] = []
+        errors = 0
+
+        async def run(pos: NDArray[np.intp]) -> None:
+            nonlocal errors
+            try:
+                xm, status = await lm.prepare(x[pos])
+                bad = row_problems(xm, lm.model.feature_names, lm.model.value_rules, "{1}")
+                if bad:
+                    for i, why in bad.items():
+                        failed[int(pos[i])] = ("invalid_input", f"invalid input: {why}")
+                    keep = np.array([i for i in range(len(pos)) if i not in bad], dtype=np.intp)
+                    pos, xm = pos[keep], xm[keep]
+                    status = [status[i] for i in keep.tolist()] if status is not None else None
+                    if not len(pos):
+                        return
+                proba = await lm.predict_proba(xm)
+            except UNAVAILABLE:
+                raise
+            except Exception as exc:
+                if len(pos) > 1:
+                    mid = len(pos) // 2
+                    await run(pos[:mid])
+                    await run(pos[mid:])
+                    return
+                errors += 1
+                failed[int(pos[0])] = ("model_error", f"model error: {type(exc).__name__}: {exc}"[:500])
+                return
+            parts.append(Scored(pos, xm, status, proba))
+
+        await run(np.arange(len(x), dtype=np.intp))
+        if not parts and errors:
+            # Nothing in the batch scored and the model raised on its own events: the model, not the events,
+            # most likely; retried, then dead-lettered after max_deliveries with this reason.
+            raise BatchFailedError(next(why for kind, why in failed.values() if kind == "model_error"))
+        if not parts:
+            return Scored(np.empty(0, np.intp), np.empty((0, 0)), None, np.empty((0, 0))), failed
+        if len(parts) == 1:
+            return parts[0], failed
+        positions = np.concatenate([p.positions for p in parts])
+        order = np.argsort(positions, kind="stable")
+        statuses = None if parts[0].status is None else [s for p in parts for s in (p.status or [])]
+        return (
+            Scored(
+                positions[order],
+                np.concatenate([p.xm for p in parts])[order],
+                [statuses[i] for i in order.tolist()] if statuses is not None else None,
+                np.concatenate([p.proba for p in parts])[order],
+            ),
+            failed,
+        )
+
+    async def _failure_reasons(self, shard: int, entry_ids: Sequence[str]) -> dict[str, str]:
+        if not entry_ids:
+            return {}
+        got = await self.client.hmget(self.keys.failures(shard), list(entry_ids))
+        return {e: text(r) for e, r in zip(entry_ids, got, strict=True) if r is not None}
+
+    async def _settle(self, shard: int, dead: Sequence[Dead], redelivered: Sequence[str]) -> None:
         """Dead-letter and acknowledge these entries."""
         if dead:
             await self._dead(shard, dead)
             await self.client.xack(self.keys.events(shard), self.s.group, *(d[0] for d in dead))
-            for entry_id, _, _ in dead:
-                self._failures.pop(entry_id, None)
+            gone = {d[0] for d in dead}
+            if any(e in gone for e in redelivered):
+                await self.client.hdel(self.keys.failures(shard), *gone)
 
-    async def _dead(self, shard: int, dead: Sequence[tuple[str, Mapping[bytes | str, bytes | str], str]]) -> None:
+    async def _dead(self, shard: int, dead: Sequence[Dead]) -> None:
         calls = []
         for entry_id, fields, reason in dead:
             original = json.dumps({text(k): text(v) for k, v in fields.items()}, separators=(",", ":"))

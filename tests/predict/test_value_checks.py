@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from app.common.errors import InvalidInputError
+from app.onnx.probes import FLOAT32_MAX
 from app.predict.v1_inputs import parse_instances
-from app.predict.value_checks import FLOAT32_MAX, STRICT, ValueRules, check_values
+from app.predict.value_checks import STRICT, ValueRules, check_values, row_problems
 
 NAMES = ["a", "b", "c"]
 TREES = ValueRules(accepts_missing=False, max_abs=FLOAT32_MAX)
@@ -52,3 +53,18 @@ def test_the_first_offending_value_is_named() -> None:
         check_values(x, NAMES, STRICT, "row {}, feature {!r}")
     with pytest.raises(InvalidInputError, match=r"row 1, feature 'c': value must be finite, got inf"):
         check_values(x, NAMES, HGB, "row {}, feature {!r}")
+
+
+@given(arrays(np.float64, (6, 3), elements=st.floats(allow_nan=True, allow_infinity=True, width=64)))
+def test_row_problems_equal_checking_each_row_alone(x: np.ndarray) -> None:
+    """The stream's per-event form (each offending row with its reason) against the request check, one row
+    at a time: the same rows, the same messages."""
+    for rules in (STRICT, TREES, HGB):
+        got = row_problems(x, NAMES, rules, "feature {1!r}")
+        want: dict[int, str] = {}
+        for i in range(len(x)):
+            try:
+                check_values(x[i : i + 1], NAMES, rules, "feature {1!r}")
+            except InvalidInputError as exc:
+                want[i] = str(exc)
+        assert got == want

@@ -285,3 +285,96 @@ async def test_a_crash_between_the_windows_and_the_decision_decides_with_the_fir
     got = {d["event_id"]: d for d in await decisions(client)}
     assert [got[x["event_id"]]["streaming_status"] for x in events] == ["NEW", "NEW", "NEW"]
     assert got[e["event_id"]]["streaming_features"] == served.values
+
+
+async def test_a_poison_event_is_dead_lettered_alone_and_its_neighbours_decided(
+    make_scorer: Any, client: aioredis.Redis, registry: ModelRegistry
+) -> None:
+    """Issue 24: ``1e42`` passed the finite check and raised inside the model; the scorer crash-looped on the
+    batch, then dead-lettered all of it. Now: a value past what the model takes is named; an error the model
+    raises on some events only is found by bisecting; the rest of the batch is decided on first delivery,
+    and the poison events are not counted in their users' windows."""
+    events = iris_events(40, seed=5)
+    events[7]["sepal_length_cm"] = 1e42  # past float32: the trees' engine cannot take it
+    events[20]["petal_width_cm"] = 77.0  # the model below raises on this one
+    events[33]["petal_width_cm"] = 77.0
+    await produce(client, events)
+    lm = registry.get("iris")
+    real = lm.model.predict_proba
+
+    def fussy(x: np.ndarray) -> np.ndarray:
+        if (x == 77.0).any():
+            raise ValueError("cannot score 77")
+        return real(x)
+
+    lm.model.predict_proba = fussy  # type: ignore[method-assign]
+    try:
+        scorer: StreamScorer = make_scorer(batch_size=64)
+        await drain(scorer)
+    finally:
+        lm.model.predict_proba = real  # type: ignore[method-assign]
+    poison = {"e7", "e20", "e33"}
+    assert sorted(d["event_id"] for d in await decisions(client)) == sorted(
+        e["event_id"] for e in events if e["event_id"] not in poison
+    )
+    dead = {json.loads(f["event"])["event_id"]: f["reason"] for f in await entries(client, "dead-letters:{0}")}
+    assert set(dead) == poison
+    assert dead["e7"].startswith("invalid input: sepal_length_cm: 1e+42 is too large for this model")
+    assert dead["e20"] == dead["e33"] == "model error: ValueError: cannot score 77"
+    assert (await client.xpending("transactions:{0}", "scorer"))["pending"] == 0
+    # windows: a recount over the decided events only
+    at = max(e["event_time_ms"] for e in events)
+    for user in {e["user_id"] for e in events}:
+        got = await scorer.features.read(user, at)
+        kept = [e for e in events if e["user_id"] == user and e["event_id"] not in poison]
+        assert got["count_1h"] == sum(at - 3_600_000 < e["event_time_ms"] <= at for e in kept)
+
+
+async def test_an_unavailable_online_store_leaves_the_batch_pending_and_the_scorer_alive(
+    make_scorer: Any, client: aioredis.Redis, registry: ModelRegistry
+) -> None:
+    """Issue 24: FeaturesUnavailableError was not caught: the process exited 1."""
+    from app.predict.online_inputs import FeaturesUnavailableError
+    from app.stream import metrics
+
+    events = iris_events(12, seed=6)
+    await produce(client, events)
+    lm = registry.get("iris")
+    real = lm.prepare
+
+    async def down(x: np.ndarray) -> Any:
+        raise FeaturesUnavailableError("online store: connection refused")
+
+    failed = metrics.FAILED_BATCHES.labels("transactions", "FeaturesUnavailableError")
+    before = failed._value.get()
+    lm.prepare = down  # type: ignore[method-assign]
+    scorer: StreamScorer = make_scorer(max_deliveries=50)
+    try:
+        await scorer.setup()
+        for _ in range(3):
+            await scorer.step()  # does not raise
+    finally:
+        lm.prepare = real  # type: ignore[method-assign]
+    assert failed._value.get() >= before + 3
+    assert (await client.xpending("transactions:{0}", "scorer"))["pending"] == len(events)
+    assert await decisions(client) == [] and await entries(client, "dead-letters:{0}") == []
+    await drain(scorer)  # the store is back: every event decided, once
+    assert sorted(d["event_id"] for d in await decisions(client)) == sorted(e["event_id"] for e in events)
+
+
+async def test_the_reason_survives_the_consumer_that_saw_it(make_scorer: Any, client: aioredis.Redis) -> None:
+    """A batch that failed in one consumer and is dead-lettered by another (after a crash or a takeover)
+    still names the last error, not "unknown"."""
+    await produce(client, iris_events(3))
+    first: StreamScorer = make_scorer(model="no-such-model", consumer="first", max_deliveries=1)
+    await first.setup()
+    await first.step()  # its own pending entries: none
+    await first.step()  # reads the events and fails: left pending, the reason kept in Redis
+    assert (await client.xpending("transactions:{0}", "scorer"))["pending"] == 3
+    await asyncio.sleep(0.25)
+    second: StreamScorer = make_scorer(model="no-such-model", consumer="second", max_deliveries=1, claim_idle_ms=200)
+    await drain(second, rounds=400)
+    reasons = [f["reason"] for f in await entries(client, "dead-letters:{0}")]
+    assert len(reasons) == 3
+    assert all("last error: UnknownModelError" in r for r in reasons), reasons
+    assert await client.exists("dead-letters:{0}:failures") == 0  # nothing left behind
