@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                 (out / f"run{run}.log").write_text(p.stdout + p.stderr)
             print(f"run {run}/{args.runs}: exit {p.returncode} in {seconds:.0f} s: {tail[0]}", flush=True)
             summary = _write_summary(out, args, results)  # after every run: an interrupted series still counts
+            if p.returncode not in (0, 1):  # interrupted, a collection or usage error: the next runs would be too
+                print(f"stopping: pytest exit {p.returncode} is not a test result (see {out}/run{run}.log)")
+                return 2
     print(json.dumps(summary))
     return 1 if summary["passed"] < args.runs else 0
 
