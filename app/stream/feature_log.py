@@ -8,9 +8,15 @@ conflicting commit from another writer is retried by the store), then acknowledg
 the window features: exactly the point-in-time layout a feature view reads (a view whose source is this
 dataset; the reference scenario's is ``user_activity``).
 
-Delivery is at least once: a crash between the commit and the XACK appends the same rows again. They are
-identical (same event id, times and values), so a point-in-time join picks the same values; the event id
-column lets a compaction drop them.
+Exactly one row per decision:
+- an entry is buffered once, however often it is read (own pending entries are read forward, not from the
+  start on every loop);
+- entries another consumer read and never acknowledged (a crash, or a pod replaced under a new name) are
+  taken over with XAUTOCLAIM after ``claim_idle_ms``;
+- an entry delivered before (own pending, or taken over) may have been committed by a flush that crashed
+  before its XACK: its event id is looked up in the table over its event-time span, and left out if there.
+  Two consumers flushing the same entries at once (one stalled past ``claim_idle_ms``) can still both
+  commit; the event id column identifies such rows.
 """
 
 from __future__ import annotations
@@ -20,12 +26,13 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 from redis.exceptions import ResponseError
 
-from app.features.offline import OfflineStore
+from app.features.offline import OfflineStore, OfflineStoreError
 from app.stream.core.config import Settings
 from app.stream.scripts import Broker, text
 
@@ -44,8 +51,16 @@ class FeatureLog:
         self.feature_names = list(feature_names)
         self.rows: list[dict[str, Any]] = []
         self.ids: dict[int, list[str]] = {}  # shard -> entry ids buffered, acknowledged after the commit
+        self.buffered: set[str] = set()  # event ids in the buffer: an entry read twice adds one row
+        self.suspects: set[str] = set()  # event ids delivered before: maybe appended by a crashed flush
         self._since = time.monotonic()
-        self._recovering = dict.fromkeys(range(settings.shards), True)
+        self._next_claim = 0.0
+        self._reset_cursors()
+
+    def _reset_cursors(self) -> None:
+        # Own pending entries first, read forward from "0" (an id, not ">"): each read starts after the last
+        # entry read, so a pending entry is buffered once, not once per loop as before (issue 24).
+        self._cursor: dict[int, str | None] = dict.fromkeys(range(self.s.shards), "0")
 
     def key(self, shard: int) -> str:
         return f"{self.s.output_stream}:{{{shard}}}"
@@ -61,28 +76,58 @@ class FeatureLog:
     async def step(self) -> int:
         """Read what the decision streams hold; flush when the buffer is full or old. Returns rows read."""
         read = 0
+        if time.monotonic() >= self._next_claim:
+            self._next_claim = time.monotonic() + self.s.claim_idle_ms / 2000
+            for shard in range(self.s.shards):
+                read += await self._claim(shard)
         for shard in range(self.s.shards):
-            recovering = self._recovering[shard]
-            start = "0" if recovering else ">"
+            cursor = self._cursor[shard]
             reply: Any = await self.client.xreadgroup(
-                self.group, self.s.consumer, {self.key(shard): start}, count=self.s.batch_size * 4
+                self.group, self.s.consumer, {self.key(shard): cursor or ">"}, count=self.s.batch_size * 4
             )
-            entries = [(eid, fields) for _, msgs in (reply or []) for eid, fields in msgs]
-            if recovering and not entries:
-                self._recovering[shard] = False
-            for entry_id, fields in entries:
-                self.ids.setdefault(shard, []).append(text(entry_id))
-                if fields:
-                    self.rows.append(self._row(json.loads(fields.get(b"decision") or fields.get("decision"))))
+            entries = [(text(eid), fields) for _, msgs in (reply or []) for eid, fields in msgs]
+            if cursor is not None:  # own pending entries: delivered before, maybe already appended
+                self._cursor[shard] = entries[-1][0] if entries else None
+            self._buffer(shard, entries, suspect=cursor is not None)
             read += len(entries)
-            if recovering and entries:
-                break  # own pending first, a batch at a time
         if self.rows and (
             len(self.rows) >= self.s.feature_log_max_rows
             or time.monotonic() - self._since >= self.s.feature_log_flush_seconds
         ):
             await self.flush()
         return read
+
+    async def _claim(self, shard: int) -> int:
+        """Entries another consumer read and never acknowledged (it crashed, or was replaced under a new
+        name: a pod's name changes with its ReplicaSet), taken over once idle for ``claim_idle_ms``. Without
+        this they stayed pending forever and their rows never reached the offline store (issue 24)."""
+        start, claimed = "0-0", 0
+        while True:
+            reply = await self.client.xautoclaim(
+                self.key(shard), self.group, self.s.consumer, self.s.claim_idle_ms, start, count=self.s.batch_size
+            )
+            start = text(reply[0])
+            entries = [(text(eid), fields) for eid, fields in reply[1] if fields is not None]
+            deleted = [text(d) for d in reply[2]]
+            if deleted:  # trimmed from the decision stream before it was logged: nothing left to append
+                await self.client.xack(self.key(shard), self.group, *deleted)
+            self._buffer(shard, entries, suspect=True)
+            claimed += len(entries)
+            if start == "0-0":
+                return claimed
+
+    def _buffer(self, shard: int, entries: Sequence[tuple[str, Any]], *, suspect: bool) -> None:
+        for entry_id, fields in entries:
+            self.ids.setdefault(shard, []).append(entry_id)
+            if not fields:
+                continue
+            row = self._row(json.loads(fields.get(b"decision") or fields.get("decision")))
+            if row["event_id"] in self.buffered:
+                continue
+            self.buffered.add(row["event_id"])
+            if suspect:
+                self.suspects.add(row["event_id"])
+            self.rows.append(row)
 
     def _row(self, d: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -108,23 +153,50 @@ class FeatureLog:
             cols[f] = pa.array([r[f] for r in self.rows], pa.float64())
         return pa.table(cols)
 
+    def _already_logged(self) -> set[str]:
+        """Of the suspects, the event ids the table already holds: a flush that committed and crashed before
+        its XACK. Read only over the suspects' event-time span (day partitions pruned), so the check costs
+        nothing in the steady state, where there are no suspects."""
+        rows = [r for r in self.rows if r["event_id"] in self.suspects]
+        if not rows:
+            return set()
+        times = [r[EVENT_TS] for r in rows]
+        start = datetime.fromtimestamp(min(times) / 1000, UTC)
+        end = datetime.fromtimestamp(max(times) / 1000, UTC) + timedelta(milliseconds=1)
+        try:
+            got = self.offline.read_window(self.s.feature_log_dataset, EVENT_TS, start, end, ["event_id"])
+        except OfflineStoreError as exc:
+            if "not found" in str(exc):
+                return set()  # no table yet: nothing was appended
+            raise
+        return set(got.column("event_id").to_pylist()) & self.suspects
+
     async def flush(self) -> None:
-        """One commit for the buffer, then the acknowledgements; on failure the rows stay pending."""
+        """One commit for the buffer, then the acknowledgements; on failure the rows stay pending. Exactly one
+        row per decision: rows a crashed flush already committed are left out."""
         self._since = time.monotonic()
         if not self.rows and not self.ids:
             return
         if self.rows:
+            logged = await asyncio.to_thread(self._already_logged)
+            if logged:
+                self.rows = [r for r in self.rows if r["event_id"] not in logged]
+                log.info("feature log: rows already appended by an earlier flush", extra={"rows": len(logged)})
             table = self.table()
             version = await asyncio.to_thread(self.offline.append, self.s.feature_log_dataset, table, EVENT_TS)
             log.info("feature log appended", extra={"rows": table.num_rows, "version": version})
         for shard, ids in self.ids.items():
             if ids:
                 await self.client.xack(self.key(shard), self.group, *ids)
+        self._clear()
+
+    def _clear(self) -> None:
         self.rows.clear()
         self.ids.clear()
+        self.buffered.clear()
+        self.suspects.clear()
 
     def drop_buffer(self) -> None:
         """After a failed flush: forget the buffer; the entries are still pending and are read again."""
-        self.rows.clear()
-        self.ids.clear()
-        self._recovering = dict.fromkeys(self._recovering, True)
+        self._clear()
+        self._reset_cursors()
