@@ -13,10 +13,7 @@ from typing import Any
 
 from app.modelstore import model_store
 from jobs.settings import JobSettings
-
-
-def _names(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
+from jobs.train import add_feature_type_flags, feature_names_flag
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -32,12 +29,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--target", help="the label column of DATA (left out of the features; gives accuracy)")
     p.add_argument(
         "--features",
-        type=_names,
+        type=feature_names_flag,
         help="comma-separated feature columns, in the model's order (default: all but --target)",
     )
-    p.add_argument(
-        "--categorical", type=_names, help="comma-separated categorical features (drift bins them by category)"
-    )
+    add_feature_type_flags(p)
     p.add_argument("--version", help="the version's name (default: creation time and digest)")
     p.add_argument("--no-latest", action="store_true", help="publish without moving the latest pointer")
     p.set_defaults(handler=run)
@@ -56,6 +51,7 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
         target=args.target,
         features=args.features,
         categorical=args.categorical,
+        numeric=args.numeric,
         hmac_key=settings.hmac_key,
         version=args.version,
         set_latest=not args.no_latest,

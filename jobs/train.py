@@ -22,7 +22,7 @@ from app.features.stores import offline_store
 from app.modelstore import ModelMetadata, ModelStore, model_store
 from app.modelstore.metadata import OnlineFeatures
 from app.modelstore.packaging import TrainingRun, publish_sklearn
-from app.monitoring.profile import compute_profile, score_of
+from app.monitoring.profile import check_declared, compute_profile, score_of
 from jobs.settings import JobSettings
 
 # scikit-learn is imported inside the functions that train: it is slow to import, and every
@@ -93,7 +93,7 @@ def _from_feature_store(training_set: str, offline: OfflineStore, repo: FeatureR
     )
 
 
-def _from_file(path: str, target: str, categorical: list[str] | None = None) -> Dataset:
+def _from_file(path: str, target: str) -> Dataset:
     """Rows of a Parquet or CSV file: every column but ``target`` is a feature, in the file's order."""
     from app.modelstore.own_models import read_reference
 
@@ -101,11 +101,31 @@ def _from_file(path: str, target: str, categorical: list[str] | None = None) -> 
     if target not in table.column_names:
         raise ValueError(f"--target {target!r} is not a column of {path} (columns: {table.column_names})")
     names = [c for c in table.column_names if c != target]
-    unknown = sorted(set(categorical or ()) - set(names))
-    if unknown:
-        raise ValueError(f"--categorical {unknown} are not feature columns of {path}")
     x = np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names])
     return Dataset(x, table.column(target).to_numpy(zero_copy_only=False), names, target, path)
+
+
+def feature_names_flag(value: str) -> list[str]:
+    """A comma-separated list of feature names."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def add_feature_type_flags(p: argparse.ArgumentParser) -> None:
+    """``--categorical`` and ``--numeric``: the features' types for the drift profile, declared (the train and
+    publish jobs take the same flags); an undeclared feature's type is guessed (integers with at most 20
+    values: categorical)."""
+    p.add_argument(
+        "--categorical",
+        type=feature_names_flag,
+        metavar="A,B",
+        help="comma-separated categorical features: drift bins them by category, however many (default: guessed)",
+    )
+    p.add_argument(
+        "--numeric",
+        type=feature_names_flag,
+        metavar="A,B",
+        help="comma-separated numeric features: drift bins them at training deciles (default: guessed)",
+    )
 
 
 def build_estimator(spec: str) -> Any:
@@ -173,11 +193,13 @@ def train_and_publish(
     data_file: str | None = None,
     target: str | None = None,
     categorical: list[str] | None = None,
+    numeric: list[str] | None = None,
 ) -> ModelMetadata:
     """Train, then publish to ``store`` (``model_store(settings)``): packaging (metadata, signature,
     verification sample) is the store's (app.modelstore.packaging). ``training_set``: a ``module:function``
     building the data from the feature store (``offline`` and ``repo``); the feature-store datasets
-    (FEATURE_STORE_DATASETS) are named ones."""
+    (FEATURE_STORE_DATASETS) are named ones. ``categorical`` and ``numeric`` declare features' types for the
+    drift profile (the others are guessed), checked before training."""
     from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
     from sklearn.model_selection import train_test_split
 
@@ -185,7 +207,7 @@ def train_and_publish(
     if data_file is not None:
         if target is None:
             raise ValueError("--data needs --target: the label column")
-        data = _from_file(data_file, target, categorical)
+        data = _from_file(data_file, target)
     elif reference is not None:
         if offline is None or repo is None:
             raise ValueError(f"training set {reference!r} needs the offline feature store and a feature repository")
@@ -201,6 +223,7 @@ def train_and_publish(
             f"the pinned tables gave entity rows with fingerprint {data.entity_fingerprint}, the model recorded "
             f"{expect_entity_fingerprint}: the training set's code no longer builds the same rows"
         )
+    check_declared(data.feature_names, categorical, numeric)  # a typo fails now, not after the fit
     if data.time_ordered:
         cut = int(len(data.y) * (1 - test_size))
         x_train, x_test, y_train, y_test = data.x[:cut], data.x[cut:], data.y[:cut], data.y[cut:]
@@ -224,7 +247,7 @@ def train_and_publish(
 
     # The reference the service bins served rows against (drift, schema skew): training features,
     # held-out scores.
-    profile = compute_profile(x_train, data.feature_names, score_of(proba), categorical=categorical)
+    profile = compute_profile(x_train, data.feature_names, score_of(proba), categorical=categorical, numeric=numeric)
     run = TrainingRun(
         feature_names=data.feature_names,
         target_name=data.target_name,
@@ -262,11 +285,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--data", metavar="FILE", help="train on a Parquet or CSV file (needs --target and --name)")
     p.add_argument("--target", help="the label column of --data")
-    p.add_argument(
-        "--categorical",
-        type=lambda v: [c.strip() for c in v.split(",") if c.strip()],
-        help="comma-separated categorical features of --data (drift bins them by category)",
-    )
+    add_feature_type_flags(p)
     p.add_argument(
         "--training-set",
         metavar="MODULE:FUNCTION",
@@ -333,6 +352,7 @@ def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
         data_file=args.data,
         target=args.target,
         categorical=args.categorical,
+        numeric=args.numeric,
     )
     chosen = meta.engine_choice
     engine = chosen.engine if chosen is not None else "sklearn" if meta.onnx is None else "onnxruntime"

@@ -147,6 +147,7 @@ def publish_model(
     target: str | None = None,
     features: Sequence[str] | None = None,
     categorical: Sequence[str] | None = None,
+    numeric: Sequence[str] | None = None,
     hmac_key: bytes | None = None,
     version: str | None = None,
     set_latest: bool = True,
@@ -157,7 +158,7 @@ def publish_model(
     everything was written and reads back. Raises PublishError (or EstimatorFileError, ModelStoreError)."""
     from sklearn.metrics import accuracy_score, log_loss
 
-    from app.monitoring.profile import compute_profile, score_of
+    from app.monitoring.profile import ProfileError, check_declared, compute_profile, score_of
 
     if not MODEL_NAME_RE.match(name):  # before the conversion's work, not after it
         raise PublishError(f"invalid model name {name!r}: use lowercase letters, digits and '-', at most 63 characters")
@@ -167,9 +168,10 @@ def publish_model(
     if table.num_rows == 0:
         raise PublishError("the reference data has no rows")
     names = _features(estimator, table, target, features)
-    unknown = sorted(set(categorical or ()) - set(names))
-    if unknown:
-        raise PublishError(f"categorical features {unknown} are not among the model's features {names}")
+    try:
+        check_declared(names, categorical, numeric)
+    except ProfileError as exc:
+        raise PublishError(str(exc)) from None
     x = _matrix(table, names)
     with warnings.catch_warnings():
         # fitted on a DataFrame, served with arrays in the same column order (checked above)
@@ -188,7 +190,7 @@ def publish_model(
         if set(np.unique(y)) <= set(classes):
             metrics["log_loss"] = float(log_loss(y, proba, labels=estimator.classes_))
     check = np.linspace(0, len(x) - 1, num=min(CHECK_ROWS, len(x))).astype(int)
-    profile = compute_profile(x, names, score_of(proba), categorical=list(categorical) if categorical else None)
+    profile = compute_profile(x, names, score_of(proba), categorical=categorical, numeric=numeric)
     run = TrainingRun(
         feature_names=names,
         target_name=target or "target",

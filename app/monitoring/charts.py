@@ -16,7 +16,7 @@ UNKNOWN_BIN = "unknown"
 REFERENCE_FILL, SERVED_FILL = "#999", "#36c"
 
 # Layout, in pixels: bars of one bin side by side, a gap between bins, room for the axes' labels.
-BAR, GAP, LEFT, TOP, PLOT_H, LABEL_H = 16, 10, 44, 34, 110, 70
+BAR, GAP, LEFT, TOP, PLOT_H, LABEL_H = 16, 10, 44, 48, 110, 70
 
 
 def bin_labels(fp: NumericProfile | CategoricalProfile) -> list[str]:
@@ -44,9 +44,10 @@ def bar_chart(
         raise ValueError(f"{len(labels)} labels for {len(reference)} reference and {len(served)} served shares")
     top = max([*reference, *served, 1e-9])
     step = 2 * BAR + GAP
-    width = LEFT + len(labels) * step + 10
+    width = max(LEFT + len(labels) * step + 10, LEFT + 20 + 5 * max(len(names[0]) + 11, len(names[1]) + 8))
     height = TOP + PLOT_H + LABEL_H
     base = TOP + PLOT_H
+    right = LEFT + len(labels) * step + 4
 
     def y(share: float) -> float:
         return base - share / top * PLOT_H
@@ -55,14 +56,14 @@ def bar_chart(
         f"<svg xmlns='http://www.w3.org/2000/svg' width='{width}' height='{height}' role='img' "
         f"aria-label='{escape(title, quote=True)}' font-family='sans-serif' font-size='9'>",
         f"<text x='{LEFT}' y='11' font-size='11' font-weight='bold'>{escape(title)}</text>",
-        # legend
+        # legend, one line per side (a served baseline's name is long)
         f"<rect x='{LEFT}' y='16' width='9' height='9' fill='{REFERENCE_FILL}'/>"
         f"<text x='{LEFT + 12}' y='24'>reference: {escape(names[0])}</text>",
-        f"<rect x='{LEFT + 190}' y='16' width='9' height='9' fill='{SERVED_FILL}'/>"
-        f"<text x='{LEFT + 202}' y='24'>served: {escape(names[1])}</text>",
+        f"<rect x='{LEFT}' y='29' width='9' height='9' fill='{SERVED_FILL}'/>"
+        f"<text x='{LEFT + 12}' y='37'>served: {escape(names[1])}</text>",
         # axes: share of rows (y) and bins (x)
         f"<line class='y-axis' x1='{LEFT}' y1='{TOP}' x2='{LEFT}' y2='{base}' stroke='#333'/>",
-        f"<line class='x-axis' x1='{LEFT}' y1='{base}' x2='{width - 6}' y2='{base}' stroke='#333'/>",
+        f"<line class='x-axis' x1='{LEFT}' y1='{base}' x2='{right}' y2='{base}' stroke='#333'/>",
         f"<text x='4' y='{TOP + PLOT_H / 2}' transform='rotate(-90 8 {TOP + PLOT_H / 2})' "
         "text-anchor='middle'>share of rows</text>",
     ]

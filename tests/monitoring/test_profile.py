@@ -50,6 +50,32 @@ def test_a_profile_of_other_features_is_refused() -> None:
 
 
 def test_a_constant_feature_keeps_its_mass_in_one_bin() -> None:
-    profile = compute_profile(np.full((100, 1), 2.5), ["k"], RNG.uniform(size=10), categorical=[])
+    profile = compute_profile(np.full((100, 1), 2.5), ["k"], RNG.uniform(size=10), numeric=["k"])
     k = profile.features["k"]
     assert k.kind == "numeric" and k.edges == [2.5] and k.counts == [0, 100]
+
+
+def test_declared_types_win_and_the_guess_is_only_the_fallback() -> None:
+    x = np.column_stack([RNG.integers(0, 300, 5000), RNG.integers(0, 3, 5000), RNG.integers(0, 3, 5000)])
+    profile = compute_profile(
+        x.astype(float), ["zip", "level", "flag"], RNG.uniform(size=10), categorical=["zip"], numeric=["level"]
+    )
+    zip_, level, flag = (profile.features[n] for n in ("zip", "level", "flag"))
+    assert zip_.kind == "categorical" and zip_.typed_by == "declared" and len(zip_.categories) == 300
+    assert level.kind == "numeric" and level.typed_by == "declared"  # 3 integers: the guess would say categorical
+    assert flag.kind == "categorical" and flag.typed_by == "guessed"
+    assert parse_profile(profile.model_dump(), ["zip", "level", "flag"]) == profile
+
+
+def test_a_declaration_naming_no_feature_or_both_types_is_refused() -> None:
+    x = RNG.normal(size=(100, 2))
+    with pytest.raises(ProfileError, match=r"categorical features \['c'\] are not among the features"):
+        compute_profile(x, ["a", "b"], RNG.uniform(size=10), categorical=["c"])
+    with pytest.raises(ProfileError, match=r"features \['a'\] are declared both categorical and numeric"):
+        compute_profile(x, ["a", "b"], RNG.uniform(size=10), categorical=["a"], numeric=["a", "b"])
+
+
+def test_a_profile_from_before_declared_types_reads_as_guessed() -> None:
+    raw = compute_profile(RNG.normal(size=(1000, 1)), ["a"], RNG.uniform(size=100)).model_dump()
+    del raw["features"]["a"]["typed_by"]
+    assert parse_profile(raw, ["a"]).features["a"].typed_by == "guessed"  # type: ignore[union-attr]
