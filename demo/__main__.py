@@ -12,8 +12,11 @@
    Open Inference Protocol, features by user_id, precomputed predictions, a product photo
    and its title, bad inputs;
 5. a new model version hot-reloaded, the metrics, and SIGTERM as Kubernetes sends it;
-6. drift monitoring: the scenario's traffic, then the same traffic with amounts tripled; the drift report
-   of each half against the training profile shows drift rising on the amount features only;
+6. drift monitoring (demo/drift.py): a baseline window of the fraud model's traffic, other recent
+   transactions (first half), then the same with amounts tripled (second half); against the baseline the
+   first half flags nothing and the second the amount, what is computed from it and the score; against the
+   training profile, the user statistics served "as of now" differ from training's point-in-time ones, and
+   the demo says so;
 7. streaming: the stream scorer (python -m app.stream) scores a replay of the last day's transactions;
    decisions, lag and a user's streaming window features as they update, a malformed event dead-lettered,
    a decision read back through the prediction service.
@@ -36,10 +39,12 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from demo.drift import drift_step
 from devharness import ROOT, leaves_nothing_running
 
 WORK = ROOT / "var" / "demo"
-REFERENCE_REPO = "examples.fraud.repo:reference_repo"  # the feature repository of the scenario the demo runs
+REFERENCE_REPO = "examples.fraud.repo:reference_repo"
+USERS = 2000  # the feature repository of the scenario the demo runs
 SHOWN_METRICS = ("http_requests_total", "model_predictions_total", "model_info", "models_ready")
 
 
@@ -139,8 +144,8 @@ def main() -> int:
         days = 14
         start = (datetime.now(UTC) - timedelta(days=days - 1)).date().isoformat()
         say(f"feature store: Parquet offline ({env['FEATURES_OFFLINE_URL']}), Redis online ({redis_server.url})")
-        jobs(env, "seed", "--users", "2000", "--days", str(days), "--start", start)
-        jobs(env, "features", "--users", "2000", "--days", str(days), "--start", start)
+        jobs(env, "seed", "--users", str(USERS), "--days", str(days), "--start", start)
+        jobs(env, "features", "--users", str(USERS), "--days", str(days), "--start", start)
         jobs(env, "materialize-incremental")
         jobs(env, "materialize-incremental")  # a re-run writes nothing: idempotent
         say("train on point-in-time correct features, then precompute predictions for every user")
@@ -259,7 +264,11 @@ def main() -> int:
         time.sleep(1.5)  # one more poll interval: every worker has swapped, not only the one that answered
         print(f"    now serving version {body['version']}")
 
-        drift_step(env, url, redis_server.url)
+        say(
+            "drift: a baseline window of the fraud model's traffic, then other recent transactions as they are "
+            "(first half), then the same with amounts x3 (second half)"
+        )
+        drift_step(jobs, env, url, WORK / "served", WORK / "drift", users=USERS, flush_s=1.0)
         stream_step(stack, env, url, redis_server.url)
 
         say("metrics: one scrape sums every worker (GET /metrics, excerpt)")
@@ -268,58 +277,6 @@ def main() -> int:
                 print("   ", line)
     say("demo complete")
     return 0
-
-
-def drift_step(env: dict[str, str], url: str, redis_url: str) -> None:
-    """Recent transactions of the scenario through the fraud model, then the same ones with the amount
-    tripled: the drift report of each half (over the served-data log) against the training profile."""
-    from app.features.offline import OfflineStore
-    from app.features.online import OnlineStore, Status, connect
-    from examples.fraud.repo import TRANSACTIONS, user_stats
-
-    say("drift: the scenario's traffic, then the same with amounts x3; each half against the training profile")
-    users = range(1, 2001)
-    found = OnlineStore(connect(redis_url)).read([(user_stats, user_stats.feature_names)], users)[0]
-    present = {u for u, st in zip(users, found.statuses, strict=True) if st is Status.PRESENT}
-    tx = OfflineStore(env["FEATURES_OFFLINE_URL"]).read_window(TRANSACTIONS, "timestamp", None, None)
-    rows = [t for t in tx.to_pylist()[-4000:] if t["user_id"] in present][:1500]
-
-    def send(scale: float) -> tuple[str, str]:
-        started = datetime.now(UTC)
-        for i in range(0, len(rows), 25):
-            batch = [
-                {"user_id": t["user_id"], "amount": t["amount"] * scale, "merchant_category": t["merchant_category"]}
-                for t in rows[i : i + 25]
-            ]
-            status, body = http("POST", url + "/v1/models/fraud/predict", {"instances": batch})
-            if status != 200:
-                raise SystemExit(f"drift traffic: {status} {body}")
-        time.sleep(1.0)  # the log's flush interval
-        return started.isoformat(), datetime.now(UTC).isoformat()
-
-    psi: list[dict[str, float]] = []
-    for half, scale in (("first half", 1.0), ("second half, amounts x3", 3.0)):
-        start, end = send(scale)
-        served = ("--served-log", str(WORK / "served"), "--between", start, end)
-        report = jobs(env, "drift-report", "--model", "fraud", *served, "--out", str(WORK / "drift"))
-        window = next(iter(report["windows"].values()))
-        print(f"    {half}: {window['rows']} rows, flagged {window['drifted']}")
-        records = json.loads((WORK / "drift" / f"drift-fraud-{report['version']}.json").read_text())["features"]
-        psi.append({r["feature"]: r["psi"] for r in records})
-    print(f"    {'feature':<24} {'PSI 1st half':>12} {'PSI 2nd half':>12}")
-    rose = []
-    for feature, before in psi[0].items():
-        after = psi[1][feature]
-        mark = "  <- rose" if after - before > 0.1 else ""
-        if mark:
-            rose.append(feature)
-        print(f"    {feature:<24} {before:>12.3f} {after:>12.3f}{mark}")
-    print(f"    drift rose on {rose} only: the amount, what is computed from it, and so the score")
-    print(
-        "    (the user statistics differ from training in both halves alike: the online store serves each user's\n"
-        "    statistics as of now, training saw them as of each past transaction)"
-    )
-    print(f"    reports (JSON, Parquet, HTML): {WORK / 'drift'}")
 
 
 def stream_step(stack: ExitStack, env: dict[str, str], url: str, redis_url: str) -> None:
