@@ -14,9 +14,10 @@ training profile. Why: the online store serves each user's statistics **as of no
 as of each past transaction (point-in-time). On the demo's 14 days of history the served statistics truly
 differ from training: by now every user has 14 days of history (training rows from the first days had one
 or two), and the replayed transactions are already counted in their user's statistics (most amounts are in
-the 30-day max and mean they are divided by). That is a real difference between training and serving, reported once as such, not drift of
-the traffic. Against the baseline, the first half flags nothing and the second half flags the amount, what
-the request-time transform computes from it (amount_to_mean_30d, amount_to_max_30d) and the score.
+the 30-day max and mean they are divided by). That is a real difference between training and serving,
+reported once as such, not drift of the traffic. Against the baseline, the first half flags nothing and the
+second half flags the amount, what the request-time transform computes from it (amount_to_mean_30d,
+amount_to_max_30d) and the score.
 """
 
 from __future__ import annotations
