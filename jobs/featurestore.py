@@ -25,17 +25,27 @@ from jobs.settings import JobSettings
 FEATURE_ENGINES = ("numpy", "duckdb", "spark")
 
 
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
 def _when(value: str) -> datetime:
-    """ISO date or datetime (naive means UTC), or ``today`` / ``today-Nd``: UTC midnight of today, N days
-    back; what a scheduled run wants, its window moving with the calendar (the chart's featureJob)."""
+    """ISO date or datetime (naive means UTC), ``today`` / ``today-Nd`` (UTC midnight of today, N days back)
+    or ``now`` / ``now-N{s,m,h,d}``: what a scheduled run and a walkthrough want, their windows moving with
+    the calendar (the chart's featureJob, the README's snippets on any day)."""
     relative = re.fullmatch(r"today(?:-(\d+)d)?", value.strip())
     if relative:
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         return midnight - timedelta(days=int(relative.group(1) or 0))
+    recent = re.fullmatch(r"now(?:-(\d+)([smhd]))?", value.strip())
+    if recent:
+        back = int(recent.group(1) or 0) * _UNIT_S[recent.group(2) or "s"]
+        return datetime.now(UTC) - timedelta(seconds=back)
     try:
         t = datetime.fromisoformat(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO date/time, nor today or today-Nd: {value!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"not an ISO date/time, nor today or today-Nd: {value!r} (nor now or now-N with s, m, h or d)"
+        ) from None
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
@@ -43,7 +53,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], settin
     p = sub.add_parser("seed", help="generate the reference scenario's labeled transactions (deterministic)")
     p.add_argument("--users", type=int, default=2000)
     p.add_argument("--days", type=int, default=30)
-    p.add_argument("--start", type=_when, default=_when("2026-10-01"))
+    p.add_argument(
+        "--start", type=_when, default="today-29d", help="first day, UTC: an ISO date or today-Nd (default: today-29d)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(handler=seed)
 
@@ -53,8 +65,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], settin
     p.add_argument(
         "--start",
         type=_when,
-        default=_when("2026-10-01"),
-        help="first day of the window, UTC: an ISO date, or today-Nd (N days before today: a scheduled run's)",
+        default="today-29d",
+        help="first day of the window, UTC: an ISO date, or today-Nd (N days before today: a scheduled run's; "
+        "default: today-29d)",
     )
     p.add_argument(
         "--engine",
