@@ -9,7 +9,6 @@ against the training profile and against a baseline window of served traffic."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -20,36 +19,15 @@ from scipy.spatial.distance import jensenshannon
 
 from app.monitoring.drift import DEFAULT_THRESHOLDS, Histograms, chi_square, compare, missing_test
 from app.monitoring.profile import ReferenceProfile, compute_profile
-from app.monitoring.sources import from_rows
+from bench.drift_detection import CATEGORICAL, KINDS, MISSING, NAMES, Kind, draw, missing_up
+from bench.drift_detection import histograms as hist
+from bench.drift_detection import profile_of as scenario_profile
 
 REF_ROWS, WINDOW = 200_000, 5000
-MISSING = 0.05  # the reference's missing rate of every feature
-NUMERIC, CATEGORICAL = ["n0", "n1", "n2", "n3"], ["c_few", "c_many"]
-NAMES = NUMERIC + CATEGORICAL
-MANY = 30  # categories of c_many: more than the guess takes for categorical, so it is declared
-
-
-def draw(rng: np.random.Generator, rows: int, missing: float = MISSING) -> np.ndarray:
-    """Rows of the scenario: 4 standard normals, 4 equally likely categories, 30 skewed ones; each value
-    missing with probability ``missing``."""
-    p_many = np.arange(1, MANY + 1, dtype=float)[::-1]
-    x = np.column_stack(
-        [
-            rng.normal(size=(rows, len(NUMERIC))),
-            rng.integers(0, 4, rows),
-            rng.choice(MANY, size=rows, p=p_many / p_many.sum()),
-        ]
-    ).astype(float)
-    x[rng.uniform(size=x.shape) < missing] = np.nan
-    return x
 
 
 def profile_of(rng: np.random.Generator) -> ReferenceProfile:
-    return compute_profile(draw(rng, REF_ROWS), NAMES, rng.uniform(size=1000), categorical=CATEGORICAL)
-
-
-def hist(profile: ReferenceProfile, x: np.ndarray) -> Histograms:
-    return from_rows(profile, x, None).histograms(profile)
+    return scenario_profile(rng, REF_ROWS)
 
 
 # -- the tests against their oracles ---------------------------------------------------------------
@@ -130,53 +108,7 @@ def test_psi_and_js_count_the_missing_bin(seed: int, missing: float, rows: int) 
         assert got[name]["missing_share"] == pytest.approx(q[-1], abs=1e-12)
 
 
-# -- as detectors -----------------------------------------------------------------------------------
-
-
-def _mean_shift(x: np.ndarray, rng: np.random.Generator) -> str:
-    x[:, 0] += 0.5
-    return "n0"
-
-
-def _scale(x: np.ndarray, rng: np.random.Generator) -> str:
-    x[:, 1] *= 1.5
-    return "n1"
-
-
-def _missing_up(x: np.ndarray, rng: np.random.Generator) -> str:
-    x[rng.uniform(size=len(x)) < 0.3 / 0.95 - 0.05, 2] = np.nan  # 5% -> 30% missing
-    return "n2"
-
-
-def _missing_gone(x: np.ndarray, rng: np.random.Generator) -> str:
-    x[np.isnan(x[:, 3]), 3] = rng.normal(size=int(np.isnan(x[:, 3]).sum()))  # an upstream default filled in
-    return "n3"
-
-
-def _new_category(x: np.ndarray, rng: np.random.Generator) -> str:
-    x[rng.uniform(size=len(x)) < 0.01, 4] = 9.0  # 1% of rows in a category training never saw
-    return "c_few"
-
-
-def _category_mix(x: np.ndarray, rng: np.random.Generator) -> str:
-    x[:, 5] = np.where(np.isnan(x[:, 5]), np.nan, rng.integers(0, MANY, len(x)))  # skewed -> uniform
-    return "c_many"
-
-
-def _missing_category(x: np.ndarray, rng: np.random.Generator) -> str:
-    x[rng.uniform(size=len(x)) < 0.15, 4] = np.nan  # 5% -> ~19% missing on a categorical feature
-    return "c_few"
-
-
-KINDS: list[Callable[[np.ndarray, np.random.Generator], str]] = [
-    _mean_shift,
-    _scale,
-    _missing_up,
-    _missing_gone,
-    _new_category,
-    _category_mix,
-    _missing_category,
-]
+# -- as detectors (the scenario and the kinds of drift: bench/drift_detection.py) ----------------------
 
 
 @pytest.fixture(scope="module")
@@ -184,10 +116,8 @@ def profile() -> ReferenceProfile:
     return profile_of(np.random.default_rng(26))
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__.strip("_"))
-def test_every_kind_of_drift_is_flagged_on_its_feature_alone(
-    profile: ReferenceProfile, kind: Callable[[np.ndarray, np.random.Generator], str]
-) -> None:
+@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
+def test_every_kind_of_drift_is_flagged_on_its_feature_alone(profile: ReferenceProfile, kind: Kind) -> None:
     rng = np.random.default_rng(KINDS.index(kind))
     x = draw(rng, WINDOW)
     feature = kind(x, rng)
@@ -199,7 +129,7 @@ def test_every_kind_of_drift_is_flagged_on_its_feature_alone(
 def test_a_missing_share_from_5_to_30_percent_is_flagged_by_every_missing_aware_rule(profile: ReferenceProfile) -> None:
     rng = np.random.default_rng(5)
     x = draw(rng, WINDOW)
-    _missing_up(x, rng)
+    missing_up(x, rng)
     (n2,) = [d for d in compare(profile, hist(profile, x)) if d.feature == "n2"]
     assert 0.28 < n2.statistics["missing_share"] < 0.32
     assert {"psi", "js", "missing_pvalue"} <= set(n2.over)
@@ -254,6 +184,6 @@ def test_against_a_baseline_window_of_served_traffic_no_drift_flags_nothing(prof
     alarms, _ = _false_alarms(profile, baseline, rng, 100)
     assert alarms == 0
     x = draw(rng, WINDOW)
-    _missing_up(x, rng)
+    missing_up(x, rng)
     flagged = [d.feature for d in compare(profile, hist(profile, x), reference=baseline) if d.drifted]
     assert flagged == ["n2"]
