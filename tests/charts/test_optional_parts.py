@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from devharness import ROOT, VENV_BIN, RedisServer
-from tests.deploy.render import MONITORING_API, NAMESPACE, Render, render, tool
+from tests.deploy.render import KEDA_API, MONITORING_API, NAMESPACE, OVERLAYS, SPARK_APIS, Render, render, tool
 
 CHART = ROOT / "charts" / "ml-platform"
 APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
@@ -108,8 +108,6 @@ def test_eks_images_carry_the_charts_app_version() -> None:
 
 
 # ---- 6 and 1: IRSA on every account that reads S3 on EKS, Spark's included ------------------------------------
-
-SPARK_APIS = ("sparkoperator.k8s.io/v1beta2/SparkApplication", "sparkoperator.k8s.io/v1beta2/ScheduledSparkApplication")
 
 
 @pytest.mark.parametrize("engine", ["duckdb", "numpy", "spark"])
@@ -373,3 +371,32 @@ def test_shared_values_that_differ_fail_the_render_naming_both(sets: tuple[str, 
 def test_every_profile_keeps_its_shared_values_the_same_with_drift_on() -> None:
     for profile in ("kind", "eks", "plain"):
         render(profile, overlays=("drift-retrain",))  # fails (naming the pair) when a profile disagrees
+
+
+# ---- every optional part validates against Kubernetes' schemas ------------------------------------------------
+
+CRD_KINDS = {
+    "ServiceMonitor",
+    "PrometheusRule",
+    "ScaledObject",
+    "TriggerAuthentication",
+    "SparkApplication",
+    "ScheduledSparkApplication",
+}
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+@pytest.mark.parametrize("profile", ["kind", "eks"])
+def test_every_optional_part_validates_against_kubernetes_schemas(profile: str, overlay: str, tmp_path: Path) -> None:
+    apis = (MONITORING_API, KEDA_API, *SPARK_APIS)
+    r = render(profile, api_versions=apis, overlays=(overlay,))
+    docs = [d for d in r.docs if d["kind"] not in CRD_KINDS]
+    f = tmp_path / "manifests.yaml"
+    f.write_text(yaml.safe_dump_all(docs))
+    p = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--quiet", "-k", "1.35.0", str(f)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
