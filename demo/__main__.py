@@ -265,8 +265,8 @@ def main() -> int:
         print(f"    now serving version {body['version']}")
 
         say(
-            "drift: a baseline window of the fraud model's traffic, then other recent transactions as they are "
-            "(first half), then the same with amounts x3 (second half)"
+            "drift: a baseline window of the fraud model's traffic (every other recent transaction), the other "
+            "transactions as they are (first half), then the same with amounts x3 (second half)"
         )
         drift_step(jobs, env, url, WORK / "served", WORK / "drift", users=USERS, flush_s=1.0)
         stream_step(stack, env, url, redis_server.url)
