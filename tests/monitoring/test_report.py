@@ -10,7 +10,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from app.modelstore import LocalModelStore
 from app.monitoring.capture import ModelMonitor
 from app.monitoring.profile import parse_profile
 from app.monitoring.servedlog import ServedLog
+from app.monitoring.sources import Served, from_rows
 from jobs.__main__ import main as jobs_main
 
 MODEL = "report-demo"
@@ -186,3 +187,31 @@ def _check_html(page: str, profile: Any) -> None:
     merchant = next(c for c in charts if "aria-label='merchant'" in c)
     ticks = re.findall(r"class='x-tick'[^>]*>([^<]*)<", merchant)
     assert ticks == [str(m) for m in range(MERCHANTS)] + ["unknown", "missing"]
+
+
+def test_a_reference_window_from_prometheus_is_the_windows_exact_counts_at_its_end(
+    trained: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--reference-window with --prometheus-url asks for the window [START, END) as one window ending at END."""
+    work, version = trained
+    monkeypatch.setattr("jobs.__main__.configure_logging", lambda *a, **k: None)
+    profile = parse_profile(LocalModelStore(work / "store").read_metadata(MODEL, version).reference_profile, FEATURES)
+    assert profile is not None
+    asked: list[tuple[str, float | None]] = []
+
+    def fake(base: str, model: str, v: str, window: str, end: float | None = None) -> Served:
+        asked.append((window, end))
+        return from_rows(profile, rows(np.random.default_rng(len(asked)), 2000).to_numpy(), None)
+
+    monkeypatch.setattr("jobs.monitoring.from_prometheus", fake)
+    out = run(
+        capsys, "--store", str(work / "store"), "drift-report", "--model", MODEL, "--prometheus-url", "http://prom",
+        "--reference-window", "2026-12-01T00:00:00", "2026-12-02T06:00:00", "--window", "1h",
+    )  # fmt: skip
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    assert asked[0] == ("108000s", (start + timedelta(hours=30)).timestamp()) and asked[1] == ("1h", None)
+    assert out["reference_name"].startswith("served traffic 2026-12-01T00:00:00+00:00 to 2026-12-02T06:00:00+00:00")
+    assert out["windows"]["1h"]["drifted"] == []  # the same distribution on both sides
+    bad = jobs_main(["--store", str(work / "store"), "drift-report", "--model", MODEL, "--metrics-url", "file:///x",
+                     "--reference-window", "today-1d", "today"])  # fmt: skip
+    assert bad == 1 and "--reference-window needs --served-log or --prometheus-url" in capsys.readouterr().out
