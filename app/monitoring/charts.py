@@ -39,7 +39,7 @@ def bar_chart(
     title: str, labels: Sequence[str], reference: Sequence[float], served: Sequence[float], names: tuple[str, str]
 ) -> str:
     """One grouped bar chart: for each label the reference share (grey) and the served share (blue), each
-    labelled with its value; y axis in percent of rows, ticks at 0, half and the top."""
+    labelled with its value (percent of rows); y axis in percent of rows, ticks at 0, half and the top."""
     if not (len(labels) == len(reference) == len(served)):
         raise ValueError(f"{len(labels)} labels for {len(reference)} reference and {len(served)} served shares")
     top = max([*reference, *served, 1e-9])
@@ -65,7 +65,7 @@ def bar_chart(
         f"<line class='y-axis' x1='{LEFT}' y1='{TOP}' x2='{LEFT}' y2='{base}' stroke='#333'/>",
         f"<line class='x-axis' x1='{LEFT}' y1='{base}' x2='{right}' y2='{base}' stroke='#333'/>",
         f"<text x='4' y='{TOP + PLOT_H / 2}' transform='rotate(-90 8 {TOP + PLOT_H / 2})' "
-        "text-anchor='middle'>share of rows</text>",
+        "text-anchor='middle'>% of rows</text>",
     ]
     for tick in (0.0, top / 2, top):
         parts.append(

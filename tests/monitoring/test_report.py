@@ -178,7 +178,7 @@ def _check_html(page: str, profile: Any) -> None:
     charts = re.findall(r"<svg.*?</svg>", page)
     assert len(charts) == len(FEATURES) + 1  # and the score
     amount = next(c for c in charts if "aria-label='amount'" in c)
-    assert "class='y-axis'" in amount and "class='x-axis'" in amount and "share of rows" in amount
+    assert "class='y-axis'" in amount and "class='x-axis'" in amount and "% of rows" in amount
     edges = profile.features["amount"].edges
     assert f"&lt; {edges[0]:.4g}" in amount and f"&gt;= {edges[-1]:.4g}" in amount  # bins named by their edges
     assert amount.count("class='reference'") == amount.count("class='served'") == len(edges) + 2  # + missing
