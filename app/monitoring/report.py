@@ -137,7 +137,9 @@ class DriftReport:
         for w in self.windows:
             parts.append(f"<h2>Window {esc(w.window)}: {w.rows} rows</h2><h3>Statistics</h3><table><tr>")
             parts += (
-                ["<th>feature</th><th>rows</th>"] + [f"<th>{k}</th>" for k in STAT_COLUMNS] + ["<th>drift</th></tr>"]
+                ["<th>feature</th><th>type</th><th>rows</th>"]
+                + [f"<th>{k}</th>" for k in STAT_COLUMNS]
+                + ["<th>drift</th></tr>"]
             )
             for d in w.drift:
                 cls = " class='d'" if d.drifted else ""
@@ -145,7 +147,8 @@ class DriftReport:
                     f"<td>{d.statistics[k]:.4g}</td>" if k in d.statistics else "<td>-</td>" for k in STAT_COLUMNS
                 )
                 parts.append(
-                    f"<tr{cls}><td style='text-align:left'>{esc(d.feature)}</td><td>{d.rows}</td>{cells}"
+                    f"<tr{cls}><td style='text-align:left'>{esc(d.feature)}</td><td>{esc(self._type(d.feature))}</td>"
+                    f"<td>{d.rows}</td>{cells}"
                     f"<td>{esc(','.join(d.over))}</td></tr>"
                 )
             parts.append("</table>")
@@ -157,6 +160,13 @@ class DriftReport:
                 parts += [self._chart(name, w) for name in self._profiled(w)]
         parts.append("</body></html>")
         return "".join(parts)
+
+    def _type(self, feature: str) -> str:
+        """A feature's type and whether it was declared or guessed (the score: its own)."""
+        if self.profile is None or feature == SCORE_FEATURE:
+            return "score" if feature == SCORE_FEATURE else ""
+        fp = self.profile.features[feature]
+        return f"{fp.kind} ({fp.typed_by})"
 
     def _missing_section(self, w: WindowReport) -> str:
         """Missing values per feature: the reference's share, the window's, the test's p-value."""

@@ -175,6 +175,7 @@ def _check_html(page: str, profile: Any) -> None:
     assert "<script" not in page and "src=" not in page and "href=" not in page  # self-contained
     assert "Reference: <b>served traffic" in page
     assert "<h3>Missing values</h3>" in page and "<h3>Schema skew</h3>" in page
+    assert "<td>categorical (declared)</td>" in page and "<td>numeric (guessed)</td>" in page
     charts = re.findall(r"<svg.*?</svg>", page)
     assert len(charts) == len(FEATURES) + 1  # and the score
     amount = next(c for c in charts if "aria-label='amount'" in c)
