@@ -99,6 +99,7 @@ BY_PATH: dict[str, dict[str, Any]] = {
     "batchSize": {"type": "integer", "minimum": 1, "maximum": 10000},
     "maxDeliveries": {"type": "integer", "minimum": 1},
     "claimIdleMs": {"type": "integer", "minimum": 100},
+    "shardLeaseMs": {"type": "integer", "minimum": 200},
     "global.s3.region": {"type": "string", "minLength": 1},
     "global.networkPolicy.monitoringNamespace": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
     "bootstrap.users": {"type": "integer", "minimum": 1},

@@ -29,6 +29,10 @@ class StreamKeys:
     def decision(self, shard: int, event_id: str) -> str:
         return f"{self.output_stream}:{{{shard}}}:{event_id}"
 
+    def lease(self, shard: int) -> str:
+        """The shard's owner: the consumer that holds its lease (app/stream/leases.py)."""
+        return f"{self.stream}:{{{shard}}}:owner"
+
     def failures(self, shard: int) -> str:
         """Hash: entry id -> why its last delivery failed (kept until it is decided or dead-lettered)."""
         return f"{self.dead_letter_stream}:{{{shard}}}:failures"

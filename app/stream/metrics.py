@@ -32,3 +32,7 @@ OLDEST_PENDING_AGE = Gauge(
 FAILED_BATCHES = Counter(
     "stream_failed_batches_total", "Micro-batches left pending for retry, by error type", ["stream", "error"]
 )
+SHARDS_HELD = Gauge("stream_shards_held", "Event-stream shards whose lease this replica holds", ["stream"])
+LEASES_LOST = Counter(
+    "stream_leases_lost_total", "Batches not written because the replica lost its shard's lease meanwhile", ["stream"]
+)

@@ -41,6 +41,7 @@ from app.stream import metrics
 from app.stream.core.config import Settings as StreamSettings
 from app.stream.events import EventSchema
 from app.stream.feature_log import FeatureLog
+from app.stream.leases import FENCE_LUA, ShardLeases, is_lease_lost
 from app.stream.scripts import Broker, Scripts, text
 from app.stream.windows import StreamingFeatures
 
@@ -56,29 +57,35 @@ return 0
 """
 
 # One call per micro-batch, which also acknowledges it: the acknowledgement is in the same atomic script as the
-# effects it follows, and costs no round trip of its own. KEYS: the shard's decision stream, its event stream,
-# then each event's decision key (all under the shard's hash tag). ARGV: ttl ms, maxlen, group, a JSON array of
-# [event id, decision JSON] per event, a JSON array of the entry ids to acknowledge (one argument each: packing
-# thousands of arguments cost the client more than the script). A decision is written, and appended to the
-# stream, only if its key is absent: per event 1 written, 0 already decided.
-_DECIDE = """
+# effects it follows, and costs no round trip of its own. KEYS: the shard's lease, its decision stream, its event
+# stream, then each event's decision key (all under the shard's hash tag). ARGV: ttl ms, maxlen, group, a JSON
+# array of [event id, decision JSON] per event, a JSON array of the entry ids to acknowledge (one argument each:
+# packing thousands of arguments cost the client more than the script), the caller's consumer name for the
+# fence. A decision is written, and appended to the stream, only if its key is absent: per event 1 written, 0
+# already decided.
+_DECIDE = (
+    FENCE_LUA
+    + """
+local fenced = fence(ARGV[6])
+if fenced then return fenced end
 local ttl, maxlen, group = ARGV[1], ARGV[2], ARGV[3]
 local items, ids = cjson.decode(ARGV[4]), cjson.decode(ARGV[5])
 local out = {}
 for j, item in ipairs(items) do
   local eid, body = item[1], item[2]
-  if redis.call('SET', KEYS[j + 2], body, 'NX', 'PX', ttl) then
-    redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'event_id', eid, 'decision', body)
+  if redis.call('SET', KEYS[j + 3], body, 'NX', 'PX', ttl) then
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, '*', 'event_id', eid, 'decision', body)
     out[j] = 1
   else
     out[j] = 0
   end
 end
 for i = 1, #ids, 1000 do
-  redis.call('XACK', KEYS[2], group, unpack(ids, i, math.min(i + 999, #ids)))
+  redis.call('XACK', KEYS[3], group, unpack(ids, i, math.min(i + 999, #ids)))
 end
 return out
 """
+)
 
 Entry = tuple[str, Mapping[bytes | str, bytes | str]]
 Dead = tuple[str, Mapping[bytes | str, bytes | str], str]  # entry id, its fields, the reason
@@ -123,7 +130,9 @@ class StreamScorer:
             value_field=settings.value_field,
             allowed_lateness_ms=settings.allowed_lateness_ms,
             shards=settings.shards,
+            lease_key=self.keys.lease,
         )
+        self.leases = ShardLeases(client, self.keys, settings.consumer, settings.shard_lease_ms)
         self.scripts = Scripts(client, append_once=_APPEND_ONCE, decide=_DECIDE)
         self.feature_log = (
             FeatureLog(settings, client, offline, self.features.feature_names) if offline is not None else None
@@ -174,6 +183,8 @@ class StreamScorer:
         if self.feature_log is not None:
             with contextlib.suppress(RedisError, OSError, OfflineStoreError):
                 await self.feature_log.flush()  # what was decided is logged before the process goes
+        with contextlib.suppress(RedisError, OSError):
+            await self.leases.release_all()  # a successor takes the shards over without waiting for expiry
 
     async def _log_features(self) -> None:
         if self.feature_log is None:
@@ -197,13 +208,22 @@ class StreamScorer:
     async def step(self) -> int:
         """One pass over the shards: take over stale pending entries, read, score. Returns events handled."""
         handled = 0
+        for shard in await self.leases.refresh():
+            # Taken over: the previous holder's pending entries first (its lease is gone: no idle time to
+            # wait), then our own, then new ones, so that the shard's order holds across the handover.
+            self._recovering[shard] = True
+            handled += await self._claim(shard, idle_ms=0)
+        held = sorted(self.leases.held)
+        metrics.SHARDS_HELD.labels(self.s.stream).set(len(held))
         now = time.monotonic()
         if now >= self._next_claim:
             self._next_claim = now + self.s.claim_idle_ms / 2000
-            for shard in range(self.s.shards):
-                handled += await self._claim(shard)
-        block = max(1, self.s.block_ms // self.s.shards)
-        for shard in range(self.s.shards):
+            for shard in held:
+                handled += await self._claim(shard, idle_ms=self.s.claim_idle_ms)
+        if not held:  # a standby replica: more replicas than shards
+            await asyncio.sleep(self.s.block_ms / 1000)
+        block = max(1, self.s.block_ms // max(1, len(held)))
+        for shard in held:
             key = self.keys.events(shard)
             recovering = self._recovering[shard]
             reply = await self.client.xreadgroup(
@@ -224,12 +244,12 @@ class StreamScorer:
             await self.update_gauges()
         return handled
 
-    async def _claim(self, shard: int) -> int:
+    async def _claim(self, shard: int, idle_ms: int) -> int:
         key = self.keys.events(shard)
         start, handled = "0-0", 0
         while True:
             reply = await self.client.xautoclaim(
-                key, self.s.group, self.s.consumer, self.s.claim_idle_ms, start, count=self.s.batch_size
+                key, self.s.group, self.s.consumer, idle_ms, start, count=self.s.batch_size
             )
             start, entries, deleted = text(reply[0]), _entries([[key, reply[1]]]), [text(d) for d in reply[2]]
             if deleted:  # trimmed away while pending: cannot be scored, say so
@@ -264,6 +284,14 @@ class StreamScorer:
             return 0
         try:
             result = await self.process(shard, entries, counts)
+        except ResponseError as exc:
+            if not is_lease_lost(exc):
+                raise
+            # Stalled past the lease: another replica holds the shard now and takes these entries over.
+            log.warning("shard lease lost; nothing written", extra={"shard": shard, "events": len(entries)})
+            self.leases.lost(shard)
+            metrics.LEASES_LOST.labels(self.s.stream).inc()
+            return len(entries)
         except (RedisError, OSError):
             raise  # the broker: run() waits for it and reads again from the pending entries
         except Exception as exc:
@@ -338,14 +366,16 @@ class StreamScorer:
         result.dead = len(dead)
         if events:
             # Only events that were scored join the windows: a dead letter is not something the user did.
-            windows = await self.features.update([(e.event_id, e.entity, e.event_time_ms, e.value) for e in events])
+            windows = await self.features.update(
+                [(e.event_id, e.entity, e.event_time_ms, e.value) for e in events], owner=self.s.consumer
+            )
             xm, status, proba = scored.xm, scored.status, scored.proba
             if lm.monitor is not None:  # drift and schema-skew counts, recorded as the HTTP routes record them
                 lm.monitor.observe(xm, proba, parsed.x[scored.positions] if lm.online is not None else None)
             idx = proba.argmax(axis=1)
             lm.count_predictions(idx)
             decided_ms = int(time.time() * 1000)
-            keys = [self.keys.decisions(shard), self.keys.events(shard)]
+            keys = [self.keys.lease(shard), self.keys.decisions(shard), self.keys.events(shard)]
             items: list[tuple[str, str]] = []
             names = [str(c) for c in lm.model.classes]
             for i, e in enumerate(events):
@@ -365,7 +395,14 @@ class StreamScorer:
                 keys.append(self.keys.decision(shard, e.event_id))
                 items.append((e.event_id, orjson.dumps(decision, option=orjson.OPT_SERIALIZE_NUMPY).decode()))
             await self._dead(shard, dead)
-            args = [self.ttl_ms, self.s.output_maxlen, self.s.group, orjson.dumps(items), orjson.dumps(ids)]
+            args = [
+                self.ttl_ms,
+                self.s.output_maxlen,
+                self.s.group,
+                orjson.dumps(items),
+                orjson.dumps(ids),
+                self.s.consumer,
+            ]
             (written,) = await self.scripts.run_many("decide", [(keys, args)])
             result.scored = sum(int(w) for w in written)
             result.duplicates = len(events) - result.scored

@@ -18,12 +18,13 @@ allowed lateness behind the newest event).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from app.stream.leases import FENCE_LUA
 from app.stream.scripts import Broker, Scripts, text
 
 KEY_PREFIX = "sf"
@@ -67,10 +68,11 @@ local function windows_at(kev, kval, ts, wins, longest)
 end
 """
 
-# One call per micro-batch of a shard. KEYS: per event its entity's events zset, values hash and served hash
-# (3 keys each, all under the shard's hash tag). ARGV: horizon ms, ttl ms, allowed lateness ms, number of
-# windows, window lengths ms..., then one JSON array of [event id, event time ms, value as text] per event
-# (one argument: the client packs arguments one by one, which cost more than the script). Returns per event
+# One call per micro-batch of a shard. KEYS: the shard's lease, then per event its entity's events zset, values
+# hash and served hash (3 keys each, all under the shard's hash tag). ARGV: horizon ms, ttl ms, allowed
+# lateness ms, number of windows, window lengths ms..., one JSON array of [event id, event time ms, value as
+# text] per event (one argument: the client packs arguments one by one, which cost more than the script),
+# then the caller's consumer name for the fence ('' = unfenced; app/stream/leases.py). Returns per event
 # {status, count_1, sum_1, ...}; sums as strings (Lua numbers reply as integers).
 # A redelivered event gets the values it was first served with (the served hash): with events out of order,
 # recomputing them could count an earlier-timed event that arrived after it. The served hash keeps the
@@ -78,6 +80,7 @@ end
 # decision decides with the status it was first served, not "DUPLICATE" (issue 24).
 _UPDATE = (
     _WINDOWS
+    + FENCE_LUA
     + """
 local horizon, ttl, lateness, nwin = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local wins, longest = {}, 0
@@ -86,9 +89,11 @@ for w = 1, nwin do
   longest = math.max(longest, wins[w])
 end
 local events = cjson.decode(ARGV[5 + nwin])
+local fenced = fence(ARGV[6 + nwin])
+if fenced then return fenced end
 local result = {}
-for j = 1, #KEYS / 3 do
-  local kev, kval, kserved = KEYS[3 * j - 2], KEYS[3 * j - 1], KEYS[3 * j]
+for j = 1, (#KEYS - 1) / 3 do
+  local kev, kval, kserved = KEYS[3 * j - 1], KEYS[3 * j], KEYS[3 * j + 1]
   local eid, ts, value = events[j][1], events[j][2], events[j][3]
   local status = 'NEW'
   local served = nil
@@ -196,6 +201,7 @@ class StreamingFeatures:
         allowed_lateness_ms: int,
         shards: int = 1,
         prefix: str = KEY_PREFIX,
+        lease_key: Callable[[int], str] | None = None,
     ) -> None:
         self.client = client
         self.shards = shards
@@ -206,6 +212,8 @@ class StreamingFeatures:
         self.horizon_ms = max(w.length_ms for w in self.windows) + allowed_lateness_ms
         self.ttl_ms = self.horizon_ms + 86_400_000  # a quiet entity's keys go a day after its window
         self.prefix = prefix
+        # The shard's lease key, checked by the update when a consumer name is given (same hash tag).
+        self.lease_key = lease_key or (lambda shard: f"{prefix}:{{{shard}}}:owner")
         self.scripts = Scripts(client, update=_UPDATE, read=_READ)
         self.feature_names = [n for w in self.windows for n in (f"count_{w.name}", f"{value_field}_sum_{w.name}")]
 
@@ -216,9 +224,10 @@ class StreamingFeatures:
         tag = f"{self.prefix}:{{{entity % self.shards}}}:{entity}"
         return [f"{tag}:ev", f"{tag}:val", f"{tag}:served"]
 
-    async def update(self, events: Sequence[tuple[str, int, int, float]]) -> list[WindowValues]:
+    async def update(self, events: Sequence[tuple[str, int, int, float]], owner: str = "") -> list[WindowValues]:
         """Add ``(event id, entity, event time ms, value)`` events (one script call per shard among them, one
-        round trip) and return each one's features at its own event time, itself included."""
+        round trip) and return each one's features at its own event time, itself included. With ``owner``,
+        nothing is written unless it holds the shard's lease (LEASE_LOST is raised)."""
         head = [
             self.horizon_ms,
             self.ttl_ms,
@@ -230,14 +239,14 @@ class StreamingFeatures:
         for i, (_, entity, _, _) in enumerate(events):
             by_shard.setdefault(entity % self.shards, []).append(i)
         calls = []
-        for positions in by_shard.values():
-            keys: list[str] = []
+        for shard, positions in by_shard.items():
+            keys: list[str] = [self.lease_key(shard)]
             batch: list[tuple[str, int, str]] = []
             for i in positions:
                 eid, entity, ts, value = events[i]
                 keys += self.keys(entity)
                 batch.append((eid, ts, repr(float(value))))
-            calls.append((keys, [*head, orjson.dumps(batch)]))
+            calls.append((keys, [*head, orjson.dumps(batch), owner]))
         replies = await self.scripts.run_many("update", calls)
         out: list[WindowValues | None] = [None] * len(events)
         for positions, reply in zip(by_shard.values(), replies, strict=True):

@@ -21,6 +21,7 @@ def stream_settings(url: str, store: Path, **overrides: Any) -> StreamSettings:
         "model": "iris",
         "consumer": "c1",
         "claim_idle_ms": 200,
+        "shard_lease_ms": 500,
         "block_ms": 20,
         "poll_interval_seconds": 0.2,
         "metrics_port": 0,

@@ -371,7 +371,7 @@ async def test_the_reason_survives_the_consumer_that_saw_it(make_scorer: Any, cl
     await first.step()  # its own pending entries: none
     await first.step()  # reads the events and fails: left pending, the reason kept in Redis
     assert (await client.xpending("transactions:{0}", "scorer"))["pending"] == 3
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.6)  # past the first's lease (500 ms, renewed before its last step) and claim idle time
     second: StreamScorer = make_scorer(model="no-such-model", consumer="second", max_deliveries=1, claim_idle_ms=200)
     await drain(second, rounds=400)
     reasons = [f["reason"] for f in await entries(client, "dead-letters:{0}")]

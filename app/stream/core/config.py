@@ -36,7 +36,7 @@ class Settings(PredictSettings):
     """Number of event-stream shards (events of one entity always go to one shard: entity id mod shards)."""
 
     group: str = "scorer"
-    """Consumer group; every replica of the scorer is a consumer of it, on every shard."""
+    """Consumer group; every replica of the scorer is a consumer of it, on the shards whose lease it holds."""
 
     consumer: str = Field(default_factory=lambda: os.environ.get("POD_NAME") or socket.gethostname())
     """This consumer's name: stable across restarts (the pod name), so a restarted scorer takes back its
@@ -69,6 +69,10 @@ class Settings(PredictSettings):
 
     block_ms: int = Field(default=200, ge=1, le=60_000)
     """How long one XREADGROUP waits for new events when the stream is idle."""
+
+    shard_lease_ms: int = Field(default=10_000, ge=200)
+    """A replica holds each shard it reads through a lease renewed on every pass; one that stops renewing
+    (killed, partitioned) loses its shards after this long and another replica takes them over."""
 
     claim_idle_ms: int = Field(default=30_000, ge=100)
     """A pending event idle this long belongs to a crashed consumer: XAUTOCLAIM takes it over."""
