@@ -138,6 +138,8 @@ def test_every_job_completed_and_every_pod_is_ready(cluster: tuple[LocalCluster,
     for key, pod in pods.items():
         if pod.container.workload_kind != "Job":
             assert local.probe(pod, "readinessProbe"), key
+            # the kubelet probes liveness too: a probe that fails on a healthy pod is a restart loop
+            assert local.probe(pod, "livenessProbe"), f"{key}: liveness fails on a ready pod"
 
 
 def test_the_materializer_cronjob_runs_with_the_pushgateway(
