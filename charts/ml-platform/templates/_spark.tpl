@@ -121,7 +121,9 @@ executor:
 
 {{/*
 What the driver's and the executors' pods share: labels, Pod Security "restricted" (the namespace's level:
-the same contexts as every other pod of the platform), /tmp mounted. dict "root" . "component" "historical"
+the same contexts as every other pod of the platform), /tmp mounted. The operator applies the contexts and
+volumes through its mutating webhook (kubeflow/spark-operator: webhook.enable=true).
+dict "root" . "component" "historical"
 */}}
 {{- define "ml-platform.spark.podSettings" -}}
 labels:
