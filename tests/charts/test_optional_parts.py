@@ -400,3 +400,17 @@ def test_every_optional_part_validates_against_kubernetes_schemas(profile: str, 
         check=False,
     )
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+@pytest.mark.parametrize("profile", ["default", "kind", "eks", "plain"])
+def test_every_optional_part_passes_helm_lint_strict(profile: str, overlay: str) -> None:
+    profile_values = [] if profile == "default" else ["-f", str(CHART / "ci" / f"{profile}-values.yaml")]
+    p = subprocess.run(
+        [tool("helm"), "lint", "--strict", str(CHART), *profile_values, "-f", str(OVERLAYS[overlay])],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
