@@ -39,7 +39,7 @@ from app.predict.registry import LoadedModel, ModelNotReadyError, ModelRegistry,
 from app.predict.value_checks import row_problems
 from app.stream import metrics
 from app.stream.core.config import Settings as StreamSettings
-from app.stream.events import EventSchema
+from app.stream.events import Event, EventSchema
 from app.stream.feature_log import FeatureLog
 from app.stream.leases import FENCE_LUA, ShardLeases, is_lease_lost
 from app.stream.scripts import Broker, Scripts, text
@@ -107,6 +107,24 @@ class Scored:
     xm: NDArray[np.float64]
     status: list[str] | None
     proba: NDArray[np.float64]
+
+    def select(self, rows: list[int]) -> Scored:
+        return Scored(
+            self.positions[rows],
+            self.xm[rows],
+            [self.status[i] for i in rows] if self.status is not None else None,
+            self.proba[rows],
+        )
+
+
+def _first_of_each_id(events: Sequence[Event]) -> list[int]:
+    seen: set[str] = set()
+    out = []
+    for i, e in enumerate(events):
+        if e.event_id not in seen:
+            seen.add(e.event_id)
+            out.append(i)
+    return out
 
 
 @dataclass
@@ -365,10 +383,26 @@ class StreamScorer:
                 events = [events[i] for i in scored.positions.tolist()]
         result.dead = len(dead)
         if events:
-            # Only events that were scored join the windows: a dead letter is not something the user did.
+            # Only events that were scored join the windows: a dead letter is not something the user did. Nor
+            # does a repeated id: only its first arrival counts (in this batch here, in earlier ones through
+            # the decision key in the script); a repeat under another user would be an event nobody decided.
+            first = _first_of_each_id(events)
+            if len(first) < len(events):
+                result.duplicates += len(events) - len(first)
+                events = [events[i] for i in first]
+                scored = scored.select(first)
             windows = await self.features.update(
-                [(e.event_id, e.entity, e.event_time_ms, e.value) for e in events], owner=self.s.consumer
+                [(e.event_id, e.entity, e.event_time_ms, e.value) for e in events],
+                owner=self.s.consumer,
+                decision_key=self.keys.decision,
             )
+            repeats = [i for i, w in enumerate(windows) if w.status == "DECIDED"]
+            if repeats:
+                keep = [i for i, w in enumerate(windows) if w.status != "DECIDED"]
+                result.duplicates += len(repeats)
+                events, windows = [events[i] for i in keep], [windows[i] for i in keep]
+                scored = scored.select(keep)
+        if events:
             xm, status, proba = scored.xm, scored.status, scored.proba
             if lm.monitor is not None:  # drift and schema-skew counts, recorded as the HTTP routes record them
                 lm.monitor.observe(xm, proba, parsed.x[scored.positions] if lm.online is not None else None)
@@ -405,7 +439,7 @@ class StreamScorer:
             ]
             (written,) = await self.scripts.run_many("decide", [(keys, args)])
             result.scored = sum(int(w) for w in written)
-            result.duplicates = len(events) - result.scored
+            result.duplicates += len(events) - result.scored
             now_s = time.time()
             latency = metrics.DECISION_LATENCY.labels(self.s.stream)
             for e in events:

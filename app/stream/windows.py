@@ -91,15 +91,21 @@ end
 local events = cjson.decode(ARGV[5 + nwin])
 local fenced = fence(ARGV[6 + nwin])
 if fenced then return fenced end
+local per = tonumber(ARGV[7 + nwin])  -- keys per event: 3, or 4 with the event id's decision key
 local result = {}
-for j = 1, (#KEYS - 1) / 3 do
-  local kev, kval, kserved = KEYS[3 * j - 1], KEYS[3 * j], KEYS[3 * j + 1]
+for j = 1, (#KEYS - 1) / per do
+  local base = 1 + per * (j - 1)
+  local kev, kval, kserved = KEYS[base + 1], KEYS[base + 2], KEYS[base + 3]
   local eid, ts, value = events[j][1], events[j][2], events[j][3]
   local status = 'NEW'
   local served = nil
   local top = redis.call('ZRANGE', kev, -1, -1, 'WITHSCORES')
   local newest = top[2] and tonumber(top[2])
-  if newest and ts < newest - lateness then
+  if per == 4 and redis.call('EXISTS', KEYS[base + 4]) == 1 then
+    -- The id is decided already: this is a repeat, maybe under another entity (a producer reusing an id).
+    -- It changes no window: counted, it would be an event nobody decided (issue 24).
+    status = 'DECIDED'
+  elseif newest and ts < newest - lateness then
     -- Later than allowed: its windows may reach past what is kept (the horizon is the longest window plus
     -- the lateness), so it is scored as LATE and not kept.
     status = 'LATE'
@@ -121,7 +127,9 @@ for j = 1, (#KEYS - 1) / 3 do
     served = redis.call('HGET', kserved, eid)
   end
   local out = {status}
-  if served then
+  if status == 'DECIDED' then
+    for _ = 1, 2 * nwin do out[#out + 1] = '0' end
+  elseif served then
     for v in string.gmatch(served, '[^,]+') do out[#out + 1] = v end
     if tonumber(out[2]) ~= nil then
       out[1] = 'NEW'  -- written before the status was kept: only NEW events are kept
@@ -185,7 +193,9 @@ def parse_windows(spec: str) -> tuple[Window, ...]:
 
 @dataclass(frozen=True)
 class WindowValues:
-    status: str  # NEW, or LATE (past the allowed lateness: scored, not kept); a redelivery gets its first status
+    # NEW, or LATE (past the allowed lateness: scored, not kept); a redelivery gets its first status; DECIDED:
+    # the id has a decision already (a repeat), nothing changed
+    status: str
     values: dict[str, float]
 
 
@@ -224,10 +234,16 @@ class StreamingFeatures:
         tag = f"{self.prefix}:{{{entity % self.shards}}}:{entity}"
         return [f"{tag}:ev", f"{tag}:val", f"{tag}:served"]
 
-    async def update(self, events: Sequence[tuple[str, int, int, float]], owner: str = "") -> list[WindowValues]:
+    async def update(
+        self,
+        events: Sequence[tuple[str, int, int, float]],
+        owner: str = "",
+        decision_key: Callable[[int, str], str] | None = None,
+    ) -> list[WindowValues]:
         """Add ``(event id, entity, event time ms, value)`` events (one script call per shard among them, one
         round trip) and return each one's features at its own event time, itself included. With ``owner``,
-        nothing is written unless it holds the shard's lease (LEASE_LOST is raised)."""
+        nothing is written unless it holds the shard's lease (LEASE_LOST is raised). With ``decision_key``
+        ((shard, event id) -> key), an event whose id is decided already changes nothing (status DECIDED)."""
         head = [
             self.horizon_ms,
             self.ttl_ms,
@@ -245,8 +261,10 @@ class StreamingFeatures:
             for i in positions:
                 eid, entity, ts, value = events[i]
                 keys += self.keys(entity)
+                if decision_key is not None:
+                    keys.append(decision_key(shard, eid))
                 batch.append((eid, ts, repr(float(value))))
-            calls.append((keys, [*head, orjson.dumps(batch), owner]))
+            calls.append((keys, [*head, orjson.dumps(batch), owner, 3 if decision_key is None else 4]))
         replies = await self.scripts.run_many("update", calls)
         out: list[WindowValues | None] = [None] * len(events)
         for positions, reply in zip(by_shard.values(), replies, strict=True):

@@ -378,3 +378,23 @@ async def test_the_reason_survives_the_consumer_that_saw_it(make_scorer: Any, cl
     assert len(reasons) == 3
     assert all("last error: UnknownModelError" in r for r in reasons), reasons
     assert await client.exists("dead-letters:{0}:failures") == 0  # nothing left behind
+
+
+async def test_an_id_reused_by_another_user_counts_in_no_window(make_scorer: Any, client: aioredis.Redis) -> None:
+    """Found by the hostile-stream test: a second event under a decided id (another user) got no decision
+    but was counted in its user's windows. In the same batch and across batches."""
+    base = iris_events(3, seed=8)
+    for e in base:
+        e["user_id"] = 1
+    reuse_now = {**base[0], "user_id": 2}  # same batch as the original
+    reuse_later = {**base[1], "user_id": 3}  # a later batch
+    await produce(client, [base[0], reuse_now, base[1]])
+    scorer: StreamScorer = make_scorer(batch_size=3)
+    await drain(scorer)
+    await produce(client, [reuse_later, base[2]])
+    await drain(scorer)
+    assert sorted(d["event_id"] for d in await decisions(client)) == ["e0", "e1", "e2"]
+    at = max(e["event_time_ms"] for e in base)
+    assert (await scorer.features.read(2, at))["count_1h"] == 0
+    assert (await scorer.features.read(3, at))["count_1h"] == 0
+    assert (await scorer.features.read(1, at))["count_1h"] == 3
