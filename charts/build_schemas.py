@@ -24,10 +24,11 @@ OBJECT_LIST = {"type": "array", "items": {"type": "object"}}
 S3_URL = {"type": "string", "pattern": "^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"}
 PORT = {"type": "integer", "minimum": 1, "maximum": 65535}
 ENGINE = {"enum": ["duckdb", "numpy", "spark"]}  # jobs/featurestore.py's engines (historical, features)
-# `jobs features --start`: an ISO date or date-time, or today / today-Nd (jobs/featurestore.py:_when).
+# `jobs features --start`: an ISO date or date-time, today / today-Nd or now / now-N{s,m,h,d}
+# (jobs/featurestore.py:_when; tests/charts/test_optional_parts.py checks the two agree).
 START = {
     "type": "string",
-    "pattern": "^(today(-[0-9]+d)?|([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8})"
+    "pattern": "^(today(-[0-9]+d)?|now(-[0-9]+[smhd])?|([0-9]{4}-[0-9]{2}-[0-9]{2}|[0-9]{8})"
     "([T ][0-9]{2}(:[0-9]{2}(:[0-9]{2}(\\.[0-9]+)?)?)?(Z|[+-][0-9]{2}:?[0-9]{2})?)?)$",
 }
 # A CronJob's timeZone is an IANA name the API server knows: those of the tz database the lock pins (tzdata),

@@ -325,8 +325,11 @@ def test_the_start_pattern_agrees_with_the_jobs_parser() -> None:
 
     pattern = json.loads((CHART / "values.schema.json").read_text())["properties"]["featureJob"]["properties"]
     start = re.compile(pattern["start"]["pattern"])
-    for candidate in ("today", "today-1d", "today-d", "yesterday", "2026-13-45", "2026-02-03", "2026-02-03 04:05",
-                      "2026-02-03T04:05:06.123+02:00", "20260203", "now", "today+1d", "2026-02-03T04"):  # fmt: skip
+    candidates = (
+        *("today", "today-1d", "today-d", "yesterday", "today+1d", "now", "now-15m", "now-2d", "now-3w"),
+        *("2026-13-45", "2026-02-03", "2026-02-03 04:05", "2026-02-03T04:05:06.123+02:00", "20260203", "2026-02-03T04"),
+    )
+    for candidate in candidates:
         try:
             _when(candidate)
             parses = True
