@@ -251,7 +251,7 @@ def in_process(store: Path, forest_tree: Path, pstore: Path | None) -> list[dict
     import importlib.util
 
     from app.modelstore import open_store
-    from app.predict.model import SklearnModel
+    from app.runtime.model import SklearnModel
 
     spec = importlib.util.spec_from_file_location("old_forest", forest_tree / FOREST_FILE)
     assert spec is not None and spec.loader is not None

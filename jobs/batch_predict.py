@@ -68,7 +68,7 @@ def _request_values(pairs: list[str], fields: list[str]) -> list[float]:
 
 def run(args: argparse.Namespace, settings: JobSettings) -> dict[str, Any]:
     # Imported here: they pull in scikit-learn (slow to import), which the other jobs of this CLI do not need.
-    from app.predict.model import ModelLoadError, SklearnModel
+    from app.runtime.model import ModelLoadError, SklearnModel
 
     s = settings.features
     store = model_store(settings)

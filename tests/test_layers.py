@@ -91,3 +91,24 @@ def test_the_word_scan_finds_names_in_code_strings_and_comments(tmp_path: Path) 
         "m.py:5: titanium",
         "m.py:5: deluxe",
     ]
+
+
+# Layers below a service import no service: the model runtime serves the prediction service and the stream
+# scorer alike, and neither service imports the other (issue 24: the stream imported the prediction service's
+# registry, and the prediction service the stream's keys).
+SERVICE_LAYERS = {
+    "app.runtime": ("app.predict", "app.stream", "app.featureserver", "app.preprocess"),
+    "app.common": ("app.predict", "app.stream", "app.featureserver", "app.preprocess", "app.runtime"),
+    "app.stream": ("app.predict",),
+    "app.predict": ("app.stream",),
+}
+
+
+def test_layers_import_downward_only() -> None:
+    offending = []
+    for layer, forbidden in SERVICE_LAYERS.items():
+        for path in sorted((ROOT / layer.replace(".", "/")).rglob("*.py")):
+            for name in imported_modules(path):
+                if any(name == f or name.startswith(f + ".") for f in forbidden):
+                    offending.append(f"{path.relative_to(ROOT)}: {name}")
+    assert offending == []

@@ -1,5 +1,5 @@
 """An edge bundle as a prediction engine for a store version: the piece the prediction service needs to serve
-a bundle instead of the pickle or the publisher's graph (``PREDICT_ENGINE=edge-bundle``: app/predict/registry.py).
+a bundle instead of the pickle or the publisher's graph (``PREDICT_ENGINE=edge-bundle``: app/runtime/registry.py).
 
 Loading proves the bundle is a faithful copy of *that* version: its files match their sha256, its manifest
 names the same model, version and artifact sha256, the same classes and feature columns, and on the version's

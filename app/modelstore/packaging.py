@@ -2,7 +2,7 @@
 verification sample.
 
 A trainer hands over the fitted estimator and what it knows of the training run; this module writes
-what the prediction service checks before it serves a version (app/predict/model.py): the sha256 of
+what the prediction service checks before it serves a version (app/runtime/model.py): the sha256 of
 the artifact, the HMAC-SHA256 signature of that digest under the store's key, and held-out rows with
 the probabilities the trainer computed for them, which the service must reproduce.
 """

@@ -148,6 +148,6 @@ def probe_rows(estimator: Any, reference: NDArray[Any], *, limit: int = MAX_PROB
         thresholds = thresholds[np.linspace(0, len(thresholds) - 1, num=room).astype(int)]
     rows = np.vstack([thresholds, others])
     # No infinities, and nothing past float32's range: scikit-learn's float32 trees refuse such rows (requests
-    # carrying them get a 400, app/predict/value_checks.py), so they are nothing to agree on.
+    # carrying them get a 400, app/runtime/value_checks.py), so they are nothing to agree on.
     keep = np.all(np.isnan(rows) | (np.abs(np.where(np.isnan(rows), 0.0, rows)) <= FLOAT32_MAX), axis=1)
     return rows[keep]

@@ -1,6 +1,6 @@
 """The stream scorer's decisions, read by event id (GET /v1/decisions/{event_id}).
 
-The scorer writes each decision under a key of its shard (app.stream.keys); the event's shard depends on
+The scorer writes each decision under a key of its shard (app.common.stream_keys); the event's shard depends on
 its entity, which a caller holding only the event id does not know, so every shard is asked, in one
 round trip per shard (a handful at most).
 """
@@ -15,8 +15,8 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import RedisError
 
 from app.common.errors import NotFoundError, UnavailableError
+from app.common.stream_keys import StreamKeys
 from app.predict.core.config import Settings
-from app.stream.keys import StreamKeys
 
 
 class DecisionReader:

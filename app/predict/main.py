@@ -19,7 +19,7 @@ from app.modelstore import model_store
 from app.predict.api.routes import decisions, health, v1, v2
 from app.predict.core.config import Settings, get_settings
 from app.predict.decisions import DecisionReader
-from app.predict.registry import ModelRegistry
+from app.runtime.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

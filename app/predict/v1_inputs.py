@@ -8,7 +8,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.common.errors import InvalidInputError, PayloadTooLargeError
-from app.predict.value_checks import STRICT, ValueRules, check_values
+from app.runtime.value_checks import STRICT, ValueRules, check_values
 
 
 def _type_name(value: Any) -> str:

@@ -28,7 +28,7 @@ import orjson
 from numpy.typing import NDArray
 
 from app.common.errors import InvalidInputError, PayloadTooLargeError, load_json
-from app.predict.value_checks import STRICT, ValueRules, check_values
+from app.runtime.value_checks import STRICT, ValueRules, check_values
 
 NUMERIC_DTYPES: dict[str, np.dtype[Any]] = {
     "FP64": np.dtype("<f8"),

@@ -22,7 +22,7 @@ from app.common.logging import configure_logging
 from app.features.offline import OfflineStore
 from app.features.stores import DEFAULT_REGION
 from app.modelstore import model_store
-from app.predict.registry import ModelRegistry
+from app.runtime.registry import ModelRegistry
 from app.stream.core.config import Settings as StreamSettings
 from app.stream.scorer import StreamScorer
 from app.stream.scripts import Broker

@@ -24,7 +24,7 @@ import math
 import time
 import zlib
 
-from app.stream.keys import StreamKeys
+from app.common.stream_keys import StreamKeys
 from app.stream.scripts import Broker, Scripts
 
 # KEYS: lease. ARGV: consumer, lease ms, may take (1/0) -> 1 held (renewed), 2 taken now, 0 not ours

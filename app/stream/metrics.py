@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 from app.common.http_metrics import LATENCY_BUCKETS
-from app.predict.metrics import BATCH_BUCKETS
+from app.runtime.metrics import BATCH_BUCKETS
 
 EVENTS = Counter(
     "stream_events_total",

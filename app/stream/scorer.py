@@ -35,8 +35,8 @@ from redis.exceptions import RedisError, ResponseError
 
 from app.common.errors import ApiError, UnavailableError
 from app.features.offline import OfflineStore, OfflineStoreError
-from app.predict.registry import LoadedModel, ModelNotReadyError, ModelRegistry, UnknownModelError
-from app.predict.value_checks import row_problems
+from app.runtime.registry import LoadedModel, ModelNotReadyError, ModelRegistry, UnknownModelError
+from app.runtime.value_checks import row_problems
 from app.stream import metrics
 from app.stream.core.config import Settings as StreamSettings
 from app.stream.events import Event, EventSchema

@@ -15,7 +15,7 @@ from app.common.errors import (
     UnavailableError,
     load_json,
 )
-from app.predict.online_inputs import EntityNotFoundError, FeaturesUnavailableError
+from app.runtime.online_inputs import EntityNotFoundError, FeaturesUnavailableError
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from app.modelstore import LocalModelStore
-from app.predict.model import SklearnModel
+from app.runtime.model import SklearnModel
 from devharness import ROOT
 from devharness.jobs import run_job
 from jobs.__main__ import main as jobs_main

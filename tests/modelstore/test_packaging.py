@@ -12,7 +12,7 @@ import pytest
 from app.modelstore import LocalModelStore, TrainingRun, package_sklearn, publish_sklearn
 from app.modelstore.metadata import metadata_signature_ok, sha256_hex, signature_ok
 from app.modelstore.packaging import VERIFICATION_ROWS, fingerprint
-from app.predict.model import ModelLoadError, SklearnModel
+from app.runtime.model import ModelLoadError, SklearnModel
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from app.modelstore import ModelStore
-from app.predict.model import SklearnModel
+from app.runtime.model import SklearnModel
 
 
 def reference(store: ModelStore, name: str) -> SklearnModel:

@@ -5,7 +5,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from app.predict.batcher import MicroBatcher
+from app.runtime.batcher import MicroBatcher
 
 
 class Recorder:

@@ -17,7 +17,7 @@ from prometheus_client.mmap_dict import MmapedDict
 
 from app.modelstore import LocalModelStore, ModelMetadata
 from app.predict.core.config import Settings
-from app.predict.registry import ModelRegistry
+from app.runtime.registry import ModelRegistry
 from devharness import GunicornService, wait_until
 from tests.predict.helpers import instances, reference
 

@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 
 from app.modelstore import LocalModelStore
 from app.modelstore.metadata import sha256_hex, sign, with_metadata_signature
-from app.predict.model import ModelLoadError, SklearnModel
+from app.runtime.model import ModelLoadError, SklearnModel
 
 
 def _load(store: LocalModelStore, name: str = "breast-cancer", **kw: object) -> SklearnModel:

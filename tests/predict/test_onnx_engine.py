@@ -34,10 +34,10 @@ from app.modelstore.metadata import sha256_hex
 from app.onnx.parity import compare_probabilities
 from app.onnx.session import OnnxPredictor
 from app.onnx.sklearn_convert import sklearn_to_onnx
-from app.predict.batcher import MicroBatcher
 from app.predict.core.config import Settings
-from app.predict.model import ModelLoadError, SklearnModel
-from app.predict.registry import ModelRegistry
+from app.runtime.batcher import MicroBatcher
+from app.runtime.model import ModelLoadError, SklearnModel
+from app.runtime.registry import ModelRegistry
 from devharness import GunicornService
 
 N_FEATURES = 6
@@ -150,7 +150,7 @@ def test_unconvertible_model_is_served_by_sklearn_and_says_why(
     assert meta.onnx is None
     assert meta.onnx_unavailable is not None and "'log_amount' (FunctionTransformer)" in meta.onnx_unavailable
     assert not (families.root / "log-amount" / "versions" / "v1" / "model.onnx").exists()
-    with caplog.at_level(logging.INFO, logger="app.predict.model"):
+    with caplog.at_level(logging.INFO, logger="app.runtime.model"):
         model = load(families, "log-amount")
     assert model.engine == "sklearn"
     assert "'log_amount' (FunctionTransformer)" in model.engine_reason

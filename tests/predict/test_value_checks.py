@@ -1,4 +1,4 @@
-"""Request values per model (app/predict/value_checks.py): missing values only where the model takes them, no
+"""Request values per model (app/runtime/value_checks.py): missing values only where the model takes them, no
 infinities, no magnitude past what the engine computes with; each refusal names the row and the feature."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hypothesis.extra.numpy import arrays
 from app.common.errors import InvalidInputError
 from app.onnx.probes import FLOAT32_MAX
 from app.predict.v1_inputs import parse_instances
-from app.predict.value_checks import STRICT, ValueRules, check_values, row_problems
+from app.runtime.value_checks import STRICT, ValueRules, check_values, row_problems
 
 NAMES = ["a", "b", "c"]
 TREES = ValueRules(accepts_missing=False, max_abs=FLOAT32_MAX)

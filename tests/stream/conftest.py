@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from app.modelstore import LocalModelStore
-from app.predict.registry import ModelRegistry
+from app.runtime.registry import ModelRegistry
 from app.stream.core.config import Settings as StreamSettings
 from app.stream.scorer import StreamScorer
 from devharness import RedisServer

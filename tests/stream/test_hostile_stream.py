@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from app.features.offline import OfflineStore
 from app.modelstore import LocalModelStore
-from app.predict.registry import ModelRegistry
+from app.runtime.registry import ModelRegistry
 from app.stream.scorer import StreamScorer
 from devharness import RedisServer
 from tests.stream.conftest import IRIS, stream_settings

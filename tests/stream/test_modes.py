@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from app.features.offline import OfflineStore
 from app.modelstore import LocalModelStore
-from app.predict.registry import ModelRegistry
+from app.runtime.registry import ModelRegistry
 from app.stream.scorer import StreamScorer
 from devharness import GunicornService, RedisServer
 from devharness.jobs import run_job

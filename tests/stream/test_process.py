@@ -17,7 +17,7 @@ import redis
 import redis.asyncio as aioredis
 
 from app.modelstore import LocalModelStore
-from app.predict.registry import ModelRegistry
+from app.runtime.registry import ModelRegistry
 from app.stream.scorer import StreamScorer
 from devharness import VENV_BIN, RedisServer, Server, free_port, wait_until
 from tests.stream.conftest import iris_events

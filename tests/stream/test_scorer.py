@@ -12,7 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
-from app.predict.registry import ModelRegistry
+from app.runtime.registry import ModelRegistry
 from app.stream.scorer import StreamScorer
 from devharness import RedisServer
 from tests.stream.conftest import IRIS, iris_events, stream_settings
@@ -334,7 +334,7 @@ async def test_an_unavailable_online_store_leaves_the_batch_pending_and_the_scor
     make_scorer: Any, client: aioredis.Redis, registry: ModelRegistry
 ) -> None:
     """Issue 24: FeaturesUnavailableError was not caught: the process exited 1."""
-    from app.predict.online_inputs import FeaturesUnavailableError
+    from app.runtime.online_inputs import FeaturesUnavailableError
     from app.stream import metrics
 
     events = iris_events(12, seed=6)

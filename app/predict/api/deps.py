@@ -12,7 +12,7 @@ from fastapi import Depends, Request
 
 from app.common.errors import ApiError
 from app.predict.core.config import Settings
-from app.predict.registry import LoadedModel, ModelNotReadyError, ModelRegistry, UnknownModelError
+from app.runtime.registry import LoadedModel, ModelNotReadyError, ModelRegistry, UnknownModelError
 
 
 async def get_registry(request: Request) -> ModelRegistry:

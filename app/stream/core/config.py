@@ -1,8 +1,8 @@
 """Settings of the stream scorer: environment variables prefixed ``STREAM_``.
 
-The scorer serves models with the prediction service's own registry (hot reload, verification, fallback to
-the previous version), so it reads the prediction service's settings too, under its own prefix
-(``STREAM_POLL_INTERVAL_SECONDS``, ...), and the shared names (``MODEL_STORE_URL``, ``FEATURES_REDIS_URL``,
+The scorer serves models with the model runtime the prediction service uses (app/runtime: hot reload,
+verification, fallback to the previous version), so it reads the runtime's settings too, under its own
+prefix (``STREAM_POLL_INTERVAL_SECONDS``, ...), and the shared names (``MODEL_STORE_URL``, ``FEATURES_REDIS_URL``,
 ``FEATURES_REPO``, ...) unprefixed, like every other program.
 """
 
@@ -15,12 +15,12 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from app.predict.core.config import Settings as PredictSettings
-from app.stream.keys import StreamKeys
+from app.common.stream_keys import StreamKeys
+from app.runtime.settings import RuntimeSettings
 from app.stream.windows import Window, parse_windows
 
 
-class Settings(PredictSettings):
+class Settings(RuntimeSettings):
     model_config = SettingsConfigDict(env_prefix="STREAM_", use_attribute_docstrings=True, extra="ignore")
 
     redis_url: str = "redis://localhost:6379/0"

@@ -10,8 +10,8 @@ from app.common.fast_routes import add_fast_route
 from app.features.online import OnlineStoreUnavailableError
 from app.predict import precomputed
 from app.predict.api.deps import ModelDep, RegistryDep, lookup_model
-from app.predict.registry import LoadedModel, ModelRegistry
 from app.predict.v1_inputs import parse_instances
+from app.runtime.registry import LoadedModel, ModelRegistry
 
 router = APIRouter(prefix="/v1", tags=["v1"])
 

@@ -9,8 +9,8 @@ from app.common.errors import ApiError, error_response, error_responses, json_bo
 from app.common.fast_routes import add_fast_route
 from app.common.settings import package_version
 from app.predict.api.deps import ModelDep, RegistryDep, lookup_model
-from app.predict.registry import LoadedModel
 from app.predict.v2_protocol import encode_infer_response, parse_infer_request
+from app.runtime.registry import LoadedModel
 
 router = APIRouter(prefix="/v2", tags=["v2"])
 

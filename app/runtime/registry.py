@@ -29,12 +29,12 @@ from app.modelstore import ModelMetadata, ModelStore, ModelStoreError
 from app.modelstore.metadata import metadata_signature_ok
 from app.monitoring.capture import ModelMonitor, monitor_for
 from app.monitoring.profile import ProfileError
-from app.predict import metrics
-from app.predict.batcher import MicroBatcher
-from app.predict.core.config import Settings
-from app.predict.model import ModelLoadError, SklearnModel
-from app.predict.online_inputs import OnlineInputs, OnlineInputsError
-from app.predict.value_checks import STRICT, ValueRules
+from app.runtime import metrics
+from app.runtime.batcher import MicroBatcher
+from app.runtime.model import ModelLoadError, SklearnModel
+from app.runtime.online_inputs import OnlineInputs, OnlineInputsError
+from app.runtime.settings import RuntimeSettings
+from app.runtime.value_checks import STRICT, ValueRules
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class LoadedModel:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings, store: ModelStore) -> None:
+    def __init__(self, settings: RuntimeSettings, store: ModelStore) -> None:
         self.settings = settings
         self.store = store
         self.models: dict[str, LoadedModel] = {}

@@ -9,7 +9,7 @@ what the trainer computed. Then it picks its engine:
   ``onnx_tolerance``, no label flip away from a tie); a graph that is corrupt, whose input does not
   match the model's features, or that disagrees with the pickle refuses the whole version: something
   is wrong with what was published or with this image's onnxruntime, and the previous version keeps
-  serving (app/predict/registry.py).
+  serving (app/runtime/registry.py).
 * ``sklearn`` otherwise: the model did not convert at publish time (the reason is in the metadata), it
   was published before graphs existed, or the service is told to (PREDICT_ENGINE=sklearn). The reason
   is logged with the load and kept in ``engine_reason``.
@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from app.modelstore.metadata import ModelMetadata, metadata_signature_ok, sign, signature_ok
-from app.predict.value_checks import STRICT, ValueRules
+from app.runtime.value_checks import STRICT, ValueRules
 
 log = logging.getLogger(__name__)
 
