@@ -153,7 +153,6 @@ BY_PATH: dict[str, dict[str, Any]] = {
     "driftMonitoring.prometheusUrl": {"type": "string", "pattern": "^(|https?://.+)$"},
     "driftMonitoring.pushgatewayUrl": {"type": "string", "pattern": "^(|https?://.+)$"},
     "driftMonitoring.schemaViolationShare": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
-    "driftMonitoring.missingShare": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
 }
 # The umbrella validates only its own keys of a subchart's section; the subchart's schema the rest.
 SUBCHARTS = ("predict", "featurestore", "multimodal", "stream")
