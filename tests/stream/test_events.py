@@ -38,11 +38,8 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("bad", [*BAD, None])
-def test_batch_equals_one_by_one(bad: int | None) -> None:
-    entries = [entry(i, **(BAD[i] if i == bad else {})) for i in range(10)]
-    missing: Fields = {b"event_id": b"e99"}
-    entries.append(("1-99", missing))  # missing fields
+def assert_batch_equals_one_by_one(entries: list[tuple[str, Fields]]) -> None:
+    """The fast path against the per-event parser, the oracle: same events, rows and reasons."""
     got = SCHEMA.parse_batch(entries)
     want_events, want_rows, want_dead = [], [], []
     for entry_id, fields in entries:
@@ -54,8 +51,17 @@ def test_batch_equals_one_by_one(bad: int | None) -> None:
         want_events.append(event)
         want_rows.append(row)
     assert got.events == want_events
-    assert np.array_equal(got.x, np.array(want_rows))
+    assert np.array_equal(got.x, np.array(want_rows).reshape(len(want_rows), 3))
     assert [(e, why) for e, _, why in got.malformed] == want_dead
+
+
+@pytest.mark.parametrize("bad", [*BAD, None])
+def test_batch_equals_one_by_one(bad: int | None) -> None:
+    entries = [entry(i, **(BAD[i] if i == bad else {})) for i in range(10)]
+    missing: Fields = {b"event_id": b"e99"}
+    entries.append(("1-99", missing))  # missing fields
+    assert_batch_equals_one_by_one(entries)
+    got = SCHEMA.parse_batch(entries)
     assert len(got.malformed) == (2 if bad is not None else 1)
     assert "missing field 'event_time_ms'" in got.malformed[-1][2]
 
@@ -119,16 +125,4 @@ def hostile_entries(draw: st.DrawFn) -> list[tuple[str, Fields]]:
 def test_batch_equals_one_by_one_on_generated_entries(entries: list[tuple[str, Fields]]) -> None:
     """The fast path against the per-event parser (the oracle), on missing fields, empty, undecodable,
     huge, NaN and non-integer values in any position of the batch."""
-    got = SCHEMA.parse_batch(entries)
-    want_events, want_rows, want_dead = [], [], []
-    for entry_id, fields in entries:
-        try:
-            event, row = SCHEMA.parse(entry_id, fields)
-        except MalformedEventError as exc:
-            want_dead.append((entry_id, f"malformed: {exc}"))
-            continue
-        want_events.append(event)
-        want_rows.append(row)
-    assert got.events == want_events
-    assert np.array_equal(got.x, np.array(want_rows).reshape(len(want_rows), 3))
-    assert [(e, why) for e, _, why in got.malformed] == want_dead
+    assert_batch_equals_one_by_one(entries)
