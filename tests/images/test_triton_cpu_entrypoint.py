@@ -41,7 +41,9 @@ def test_serves_with_the_chart_arguments(tmp_path: Path) -> None:
     env = {"PATH": f"{VENV_BIN}:/usr/bin:/bin", "TMPDIR": str(tmp_path)}
     with Server([str(SCRIPT), *args], tmp_path / "triton.log", env=env, inherit_env=False) as server:
         wait_until(lambda: http_ok(f"http://127.0.0.1:{http}/v2/health/ready"), 60, "tritonserver", server.proc)
-        assert http_ok(f"http://127.0.0.1:{metrics}/metrics")
+        # tritonserver starts its metrics server on its own: ready on HTTP does not mean listening there yet
+        # (a one-shot check failed one CI run)
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{metrics}/metrics"), 30, "triton metrics", server.proc)
         # exec: the server is the process the kubelet signals, not a shell in front of it
         assert Path(f"/proc/{server.pid}/exe").resolve().name == "tritonserver"
     backends = list(tmp_path.glob("triton-backends.*/python"))
