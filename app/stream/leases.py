@@ -63,10 +63,6 @@ end
 """
 
 
-class LeaseLostError(Exception):
-    """This replica no longer holds the shard it was writing to."""
-
-
 def is_lease_lost(exc: BaseException) -> bool:
     return LEASE_LOST in str(exc)
 
